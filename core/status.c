@@ -36,13 +36,14 @@ osc_status osc_error(osc_status s, const char *fmt, ...) {
 }
 
 osc_status osc_error_prefix(osc_status s, const char *fmt, ...) {
-    char pre[512], old[sizeof g_msg];
+    char pre[256], old[sizeof g_msg];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(pre, sizeof pre, fmt, ap);
     va_end(ap);
     memcpy(old, g_msg, sizeof old);
-    snprintf(g_msg, sizeof g_msg, "%s: %s", pre, old);
+    int n = snprintf(g_msg, sizeof g_msg, "%s: ", pre);
+    if (n >= 0 && (size_t)n < sizeof g_msg) snprintf(g_msg + n, sizeof g_msg - (size_t)n, "%s", old);
     return s;
 }
 

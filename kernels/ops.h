@@ -1,7 +1,7 @@
 /* kernels/ops.h: one device-agnostic call per op.
  *
  * Every op takes osc_tensor views, checks dtypes and shapes, and dispatches on the device of
- * its output: kernels/cpu/*.c (float32 reference, OpenBLAS + OpenMP) or kernels/cuda/*.cu
+ * its output: the files in kernels/cpu (float32 reference, OpenBLAS + OpenMP) or kernels/cuda
  * (bf16 storage, fp32 accumulation) through C launchers. All tensors of one call must live on
  * the same device. Tensors are contiguous, row-major, ne[0] outermost. Ops never allocate
  * (except one-time library handles such as the cuBLAS handle) and never print.
