@@ -1,0 +1,394 @@
+/* Decoder weights and forward pass, written once against kernels/ops.h (CPU or CUDA by where
+ * the tensors live). */
+#include "model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/arena.h"
+#include "../core/device.h"
+#include "../core/safetensors.h"
+#include "../kernels/ops.h"
+#include "../kernels/rope.h"
+
+typedef struct osc_layer_w {
+    osc_tensor attn_norm, wq, bq, wk, bk, wv, bv, wo, q_norm, k_norm;
+    osc_tensor mlp_norm, w_gate, w_up, w_down;
+} osc_layer_w;
+
+struct osc_llm {
+    osc_llm_config cfg;
+    osc_dev dev;
+    osc_dtype act;
+    osc_tensor embed, norm, lm_head;
+    osc_layer_w *layers;
+    void **allocs;
+    int n_allocs, cap_allocs;
+    size_t weight_bytes;
+    osc_rope rope;
+    char desc[256];
+};
+
+struct osc_llm_ctx {
+    osc_llm *m;
+    int max_tokens;
+    osc_arena arena;
+    /* scratch, sized for max_tokens rows */
+    osc_tensor x, xn, q, k, v, att, o, gate, up, ids, pos, last, logits;
+    float *logits_host; /* unused on CPU (logits land in the caller's buffer directly) */
+};
+
+const osc_llm_config *osc_llm_config_of(const osc_llm *m) { return &m->cfg; }
+osc_dev osc_llm_device(const osc_llm *m) { return m->dev; }
+osc_dtype osc_llm_act_dtype(const osc_llm *m) { return m->act; }
+size_t osc_llm_weight_bytes(const osc_llm *m) { return m->weight_bytes; }
+const char *osc_llm_describe(const osc_llm *m) { return m->desc; }
+
+static osc_status track(osc_llm *m, void *p) {
+    if (m->n_allocs == m->cap_allocs) {
+        int nc = m->cap_allocs ? m->cap_allocs * 2 : 64;
+        void **na = realloc(m->allocs, (size_t)nc * sizeof *na);
+        if (!na) return osc_error(OSC_ERR_OOM, "out of host memory");
+        m->allocs = na;
+        m->cap_allocs = nc;
+    }
+    m->allocs[m->n_allocs++] = p;
+    return OSC_OK;
+}
+
+/* Load one weight (checked against the shape the config implies) onto the model's device. */
+static osc_status load_w(osc_llm *m, const osc_st *st, const char *name, int nd, const int64_t *shape,
+                         osc_tensor *out) {
+    const osc_st_tensor *t;
+    OSC_TRY(osc_st_expect(st, name, nd, shape, &t));
+    int64_t n = 1;
+    for (int i = 0; i < nd; i++) n *= shape[i];
+    osc_tensor w = osc_tensor_make(NULL, m->act, m->dev, nd, shape);
+    void *p;
+    OSC_TRY(osc_dev_malloc(m->dev, osc_tensor_nbytes(&w), &p));
+    osc_status s = track(m, p);
+    if (s != OSC_OK) {
+        osc_dev_free(m->dev, p);
+        return s;
+    }
+    w.data = p;
+    if (m->dev == OSC_DEV_CPU) {
+        OSC_TRY(osc_st_read_f32(t, p, n));
+    } else if (t->dt == OSC_BF16) {
+        OSC_TRY(osc_copy_bytes(p, m->dev, t->data, OSC_DEV_CPU, (size_t)n * 2));
+    } else {
+        float *tmp = malloc((size_t)n * 4);
+        if (!tmp) return osc_error(OSC_ERR_OOM, "cannot stage tensor %s", name);
+        s = osc_st_read_f32(t, tmp, n);
+        if (s == OSC_OK) s = osc_tensor_upload_f32(&w, tmp, n);
+        free(tmp);
+        OSC_TRY(s);
+    }
+    m->weight_bytes += osc_tensor_nbytes(&w);
+    *out = w;
+    return OSC_OK;
+}
+
+static osc_status load_w1(osc_llm *m, const osc_st *st, const char *name, int64_t n0, osc_tensor *out) {
+    return load_w(m, st, name, 1, &n0, out);
+}
+static osc_status load_w2(osc_llm *m, const osc_st *st, const char *name, int64_t n0, int64_t n1, osc_tensor *out) {
+    int64_t s[2] = {n0, n1};
+    return load_w(m, st, name, 2, s, out);
+}
+
+/* Checkpoints name the decoder differently: plain LMs "model.", the Omni thinker
+ * "thinker.model.", transformers-5 VL "model.language_model.". */
+static const char *find_prefix(const osc_st *st, const char **lm_head) {
+    static const struct { const char *model, *head; } cands[] = {
+        {"model.", "lm_head.weight"},
+        {"thinker.model.", "thinker.lm_head.weight"},
+        {"model.language_model.", "lm_head.weight"},
+        {"language_model.model.", "language_model.lm_head.weight"},
+    };
+    char name[256];
+    for (size_t i = 0; i < sizeof cands / sizeof cands[0]; i++) {
+        snprintf(name, sizeof name, "%sembed_tokens.weight", cands[i].model);
+        if (osc_st_get(st, name)) {
+            *lm_head = cands[i].head;
+            return cands[i].model;
+        }
+    }
+    return NULL;
+}
+
+osc_status osc_llm_load(const char *dir, osc_dev dev, osc_llm **out) {
+    *out = NULL;
+    osc_llm *m = calloc(1, sizeof *m);
+    if (!m) return osc_error(OSC_ERR_OOM, "out of host memory");
+    m->dev = dev;
+    m->act = dev == OSC_DEV_CPU ? OSC_F32 : OSC_BF16;
+    osc_st *st = NULL;
+    osc_status s = osc_config_load(dir, &m->cfg);
+    if (s == OSC_OK) s = osc_st_open(dir, &st);
+    if (s != OSC_OK) goto fail;
+    const osc_llm_config *c = &m->cfg;
+    const char *head_name = NULL;
+    const char *pre = find_prefix(st, &head_name);
+    if (!pre) {
+        s = osc_error(OSC_ERR_FORMAT, "%s: no token embedding (model.embed_tokens.weight or a known prefix) in the checkpoint", dir);
+        goto fail;
+    }
+    const int64_t D = c->hidden_size, F = c->intermediate_size, hd = c->head_dim;
+    const int64_t qd = (int64_t)c->n_heads * hd, kd = (int64_t)c->n_kv_heads * hd;
+    char nm[320];
+#define W2(field, suffix, a, b) do { snprintf(nm, sizeof nm, "%s%s", lp, suffix); s = load_w2(m, st, nm, a, b, &L->field); if (s) goto fail; } while (0)
+#define W1(field, suffix, a) do { snprintf(nm, sizeof nm, "%s%s", lp, suffix); s = load_w1(m, st, nm, a, &L->field); if (s) goto fail; } while (0)
+    snprintf(nm, sizeof nm, "%sembed_tokens.weight", pre);
+    if ((s = load_w2(m, st, nm, c->vocab_size, D, &m->embed))) goto fail;
+    snprintf(nm, sizeof nm, "%snorm.weight", pre);
+    if ((s = load_w1(m, st, nm, D, &m->norm))) goto fail;
+    if (c->tie_embeddings) {
+        m->lm_head = m->embed;
+    } else if (osc_st_get(st, head_name)) {
+        if ((s = load_w2(m, st, head_name, c->vocab_size, D, &m->lm_head))) goto fail;
+    } else {
+        /* Some Omni-3B exports drop the untied head; the embedding is then the head. */
+        osc_log(OSC_LOG_WARN, "%s: no %s; using the token embedding as the output head", dir, head_name);
+        m->lm_head = m->embed;
+    }
+    m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
+    if (!m->layers) {
+        s = osc_error(OSC_ERR_OOM, "out of host memory");
+        goto fail;
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        osc_layer_w *L = &m->layers[l];
+        char lp[128];
+        snprintf(lp, sizeof lp, "%slayers.%d.", pre, l);
+        W1(attn_norm, "input_layernorm.weight", D);
+        W2(wq, "self_attn.q_proj.weight", qd, D);
+        W2(wk, "self_attn.k_proj.weight", kd, D);
+        W2(wv, "self_attn.v_proj.weight", kd, D);
+        W2(wo, "self_attn.o_proj.weight", D, qd);
+        if (c->attn_bias) {
+            W1(bq, "self_attn.q_proj.bias", qd);
+            W1(bk, "self_attn.k_proj.bias", kd);
+            W1(bv, "self_attn.v_proj.bias", kd);
+        }
+        if (c->qk_norm) {
+            W1(q_norm, "self_attn.q_norm.weight", hd);
+            W1(k_norm, "self_attn.k_norm.weight", hd);
+        }
+        W1(mlp_norm, "post_attention_layernorm.weight", D);
+        W2(w_gate, "mlp.gate_proj.weight", F, D);
+        W2(w_up, "mlp.up_proj.weight", F, D);
+        W2(w_down, "mlp.down_proj.weight", D, F);
+    }
+#undef W1
+#undef W2
+    s = osc_rope_init(&m->rope, (int)hd, c->rope_theta, c->rope_type == OSC_ROPE_LLAMA3 ? 1 : 0, c->rope_factor,
+                  c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_orig_max_pos,
+                  c->rope_type == OSC_ROPE_MROPE ? c->mrope_section : NULL);
+    if (s != OSC_OK) {
+        osc_error_prefix(s, "%s/config.json", dir);
+        goto fail;
+    }
+    snprintf(m->desc, sizeof m->desc, "%s: %d layers, hidden %d, heads %d/%d x %d, vocab %d, %.1f MiB of %s weights on %s",
+             c->model_type, c->n_layers, c->hidden_size, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size,
+             m->weight_bytes / 1048576.0, m->act == OSC_F32 ? "f32" : "bf16", dev == OSC_DEV_CPU ? "cpu" : "cuda");
+    osc_st_close(st);
+    *out = m;
+    return OSC_OK;
+fail:
+    osc_st_close(st);
+    osc_llm_free(m);
+    return s;
+}
+
+void osc_llm_free(osc_llm *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_allocs; i++) osc_dev_free(m->dev, m->allocs[i]);
+    free(m->allocs);
+    free(m->layers);
+    free(m);
+}
+
+osc_status osc_llm_kv_new(const osc_llm *m, const char *mode, int n_ctx, osc_kv **out) {
+    osc_kv_params p = {mode, m->cfg.n_layers, m->cfg.n_kv_heads, m->cfg.head_dim, n_ctx, m->dev, m->act};
+    return osc_kv_new(&p, out);
+}
+
+osc_status osc_llm_ctx_new(osc_llm *m, int max_tokens, osc_llm_ctx **out) {
+    *out = NULL;
+    if (max_tokens <= 0) return osc_error(OSC_ERR_INVALID_ARG, "forward context: max_tokens %d", max_tokens);
+    const osc_llm_config *c = &m->cfg;
+    osc_llm_ctx *x = calloc(1, sizeof *x);
+    if (!x) return osc_error(OSC_ERR_OOM, "out of host memory");
+    x->m = m;
+    x->max_tokens = max_tokens;
+    int64_t N = max_tokens, D = c->hidden_size, F = c->intermediate_size;
+    int64_t qd = (int64_t)c->n_heads * c->head_dim, kd = (int64_t)c->n_kv_heads * c->head_dim;
+    size_t es = osc_dtype_size(m->act);
+    size_t bytes = (size_t)N * es * (size_t)(3 * D + 2 * qd + 2 * kd + 2 * F) + (size_t)N * 4 * 4 +
+                   (size_t)N * es * D + (size_t)N * 4 * c->vocab_size + 16 * 256;
+    osc_status s = osc_arena_init(&x->arena, bytes, m->dev);
+    if (s != OSC_OK) {
+        free(x);
+        return osc_error_prefix(s, "forward scratch for %d tokens", max_tokens);
+    }
+    osc_arena *a = &x->arena;
+    x->x = osc_arena_2d(a, m->act, N, D);
+    x->xn = osc_arena_2d(a, m->act, N, D);
+    x->o = osc_arena_2d(a, m->act, N, D);
+    x->q = osc_arena_2d(a, m->act, N, qd);
+    x->att = osc_arena_2d(a, m->act, N, qd);
+    x->k = osc_arena_2d(a, m->act, N, kd);
+    x->v = osc_arena_2d(a, m->act, N, kd);
+    x->gate = osc_arena_2d(a, m->act, N, F);
+    x->up = osc_arena_2d(a, m->act, N, F);
+    x->ids = osc_arena_2d(a, OSC_I32, 1, N);
+    x->pos = osc_arena_2d(a, OSC_I32, 3, N);
+    x->last = osc_arena_2d(a, m->act, N, D);
+    x->logits = osc_arena_2d(a, OSC_F32, N, c->vocab_size);
+    if (!x->logits.data) {
+        osc_llm_ctx_free(x);
+        return OSC_ERR_OOM;
+    }
+    *out = x;
+    return OSC_OK;
+}
+
+int osc_llm_ctx_max_tokens(const osc_llm_ctx *c) { return c->max_tokens; }
+
+void osc_llm_ctx_free(osc_llm_ctx *c) {
+    if (!c) return;
+    osc_arena_free(&c->arena);
+    free(c);
+}
+
+static osc_tensor view3(const osc_tensor *t, int64_t n0, int64_t n1, int64_t n2) {
+    int64_t ne[3] = {n0, n1, n2};
+    return osc_tensor_make(t->data, t->dt, t->dev, 3, ne);
+}
+static osc_tensor rows2(const osc_tensor *t, int64_t r0, int64_t n) { return osc_tensor_rows(t, r0, n); }
+
+/* One forward over at most max_tokens rows. */
+static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, int n_seq, const int *seq_start, const int32_t *tokens,
+                                const int32_t *pos, int pos_stride, osc_kv **kv, int all_logits, float *logits) {
+    const osc_llm_config *cf = &m->cfg;
+    const int N = seq_start[n_seq] - seq_start[0];
+    const int base = seq_start[0];
+    const int64_t hd = cf->head_dim;
+    const int Hq = cf->n_heads, Hkv = cf->n_kv_heads;
+    const int mrope = cf->rope_type == OSC_ROPE_MROPE;
+    const float scale = 1.0f / sqrtf((float)hd);
+
+    /* positions: explicit, or continuing each sequence's cache */
+    int32_t pos_host[3 * 512];
+    int32_t *ph = pos_host;
+    int32_t *heap = NULL;
+    if ((size_t)N * 3 > sizeof pos_host / sizeof pos_host[0]) {
+        heap = malloc((size_t)N * 3 * sizeof *heap); /* prefill only: decode batches are small */
+        if (!heap) return osc_error(OSC_ERR_OOM, "positions");
+        ph = heap;
+    }
+    for (int s = 0; s < n_seq; s++) {
+        int n0 = osc_kv_len(kv[s]);
+        for (int i = seq_start[s]; i < seq_start[s + 1]; i++) {
+            int r = i - base;
+            for (int a = 0; a < 3; a++)
+                ph[a * N + r] = pos ? pos[(mrope ? a : 0) * pos_stride + i] : n0 + (i - seq_start[s]);
+        }
+    }
+    osc_tensor ids = osc_tensor_1d(c->ids.data, OSC_I32, m->dev, N);
+    osc_tensor posT = mrope ? osc_tensor_2d(c->pos.data, OSC_I32, m->dev, 3, N) : osc_tensor_1d(c->pos.data, OSC_I32, m->dev, N);
+    osc_status s = osc_tensor_upload_i32(&ids, tokens + base, N);
+    if (s == OSC_OK) s = osc_copy_bytes(c->pos.data, m->dev, ph, OSC_DEV_CPU, (size_t)(mrope ? 3 : 1) * N * 4);
+    free(heap);
+    OSC_TRY(s);
+
+    osc_tensor x = rows2(&c->x, 0, N), xn = rows2(&c->xn, 0, N), o = rows2(&c->o, 0, N);
+    osc_tensor q = rows2(&c->q, 0, N), k = rows2(&c->k, 0, N), v = rows2(&c->v, 0, N), att = rows2(&c->att, 0, N);
+    osc_tensor g = rows2(&c->gate, 0, N), u = rows2(&c->up, 0, N);
+    OSC_TRY(osc_op_embed(&x, &m->embed, &ids));
+    for (int l = 0; l < cf->n_layers; l++) {
+        const osc_layer_w *L = &m->layers[l];
+        OSC_TRY(osc_op_rmsnorm(&xn, &x, &L->attn_norm, cf->rms_eps));
+        OSC_TRY(osc_op_matmul(&q, &xn, &L->wq, cf->attn_bias ? &L->bq : NULL));
+        OSC_TRY(osc_op_matmul(&k, &xn, &L->wk, cf->attn_bias ? &L->bk : NULL));
+        OSC_TRY(osc_op_matmul(&v, &xn, &L->wv, cf->attn_bias ? &L->bv : NULL));
+        if (cf->qk_norm) {
+            osc_tensor qh = osc_tensor_2d(q.data, q.dt, q.dev, (int64_t)N * Hq, hd);
+            osc_tensor kh = osc_tensor_2d(k.data, k.dt, k.dev, (int64_t)N * Hkv, hd);
+            OSC_TRY(osc_op_rmsnorm(&qh, &qh, &L->q_norm, cf->rms_eps));
+            OSC_TRY(osc_op_rmsnorm(&kh, &kh, &L->k_norm, cf->rms_eps));
+        }
+        osc_tensor q3 = view3(&q, N, Hq, hd), k3 = view3(&k, N, Hkv, hd), v3 = view3(&v, N, Hkv, hd);
+        osc_tensor a3 = view3(&att, N, Hq, hd);
+        OSC_TRY(osc_op_rope(&q3, &posT, &m->rope));
+        OSC_TRY(osc_op_rope(&k3, &posT, &m->rope));
+        for (int s2 = 0; s2 < n_seq; s2++) {
+            int r0 = seq_start[s2] - base, n = seq_start[s2 + 1] - seq_start[s2];
+            osc_tensor ks = osc_tensor_rows(&k3, r0, n), vs = osc_tensor_rows(&v3, r0, n);
+            osc_tensor qs = osc_tensor_rows(&q3, r0, n), as = osc_tensor_rows(&a3, r0, n);
+            OSC_TRY(osc_kv_store(kv[s2], l, &ks, &vs));
+            OSC_TRY(osc_kv_attend(kv[s2], l, &qs, &as, scale));
+        }
+        OSC_TRY(osc_op_matmul(&o, &att, &L->wo, NULL));
+        OSC_TRY(osc_op_add(&x, &x, &o));
+        OSC_TRY(osc_op_rmsnorm(&xn, &x, &L->mlp_norm, cf->rms_eps));
+        OSC_TRY(osc_op_matmul(&g, &xn, &L->w_gate, NULL));
+        OSC_TRY(osc_op_matmul(&u, &xn, &L->w_up, NULL));
+        OSC_TRY(osc_op_silu_mul(&g, &g, &u));
+        OSC_TRY(osc_op_matmul(&o, &g, &L->w_down, NULL));
+        OSC_TRY(osc_op_add(&x, &x, &o));
+    }
+    for (int s2 = 0; s2 < n_seq; s2++) osc_kv_advance(kv[s2], seq_start[s2 + 1] - seq_start[s2]);
+    if (!logits) return OSC_OK;
+    /* final norm + head on the rows whose logits are wanted */
+    int n_out = all_logits ? N : n_seq;
+    osc_tensor last = rows2(&c->last, 0, n_out);
+    if (all_logits) {
+        OSC_TRY(osc_op_rmsnorm(&last, &x, &m->norm, cf->rms_eps));
+    } else {
+        for (int s2 = 0; s2 < n_seq; s2++) {
+            osc_tensor src = rows2(&x, seq_start[s2 + 1] - 1 - base, 1), dst = rows2(&last, s2, 1);
+            OSC_TRY(osc_op_convert(&dst, &src));
+        }
+        OSC_TRY(osc_op_rmsnorm(&last, &last, &m->norm, cf->rms_eps));
+    }
+    osc_tensor lg = rows2(&c->logits, 0, n_out);
+    OSC_TRY(osc_op_matmul(&lg, &last, &m->lm_head, NULL));
+    return osc_tensor_download_f32(logits, &lg, (int64_t)n_out * cf->vocab_size);
+}
+
+osc_status osc_llm_forward(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, float *logits) {
+    const osc_llm_config *cf = &m->cfg;
+    int n_tokens = b->seq_start[b->n_seq] - b->seq_start[0];
+    if (b->n_seq <= 0 || n_tokens <= 0) return osc_error(OSC_ERR_INVALID_ARG, "forward: empty batch");
+    for (int i = 0; i < n_tokens; i++) {
+        int32_t t = b->tokens[b->seq_start[0] + i];
+        if (t < 0 || t >= cf->vocab_size)
+            return osc_error(OSC_ERR_INVALID_ARG, "token id %d outside the vocabulary (%d)", t, cf->vocab_size);
+    }
+    for (int s = 0; s < b->n_seq; s++) {
+        int n = b->seq_start[s + 1] - b->seq_start[s];
+        if (osc_kv_len(b->kv[s]) + n > osc_kv_capacity(b->kv[s]))
+            return osc_error(OSC_ERR_CONTEXT, "sequence %d: %d cached + %d new tokens exceed the context of %d",
+                             s, osc_kv_len(b->kv[s]), n, osc_kv_capacity(b->kv[s]));
+    }
+    if (n_tokens <= c->max_tokens)
+        return forward_chunk(m, c, b->n_seq, b->seq_start, b->tokens, b->pos, n_tokens, b->kv, b->all_logits, logits);
+    if (b->n_seq != 1)
+        return osc_error(OSC_ERR_INVALID_ARG, "forward: a batch of %d sequences with %d tokens exceeds the %d-token scratch",
+                         b->n_seq, n_tokens, c->max_tokens);
+    /* one long sequence: chunks of max_tokens, each attending to everything before it */
+    for (int off = 0; off < n_tokens; off += c->max_tokens) {
+        int n = n_tokens - off < c->max_tokens ? n_tokens - off : c->max_tokens;
+        int st[2] = {b->seq_start[0] + off, b->seq_start[0] + off + n};
+        int last = off + n == n_tokens;
+        float *lg = NULL;
+        if (logits && b->all_logits) lg = logits + (size_t)off * cf->vocab_size;
+        else if (logits && last) lg = logits;
+        OSC_TRY(forward_chunk(m, c, 1, st, b->tokens, b->pos, n_tokens, b->kv, b->all_logits, lg));
+    }
+    return OSC_OK;
+}

@@ -1,0 +1,50 @@
+/* The decoder LLM (Qwen2/Qwen2.5, Qwen3, Llama-3; the text model inside Qwen2.5-Omni/VL).
+ *
+ * osc_llm owns its weights: float32 host arrays on the CPU path, bf16 device memory on CUDA,
+ * loaded once. osc_llm_ctx owns the scratch of one forward pass, sized at creation for up to
+ * max_tokens rows; a forward with more rows is split by the caller (osc_llm_forward does it).
+ * Thread-safety: one ctx per thread; the model is read-only after load.
+ * Errors: loading names the file and the problem (missing tensor, wrong shape, bad config);
+ * forward returns OSC_ERR_CONTEXT when a sequence would pass its cache size. */
+#ifndef OSC_LLM_MODEL_H
+#define OSC_LLM_MODEL_H
+#include "../core/config.h"
+#include "../core/tensor.h"
+#include "../kvcache/kvcache.h"
+
+typedef struct osc_llm osc_llm;
+typedef struct osc_llm_ctx osc_llm_ctx;
+
+osc_status osc_llm_load(const char *dir, osc_dev dev, osc_llm **out);
+void osc_llm_free(osc_llm *m);
+const osc_llm_config *osc_llm_config_of(const osc_llm *m);
+osc_dev osc_llm_device(const osc_llm *m);
+osc_dtype osc_llm_act_dtype(const osc_llm *m);
+size_t osc_llm_weight_bytes(const osc_llm *m);
+const char *osc_llm_describe(const osc_llm *m);
+
+/* A KV cache shaped for this model. mode NULL = "bf16". */
+osc_status osc_llm_kv_new(const osc_llm *m, const char *mode, int n_ctx, osc_kv **out);
+
+osc_status osc_llm_ctx_new(osc_llm *m, int max_tokens, osc_llm_ctx **out);
+void osc_llm_ctx_free(osc_llm_ctx *c);
+int osc_llm_ctx_max_tokens(const osc_llm_ctx *c);
+
+/* One forward over a batch of sequences.
+ * tokens[n_tokens]: the new tokens of all sequences back to back; sequence s owns rows
+ * [seq_start[s], seq_start[s+1]) and appends them to kv[s].
+ * pos: NULL for positions kv_len + i; else int32 [n_tokens] (or [3][n_tokens] for M-RoPE
+ * models: three planes t, h, w) absolute positions.
+ * logits (host, float32): all_logits = 0: one row per sequence (its last token),
+ * [n_seq, vocab]; all_logits = 1: a row per token [n_tokens, vocab]. NULL: no logits. */
+typedef struct osc_llm_batch {
+    int n_seq;
+    const int *seq_start;
+    const int32_t *tokens;
+    const int32_t *pos;
+    osc_kv **kv;
+    int all_logits;
+} osc_llm_batch;
+osc_status osc_llm_forward(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, float *logits);
+
+#endif
