@@ -1,0 +1,277 @@
+/* oscar: the command-line front end. The only place that prints and picks exit codes.
+ * Exit codes: 0 ok, 1 runtime error (bad model, bad input, out of memory), 2 usage error. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "oscar.h"
+
+#define OSC_VERSION "0.1.0"
+
+typedef struct chat_opts {
+    const char *model, *prompt, *system, *kv, *device;
+    int n_predict, n_ctx, threads, json, verbose;
+    osc_sampling_params sp;
+    int set_temp, set_topk, set_topp, set_minp, set_rp, set_seed;
+} chat_opts;
+
+static void usage_main(FILE *f) {
+    fprintf(f,
+            "oscar %s: inference for omni-modal LLMs with a 2-bit OScaR KV cache\n\n"
+            "usage: oscar <command> [options]\n\n"
+            "commands:\n"
+            "  chat     chat with a model (one prompt with -p, or interactive)\n"
+            "  help     show this help, or `oscar help <command>`\n\n"
+            "Run `oscar <command> --help` for the options of a command.\n",
+            OSC_VERSION);
+}
+
+static void usage_chat(FILE *f) {
+    fprintf(f,
+            "usage: oscar chat -m MODEL_DIR [options]\n\n"
+            "Chat with a model from a HuggingFace snapshot folder (config.json, *.safetensors,\n"
+            "tokenizer.json). With -p the reply to one prompt is streamed to stdout; without -p\n"
+            "an interactive multi-turn chat reads lines from stdin (/reset clears it, /exit or\n"
+            "end of input leaves). Speed is reported on stderr.\n\n"
+            "options:\n"
+            "  -m, --model DIR       model folder (required)\n"
+            "  -p, --prompt TEXT     the user message; omit for an interactive chat\n"
+            "  -s, --system TEXT     system prompt (default: the model family's)\n"
+            "  -n, --n-predict N     most tokens to generate per reply (default 256)\n"
+            "  -c, --ctx N           context length in tokens (default min(model max, 4096))\n"
+            "      --temp T          temperature; 0 = greedy (default: generation_config.json, else 0)\n"
+            "      --top-k K         keep the K most likely tokens (0 = off)\n"
+            "      --top-p P         nucleus sampling threshold (1 = off)\n"
+            "      --min-p P         drop tokens below P x the top probability (0 = off)\n"
+            "      --repeat-penalty R  penalise tokens already seen (1 = off)\n"
+            "      --seed S          random seed (default 0)\n"
+            "      --kv MODE         KV cache mode (default bf16)\n"
+            "      --device D        cpu, cuda or auto (default auto: cuda when a GPU is usable)\n"
+            "  -t, --threads N       CPU threads (default: all cores)\n"
+            "      --json            print one JSON object with the reply and statistics\n"
+            "  -v, --verbose         log loading details to stderr\n"
+            "  -h, --help            this help\n");
+}
+
+static void log_to_stderr(osc_log_level lv, const char *msg, void *user) {
+    (void)user;
+    static const char *names[] = {"debug", "info", "warning", "error"};
+    fprintf(stderr, "oscar: %s: %s\n", names[lv], msg);
+}
+
+static int parse_int(const char *flag, const char *v, int lo, int hi, int *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "oscar: %s expects an integer in [%d, %d], got '%s'\n", flag, lo, hi, v);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+static int parse_float(const char *flag, const char *v, float lo, float hi, float *out) {
+    char *end;
+    errno = 0;
+    float x = strtof(v, &end);
+    if (errno || *end || end == v || !(x >= lo && x <= hi)) {
+        fprintf(stderr, "oscar: %s expects a number in [%g, %g], got '%s'\n", flag, lo, hi, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+/* Returns 0 on success, 2 on a usage error, 3 for --help. */
+static int parse_chat(int argc, char **argv, chat_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->n_predict = -1;
+    o->device = "auto";
+    o->kv = "bf16";
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEEDV() do { if (!v) { fprintf(stderr, "oscar: %s needs a value\n", a); return 2; } i++; } while (0)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) return 3;
+        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEEDV(); o->model = v; }
+        else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { NEEDV(); o->prompt = v; }
+        else if (!strcmp(a, "-s") || !strcmp(a, "--system")) { NEEDV(); o->system = v; }
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { NEEDV(); if (parse_int(a, v, 0, 1 << 20, &o->n_predict)) return 2; }
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { NEEDV(); if (parse_int(a, v, 16, 1 << 22, &o->n_ctx)) return 2; }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (parse_int(a, v, 0, 1024, &o->threads)) return 2; }
+        else if (!strcmp(a, "--temp")) { NEEDV(); if (parse_float(a, v, 0, 100, &o->sp.temperature)) return 2; o->set_temp = 1; }
+        else if (!strcmp(a, "--top-k")) { NEEDV(); if (parse_int(a, v, 0, 1 << 24, &o->sp.top_k)) return 2; o->set_topk = 1; }
+        else if (!strcmp(a, "--top-p")) { NEEDV(); if (parse_float(a, v, 0, 1, &o->sp.top_p)) return 2; o->set_topp = 1; }
+        else if (!strcmp(a, "--min-p")) { NEEDV(); if (parse_float(a, v, 0, 1, &o->sp.min_p)) return 2; o->set_minp = 1; }
+        else if (!strcmp(a, "--repeat-penalty")) { NEEDV(); if (parse_float(a, v, 0.01f, 100, &o->sp.repeat_penalty)) return 2; o->set_rp = 1; }
+        else if (!strcmp(a, "--seed")) {
+            NEEDV();
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(v, &end, 10);
+            if (errno || *end || end == v) { fprintf(stderr, "oscar: --seed expects a non-negative integer, got '%s'\n", v); return 2; }
+            o->sp.seed = s;
+            o->set_seed = 1;
+        }
+        else if (!strcmp(a, "--kv")) { NEEDV(); o->kv = v; }
+        else if (!strcmp(a, "--device")) {
+            NEEDV();
+            if (strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto")) { fprintf(stderr, "oscar: --device must be cpu, cuda or auto\n"); return 2; }
+            o->device = v;
+        }
+        else if (!strcmp(a, "--json")) o->json = 1;
+        else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) o->verbose = 1;
+        else { fprintf(stderr, "oscar: unknown option '%s' (see oscar chat --help)\n", a); return 2; }
+#undef NEEDV
+    }
+    if (!o->model) {
+        fprintf(stderr, "oscar: chat needs a model folder: -m MODEL_DIR (see oscar chat --help)\n");
+        return 2;
+    }
+    return 0;
+}
+
+typedef struct stream_ctx { int print; char *buf; size_t len, cap; } stream_ctx;
+
+static int on_token(const char *text, int32_t id, void *user) {
+    (void)id;
+    stream_ctx *c = user;
+    if (c->print) {
+        fputs(text, stdout);
+        fflush(stdout);
+    }
+    size_t n = strlen(text);
+    if (c->len + n + 1 > c->cap) {
+        size_t nc = c->cap ? c->cap * 2 : 1024;
+        while (nc < c->len + n + 1) nc *= 2;
+        char *nb = realloc(c->buf, nc);
+        if (!nb) return 1;
+        c->buf = nb;
+        c->cap = nc;
+    }
+    memcpy(c->buf + c->len, text, n + 1);
+    c->len += n;
+    return 0;
+}
+
+static void print_speed(const osc_gen_stats *st) {
+    fprintf(stderr, "\noscar: prompt %d tokens in %.2f s (%.1f tok/s), generated %d tokens in %.2f s (%.1f tok/s)\n",
+            st->prompt_tokens, st->prompt_seconds, st->prompt_seconds > 0 ? st->prompt_tokens / st->prompt_seconds : 0.0,
+            st->gen_tokens, st->gen_seconds, st->gen_seconds > 0 ? st->gen_tokens / st->gen_seconds : 0.0);
+}
+
+static int fail(const char *what) {
+    fprintf(stderr, "oscar: %s: %s\n", what, osc_last_error());
+    return 1;
+}
+
+static int cmd_chat(int argc, char **argv) {
+    chat_opts o;
+    int r = parse_chat(argc, argv, &o);
+    if (r == 3) { usage_chat(stdout); return 0; }
+    if (r) return r;
+    osc_set_log_callback(log_to_stderr, NULL, o.verbose ? OSC_LOG_DEBUG : OSC_LOG_WARN);
+    osc_model_params mp = osc_model_default_params();
+    mp.device = !strcmp(o.device, "cpu") ? OSC_DEVICE_CPU : !strcmp(o.device, "cuda") ? OSC_DEVICE_CUDA : OSC_DEVICE_AUTO;
+    mp.n_threads = o.threads;
+    osc_model *m;
+    if (osc_model_load(o.model, &mp, &m) != OSC_OK) return fail("cannot load the model");
+    if (o.verbose) fprintf(stderr, "oscar: %s\n", osc_model_describe(m));
+    osc_session_params ps = osc_session_default_params();
+    ps.n_ctx = o.n_ctx;
+    ps.kv_mode = o.kv;
+    ps.system_prompt = o.system;
+    osc_session *s;
+    if (osc_session_new(m, &ps, &s) != OSC_OK) {
+        int rc = fail("cannot start a session");
+        osc_model_free(m);
+        return rc;
+    }
+    osc_sampling_params sp = osc_sampling_default_params(m);
+    if (o.n_predict >= 0) sp.max_tokens = o.n_predict;
+    if (o.set_temp) sp.temperature = o.sp.temperature;
+    if (o.set_topk) sp.top_k = o.sp.top_k;
+    if (o.set_topp) sp.top_p = o.sp.top_p;
+    if (o.set_minp) sp.min_p = o.sp.min_p;
+    if (o.set_rp) sp.repeat_penalty = o.sp.repeat_penalty;
+    if (o.set_seed) sp.seed = o.sp.seed;
+    int rc = 0;
+    if (o.prompt) {
+        stream_ctx sc = {!o.json, NULL, 0, 0};
+        osc_gen_stats st;
+        if (osc_session_add_message(s, "user", o.prompt) != OSC_OK ||
+            osc_session_generate(s, &sp, on_token, &sc, &st) != OSC_OK) {
+            rc = fail("generation failed");
+        } else if (o.json) {
+            cJSON *j = cJSON_CreateObject();
+            cJSON_AddStringToObject(j, "model", o.model);
+            cJSON_AddStringToObject(j, "prompt", o.prompt);
+            cJSON_AddStringToObject(j, "reply", sc.buf ? sc.buf : "");
+            cJSON_AddNumberToObject(j, "prompt_tokens", st.prompt_tokens);
+            cJSON_AddNumberToObject(j, "gen_tokens", st.gen_tokens);
+            cJSON_AddNumberToObject(j, "prompt_seconds", st.prompt_seconds);
+            cJSON_AddNumberToObject(j, "gen_seconds", st.gen_seconds);
+            cJSON_AddStringToObject(j, "finish", st.stopped_by_eos ? "stop" : "length");
+            cJSON_AddStringToObject(j, "kv", o.kv);
+            char *txt = cJSON_Print(j);
+            if (txt) puts(txt);
+            free(txt);
+            cJSON_Delete(j);
+        } else {
+            fputc('\n', stdout);
+            print_speed(&st);
+        }
+        free(sc.buf);
+    } else {
+        char line[65536];
+        for (;;) {
+            fputs("> ", stderr);
+            if (!fgets(line, sizeof line, stdin)) break;
+            size_t n = strlen(line);
+            while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+            if (!n) continue;
+            if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) break;
+            if (!strcmp(line, "/reset")) {
+                osc_session_free(s);
+                if (osc_session_new(m, &ps, &s) != OSC_OK) { rc = fail("cannot reset the session"); s = NULL; break; }
+                fputs("(conversation cleared)\n", stderr);
+                continue;
+            }
+            stream_ctx sc = {1, NULL, 0, 0};
+            osc_gen_stats st;
+            if (osc_session_add_message(s, "user", line) != OSC_OK || osc_session_generate(s, &sp, on_token, &sc, &st) != OSC_OK) {
+                rc = fail("generation failed");
+                free(sc.buf);
+                break;
+            }
+            fputc('\n', stdout);
+            print_speed(&st);
+            free(sc.buf);
+        }
+    }
+    osc_session_free(s);
+    osc_model_free(m);
+    return rc;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage_main(stderr);
+        return 2;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help")) { usage_main(stdout); return 0; }
+    if (!strcmp(cmd, "--version")) { printf("oscar %s\n", OSC_VERSION); return 0; }
+    if (!strcmp(cmd, "help")) {
+        if (argc > 2 && !strcmp(argv[2], "chat")) usage_chat(stdout);
+        else usage_main(stdout);
+        return 0;
+    }
+    if (!strcmp(cmd, "chat")) return cmd_chat(argc - 2, argv + 2);
+    fprintf(stderr, "oscar: unknown command '%s'\n\n", cmd);
+    usage_main(stderr);
+    return 2;
+}
