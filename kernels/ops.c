@@ -235,6 +235,14 @@ osc_status osc_op_convert(osc_tensor *out, const osc_tensor *in) {
     DISPATCH(out->dev, osc_cpu_convert(out, in), osc_cuda_convert(out, in));
 }
 
+osc_status osc_op_fill_uniform(osc_tensor *t, uint64_t seed, float lo, float hi) {
+    const char *op = "fill_uniform";
+    TRY(check_tensor(op, "t", t));
+    if (!(t->dt == OSC_F32 || t->dt == act_dt(t->dev)) || !(lo <= hi))
+        return osc_error(OSC_ERR_INVALID_ARG, "fill_uniform: t %s, range [%g, %g]", sh(t).s, lo, hi);
+    DISPATCH(t->dev, osc_cpu_fill_uniform(t, seed, lo, hi), osc_cuda_fill_uniform(t, seed, lo, hi));
+}
+
 osc_status osc_op_argmax(osc_tensor *out, const osc_tensor *x) {
     const char *op = "argmax";
     TRY(check_tensor(op, "out", out)); TRY(check_tensor(op, "x", x));

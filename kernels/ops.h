@@ -67,6 +67,11 @@ osc_status osc_op_convert(osc_tensor *out, const osc_tensor *in);
 /* out[R] (I32) = argmax over the last dim of x[R,N] (first index on ties). */
 osc_status osc_op_argmax(osc_tensor *out, const osc_tensor *x);
 
+/* Fill t (F32 or BF16) with deterministic pseudo-random values uniform in [lo, hi): element i
+ * gets a value from a counter-based hash of (seed, i), so CPU and CUDA give the same numbers
+ * (before rounding to the tensor's dtype). lo == hi fills a constant. */
+osc_status osc_op_fill_uniform(osc_tensor *t, uint64_t seed, float lo, float hi);
+
 /* Causal GQA attention of one sequence.
  * q[S,Hq,D], k[T,Hkv,D], v[T,Hkv,D] -> out[S,Hq,D]; Hq % Hkv == 0; query head h uses kv head
  * h / (Hq/Hkv). Query i sits at absolute position q_pos0 + i and sees keys j <= q_pos0 + i

@@ -203,6 +203,86 @@ fail:
     return s;
 }
 
+/* One weight tensor filled on its device by osc_op_fill_uniform(lo, hi). */
+static osc_status rand_w(osc_llm *m, int nd, const int64_t *shape, uint64_t seed, float lo, float hi, osc_tensor *out) {
+    osc_tensor w = osc_tensor_make(NULL, m->act, m->dev, nd, shape);
+    void *p;
+    OSC_TRY(osc_dev_malloc(m->dev, osc_tensor_nbytes(&w), &p));
+    osc_status s = track(m, p);
+    if (s != OSC_OK) {
+        osc_dev_free(m->dev, p);
+        return s;
+    }
+    w.data = p;
+    OSC_TRY(osc_op_fill_uniform(&w, seed, lo, hi));
+    m->weight_bytes += osc_tensor_nbytes(&w);
+    *out = w;
+    return OSC_OK;
+}
+
+osc_status osc_llm_new_random(const osc_llm_config *cfg, osc_dev dev, uint64_t seed, osc_llm **out) {
+    *out = NULL;
+    OSC_TRY(osc_llm_config_validate(cfg, "random model"));
+    osc_llm *m = calloc(1, sizeof *m);
+    if (!m) return osc_error(OSC_ERR_OOM, "out of host memory");
+    m->dev = dev;
+    m->act = dev == OSC_DEV_CPU ? OSC_F32 : OSC_BF16;
+    m->cfg = *cfg;
+    const osc_llm_config *c = &m->cfg;
+    const int64_t D = c->hidden_size, F = c->intermediate_size, hd = c->head_dim;
+    const int64_t qd = (int64_t)c->n_heads * hd, kd = (int64_t)c->n_kv_heads * hd;
+    uint64_t sd = seed * 1000003u;
+    osc_status s;
+    int64_t sh[2];
+#define R2(dst, a, b, fan) do { sh[0] = a; sh[1] = b; float r_ = sqrtf(3.0f / (float)(fan)); \
+        if ((s = rand_w(m, 2, sh, ++sd, -r_, r_, dst))) goto fail; } while (0)
+#define R1(dst, a, lo, hi) do { sh[0] = a; if ((s = rand_w(m, 1, sh, ++sd, lo, hi, dst))) goto fail; } while (0)
+    R2(&m->embed, c->vocab_size, D, 3);
+    R1(&m->norm, D, 1.0f, 1.0f);
+    if (c->tie_embeddings) m->lm_head = m->embed;
+    else R2(&m->lm_head, c->vocab_size, D, D);
+    m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
+    if (!m->layers) {
+        s = osc_error(OSC_ERR_OOM, "out of host memory");
+        goto fail;
+    }
+    for (int l = 0; l < c->n_layers; l++) {
+        osc_layer_w *L = &m->layers[l];
+        R1(&L->attn_norm, D, 1.0f, 1.0f);
+        R1(&L->mlp_norm, D, 1.0f, 1.0f);
+        R2(&L->wq, qd, D, D);
+        R2(&L->wk, kd, D, D);
+        R2(&L->wv, kd, D, D);
+        R2(&L->wo, D, qd, qd);
+        if (c->attn_bias) {
+            R1(&L->bq, qd, -0.1f, 0.1f);
+            R1(&L->bk, kd, -0.1f, 0.1f);
+            R1(&L->bv, kd, -0.1f, 0.1f);
+        }
+        if (c->qk_norm) {
+            R1(&L->q_norm, hd, 1.0f, 1.0f);
+            R1(&L->k_norm, hd, 1.0f, 1.0f);
+        }
+        R2(&L->w_gate, F, D, D);
+        R2(&L->w_up, F, D, D);
+        R2(&L->w_down, D, F, F);
+    }
+#undef R1
+#undef R2
+    s = osc_rope_init(&m->rope, (int)hd, c->rope_theta, c->rope_type == OSC_ROPE_LLAMA3 ? 1 : 0, c->rope_factor,
+                      c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_orig_max_pos,
+                      c->rope_type == OSC_ROPE_MROPE ? c->mrope_section : NULL);
+    if (s != OSC_OK) goto fail;
+    snprintf(m->desc, sizeof m->desc, "%s (random weights): %d layers, hidden %d, heads %d/%d x %d, vocab %d, %.1f MiB of %s weights on %s",
+             c->model_type, c->n_layers, c->hidden_size, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size,
+             m->weight_bytes / 1048576.0, m->act == OSC_F32 ? "f32" : "bf16", dev == OSC_DEV_CPU ? "cpu" : "cuda");
+    *out = m;
+    return OSC_OK;
+fail:
+    osc_llm_free(m);
+    return s;
+}
+
 void osc_llm_free(osc_llm *m) {
     if (!m) return;
     for (int i = 0; i < m->n_allocs; i++) osc_dev_free(m->dev, m->allocs[i]);

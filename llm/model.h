@@ -16,6 +16,9 @@ typedef struct osc_llm osc_llm;
 typedef struct osc_llm_ctx osc_llm_ctx;
 
 osc_status osc_llm_load(const char *dir, osc_dev dev, osc_llm **out);
+/* A model of the given shape with deterministic random weights (no checkpoint), for
+ * benchmarks: U(-a, a) with a = sqrt(3 / fan_in) per weight, norms 1, biases small. */
+osc_status osc_llm_new_random(const osc_llm_config *cfg, osc_dev dev, uint64_t seed, osc_llm **out);
 void osc_llm_free(osc_llm *m);
 const osc_llm_config *osc_llm_config_of(const osc_llm *m);
 osc_dev osc_llm_device(const osc_llm *m);

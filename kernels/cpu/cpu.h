@@ -23,6 +23,7 @@ osc_status osc_cpu_add_bias(osc_tensor *x, const osc_tensor *bias);
 osc_status osc_cpu_softmax(osc_tensor *x);
 osc_status osc_cpu_convert(osc_tensor *out, const osc_tensor *in);
 osc_status osc_cpu_argmax(osc_tensor *out, const osc_tensor *x);
+osc_status osc_cpu_fill_uniform(osc_tensor *t, uint64_t seed, float lo, float hi);
 osc_status osc_cpu_attention(osc_tensor *out, const osc_tensor *q, const osc_tensor *k, const osc_tensor *v,
                              int64_t q_pos0, float scale, int causal);
 

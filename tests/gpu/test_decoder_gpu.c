@@ -38,13 +38,15 @@ static void test_model(const char *root, const char *name) {
         osc_llm_batch bg = {1, st, ti->data, NULL, &kg, 1}, bc = {1, st, ti->data, NULL, &kc, 1};
         CHECK(osc_llm_forward(gm, gc, &bg, a) == OSC_OK, "%s p%d cuda: %s", name, p, osc_last_error());
         CHECK(osc_llm_forward(cm, cc, &bc, b) == OSC_OK, "%s p%d cpu: %s", name, p, osc_last_error());
-        double worst = 0;
+        /* VERIFY.md: ||out - ref|| / ||ref|| over the logits <= 2e-2; the worst single row is
+         * printed too (bf16 rounding of the activations puts a few rows near 2e-2) */
+        double worst = 0, all = rel_l2(a, b, (long)S * V);
         for (int r = 0; r < S; r++) {
             double e = rel_l2(a + (size_t)r * V, b + (size_t)r * V, V);
             if (e > worst) worst = e;
         }
-        CHECK(worst <= 2e-2, "%s p%d: cuda vs cpu worst row rel err %.3g", name, p, worst);
-        printf("%s p%d S=%d: cuda bf16 vs cpu f32 worst row rel. error %.2e\n", name, p, S, worst);
+        CHECK(all <= 2e-2, "%s p%d: cuda vs cpu rel err %.3g", name, p, all);
+        printf("%s p%d S=%d: cuda bf16 vs cpu f32 rel. error %.2e (worst row %.2e)\n", name, p, S, all, worst);
         osc_kv_free(kg);
         osc_kv_free(kc);
         free(a);
@@ -79,6 +81,50 @@ out:
     osc_llm_free(cm);
 }
 
+/* Random weights of one shape on both devices: the shared hash gives the same weights (up to
+ * bf16 rounding), so the logits must agree like a checkpoint's. */
+static void test_random_model(void) {
+    osc_llm_config c;
+    memset(&c, 0, sizeof c);
+    c.arch = OSC_ARCH_QWEN2;
+    snprintf(c.model_type, sizeof c.model_type, "qwen2");
+    c.vocab_size = 300; c.hidden_size = 128; c.intermediate_size = 256; c.n_layers = 2;
+    c.n_heads = 8; c.n_kv_heads = 2; c.head_dim = 16; c.rms_eps = 1e-6f; c.rope_theta = 10000;
+    c.rope_type = OSC_ROPE_DEFAULT; c.max_pos = 512; c.attn_bias = 1; c.bos_id = c.pad_id = -1;
+    c.image_token_id = c.video_token_id = c.audio_token_id = -1;
+    c.vision_start_id = c.vision_end_id = c.audio_start_id = c.audio_end_id = -1;
+    osc_llm *gm = NULL, *cm = NULL;
+    CHECK(osc_llm_new_random(&c, OSC_DEV_CUDA, 7, &gm) == OSC_OK, "random cuda: %s", osc_last_error());
+    CHECK(osc_llm_new_random(&c, OSC_DEV_CPU, 7, &cm) == OSC_OK, "random cpu: %s", osc_last_error());
+    if (gm && cm) {
+        enum { S = 50 };
+        int32_t ids[S];
+        for (int i = 0; i < S; i++) ids[i] = (i * 37 + 11) % c.vocab_size;
+        float *a = malloc((size_t)S * c.vocab_size * 4), *b = malloc((size_t)S * c.vocab_size * 4);
+        osc_llm_ctx *gc = NULL, *cc = NULL;
+        osc_kv *kg = NULL, *kc = NULL;
+        osc_llm_ctx_new(gm, 64, &gc);
+        osc_llm_ctx_new(cm, 64, &cc);
+        osc_llm_kv_new(gm, NULL, 64, &kg);
+        osc_llm_kv_new(cm, NULL, 64, &kc);
+        int st[2] = {0, S};
+        osc_llm_batch bg = {1, st, ids, NULL, &kg, 1}, bc = {1, st, ids, NULL, &kc, 1};
+        CHECK(osc_llm_forward(gm, gc, &bg, a) == OSC_OK, "%s", osc_last_error());
+        CHECK(osc_llm_forward(cm, cc, &bc, b) == OSC_OK, "%s", osc_last_error());
+        double e = rel_l2(a, b, (long)S * c.vocab_size);
+        CHECK(e <= 2e-2, "random model cuda vs cpu rel err %.3g", e);
+        printf("random-weights qwen2 shape: cuda vs cpu rel. error %.2e\n", e);
+        osc_kv_free(kg);
+        osc_kv_free(kc);
+        osc_llm_ctx_free(gc);
+        osc_llm_ctx_free(cc);
+        free(a);
+        free(b);
+    }
+    osc_llm_free(gm);
+    osc_llm_free(cm);
+}
+
 int main(void) {
     if (!osc_device_cuda_available()) {
         printf("no GPU: skipped\n");
@@ -89,5 +135,6 @@ int main(void) {
     test_model(root, "qwen2-tiny");
     test_model(root, "qwen3-tiny");
     test_model(root, "llama-tiny");
+    test_random_model();
     return check_done("test_decoder_gpu");
 }

@@ -1,0 +1,524 @@
+/* kernels/cuda/cuda_attention.cu: causal / non-causal GQA attention of one sequence.
+ * q[S,Hq,D], k[T,Hkv,D], v[T,Hkv,D] -> out[S,Hq,D], bf16 in/out, fp32 softmax and accumulation.
+ *
+ * GQA row packing (both kernels): the query heads h = kvh*G + g (G = Hq/Hkv) that share one
+ * KV head are handled by the same block, as "rows" r = s*G + g (query s = r / G, absolute
+ * position q_pos0 + s), so each K/V tile is read once for all G heads.
+ *
+ * (a) k_attn_prefill<DP>: flash attention with tensor cores (WMMA bf16 16x16x16, fp32 accum).
+ *     Block = 4 warps = 64 rows of one KV head; loops over 64-key tiles (only up to the last
+ *     key any of its rows may see when causal). Per tile: S = Q K^T (WMMA, fp32) -> shared,
+ *     online softmax per row in fp32 (exp2 with log2e folded into the scale), P (bf16) ->
+ *     shared, O (fp32, in shared) = O*alpha + P V (WMMA accumulators loaded from / stored to
+ *     shared). Never materialises an S x T matrix. Head dim D is zero-padded to DP (a
+ *     multiple of 16: 32, 64, 80, 96, 128, 160, 192, 256), rows/keys beyond S*G / T are
+ *     zero-filled and masked, so any S, T and D <= 256 work.
+ * (b) k_attn_decode + k_attn_combine (S <= 4): split-K flash decoding. Grid (splits, Hkv);
+ *     each block takes a contiguous chunk of keys for all S*G rows of its KV head, keeps
+ *     (max, sum, acc[D]) per row in fp32 and writes them as partials to a scratch buffer; the
+ *     combine kernel merges the splits by log-sum-exp and normalises.
+ * osc_cuda_attention picks (b) when S <= 4 and its shared memory fits, else (a). */
+#include "kernels/cuda/cuda_common.cuh"
+
+#include <mma.h>
+
+using namespace nvcuda;
+
+namespace {
+
+const float kLog2e = 1.4426950408889634f;
+
+/* ------------------------------------------------------------------------------------------ */
+/* (a) prefill                                                                                  */
+/* ------------------------------------------------------------------------------------------ */
+const int PB_Q = 64;  /* rows per block (4 warps x 16) */
+const int PB_K = 64;  /* keys per tile */
+const int P_LDS = PB_K + 4;  /* fp32 scores row stride */
+const int P_LDP = PB_K + 8;  /* bf16 probabilities row stride */
+
+template <int DP> struct prefill_smem {
+    static const int LDQ = DP + 8;  /* bf16 rows of Q, K, V */
+    static const int LDO = DP + 4;  /* fp32 rows of O */
+    static const size_t q_off = 0;
+    static const size_t k_off = q_off + (size_t)PB_Q * LDQ * 2;
+    static const size_t v_off = k_off + (size_t)PB_K * LDQ * 2;
+    static const size_t s_off = v_off + (size_t)PB_K * LDQ * 2;
+    static const size_t p_off = s_off + (size_t)PB_Q * P_LDS * 4;
+    static const size_t o_off = p_off + (size_t)PB_Q * P_LDP * 2;
+    static const size_t m_off = o_off + (size_t)PB_Q * LDO * 4;
+    static const size_t l_off = m_off + PB_Q * 4;
+    static const size_t bytes = l_off + PB_Q * 4;
+};
+
+/* Load `rows` rows of D bf16 values into shared rows of DP (+pad) elements; src(row) gives the
+ * global row pointer or nullptr for a zero row. Columns D..DP-1 are zeroed. */
+template <int DP, typename F>
+__device__ __forceinline__ void load_tile(bf16 *dst, int ld, int rows, int D, bool vec, F src) {
+    const int CH = DP / 8; /* 16-byte chunks per row */
+    for (int idx = threadIdx.x; idx < rows * CH; idx += blockDim.x) {
+        int r = idx / CH, c = idx % CH, d0 = c * 8;
+        const bf16 *g = src(r);
+        uint4 val = make_uint4(0, 0, 0, 0);
+        if (g && d0 < D) {
+            if (vec) {
+                val = *reinterpret_cast<const uint4 *>(g + d0);
+            } else {
+                union { uint4 u; bf16 h[8]; } tmp;
+#pragma unroll
+                for (int e = 0; e < 8; e++) tmp.h[e] = d0 + e < D ? g[d0 + e] : f2bf(0.f);
+                val = tmp.u;
+            }
+        }
+        *reinterpret_cast<uint4 *>(dst + (size_t)r * ld + d0) = val;
+    }
+}
+
+template <int DP>
+__global__ void __launch_bounds__(128)
+k_attn_prefill(bf16 *__restrict__ out, const bf16 *__restrict__ q, const bf16 *__restrict__ k,
+               const bf16 *__restrict__ v, int S, int T, int Hq, int Hkv, int D, long long q_pos0,
+               float scale_log2, int causal, int vec_ok) {
+    typedef prefill_smem<DP> L;
+    extern __shared__ __align__(128) unsigned char smem_pf[];
+    unsigned char *smem = smem_pf;
+    bf16 *Qs = (bf16 *)(smem + L::q_off);
+    bf16 *Ks = (bf16 *)(smem + L::k_off);
+    bf16 *Vs = (bf16 *)(smem + L::v_off);
+    float *Ss = (float *)(smem + L::s_off);
+    bf16 *Ps = (bf16 *)(smem + L::p_off);
+    float *Os = (float *)(smem + L::o_off);
+    float *row_m = (float *)(smem + L::m_off);
+    float *row_l = (float *)(smem + L::l_off);
+
+    const int G = Hq / Hkv;
+    const int kvh = blockIdx.y;
+    const int NR = S * G;
+    const int r0 = blockIdx.x * PB_Q;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const bool vec = vec_ok != 0; /* D % 8 == 0 and 16-byte aligned bases */
+
+    /* Q tile and state */
+    load_tile<DP>(Qs, L::LDQ, PB_Q, D, vec, [&](int r) -> const bf16 * {
+        int gr = r0 + r;
+        if (gr >= NR) return nullptr;
+        int s = gr / G, g = gr % G;
+        return q + ((size_t)s * Hq + (size_t)kvh * G + g) * D;
+    });
+    for (int i = threadIdx.x; i < PB_Q * L::LDO; i += blockDim.x) Os[i] = 0.f;
+    for (int i = threadIdx.x; i < PB_Q; i += blockDim.x) {
+        row_m[i] = -INFINITY;
+        row_l[i] = 0.f;
+    }
+
+    const int rlast = min(r0 + PB_Q, NR) - 1;
+    long long kend_ll = causal ? q_pos0 + rlast / G + 1 : (long long)T;
+    const int kend = (int)(kend_ll < T ? kend_ll : T);
+
+    for (int k0 = 0; k0 < kend; k0 += PB_K) {
+        __syncthreads(); /* previous tile's P V is done with Ks/Vs (and Q/O init is visible) */
+        load_tile<DP>(Ks, L::LDQ, PB_K, D, vec, [&](int r) -> const bf16 * {
+            int j = k0 + r;
+            return j < T ? k + ((size_t)j * Hkv + kvh) * D : nullptr;
+        });
+        load_tile<DP>(Vs, L::LDQ, PB_K, D, vec, [&](int r) -> const bf16 * {
+            int j = k0 + r;
+            return j < T ? v + ((size_t)j * Hkv + kvh) * D : nullptr;
+        });
+        __syncthreads();
+
+        /* S[16 rows of this warp, 64 keys] = Q K^T */
+        {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[PB_K / 16];
+#pragma unroll
+            for (int n = 0; n < PB_K / 16; n++) wmma::fill_fragment(acc[n], 0.f);
+#pragma unroll
+            for (int kk = 0; kk < DP / 16; kk++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
+                wmma::load_matrix_sync(a, Qs + (size_t)warp * 16 * L::LDQ + kk * 16, L::LDQ);
+#pragma unroll
+                for (int n = 0; n < PB_K / 16; n++) {
+                    wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::col_major> b;
+                    wmma::load_matrix_sync(b, Ks + (size_t)n * 16 * L::LDQ + kk * 16, L::LDQ);
+                    wmma::mma_sync(acc[n], a, b, acc[n]);
+                }
+            }
+#pragma unroll
+            for (int n = 0; n < PB_K / 16; n++)
+                wmma::store_matrix_sync(Ss + (size_t)warp * 16 * P_LDS + n * 16, acc[n], P_LDS, wmma::mem_row_major);
+        }
+        __syncwarp();
+
+        /* online softmax on this warp's 16 rows; rescale their O rows */
+        for (int rr = 0; rr < 16; rr++) {
+            int r = warp * 16 + rr;
+            int gr = r0 + r;
+            long long lim = gr < NR ? (causal ? q_pos0 + gr / G : (long long)T - 1) : -1;
+            int c0 = lane, c1 = lane + 32;
+            int j0 = k0 + c0, j1 = k0 + c1;
+            float x0 = (j0 < T && j0 <= lim) ? Ss[r * P_LDS + c0] * scale_log2 : -INFINITY;
+            float x1 = (j1 < T && j1 <= lim) ? Ss[r * P_LDS + c1] * scale_log2 : -INFINITY;
+            float tmax = warp_max(fmaxf(x0, x1));
+            float m_old = row_m[r];
+            float m_new = fmaxf(m_old, tmax);
+            float p0 = 0.f, p1 = 0.f, alpha = 1.f;
+            if (m_new != -INFINITY) {
+                p0 = exp2f(x0 - m_new);
+                p1 = exp2f(x1 - m_new);
+                alpha = exp2f(m_old - m_new);
+            }
+            bf16 b0 = f2bf(p0), b1 = f2bf(p1);
+            Ps[r * P_LDP + c0] = b0;
+            Ps[r * P_LDP + c1] = b1;
+            float psum = warp_sum(bf2f(b0) + bf2f(b1));
+            __syncwarp();
+            if (lane == 0) {
+                row_l[r] = row_l[r] * alpha + psum;
+                row_m[r] = m_new;
+            }
+            if (alpha != 1.f)
+                for (int d = lane; d < DP; d += 32) Os[(size_t)r * L::LDO + d] *= alpha;
+        }
+        __syncwarp();
+
+        /* O[16 rows, DP] += P[16, 64] V[64, DP] */
+#pragma unroll
+        for (int n = 0; n < DP / 16; n++) {
+            wmma::fragment<wmma::accumulator, 16, 16, 16, float> o;
+            float *op = Os + (size_t)warp * 16 * L::LDO + n * 16;
+            wmma::load_matrix_sync(o, op, L::LDO, wmma::mem_row_major);
+#pragma unroll
+            for (int kk = 0; kk < PB_K / 16; kk++) {
+                wmma::fragment<wmma::matrix_a, 16, 16, 16, bf16, wmma::row_major> a;
+                wmma::fragment<wmma::matrix_b, 16, 16, 16, bf16, wmma::row_major> b;
+                wmma::load_matrix_sync(a, Ps + (size_t)warp * 16 * P_LDP + kk * 16, P_LDP);
+                wmma::load_matrix_sync(b, Vs + (size_t)kk * 16 * L::LDQ + n * 16, L::LDQ);
+                wmma::mma_sync(o, a, b, o);
+            }
+            wmma::store_matrix_sync(op, o, L::LDO, wmma::mem_row_major);
+        }
+    }
+    __syncthreads();
+
+    /* out = O / l */
+    for (int rr = 0; rr < 16; rr++) {
+        int r = warp * 16 + rr;
+        int gr = r0 + r;
+        if (gr >= NR) break;
+        int s = gr / G, g = gr % G;
+        float l = row_l[r];
+        float inv = l > 0.f ? 1.f / l : 0.f;
+        bf16 *o = out + ((size_t)s * Hq + (size_t)kvh * G + g) * D;
+        for (int d = lane; d < D; d += 32) o[d] = f2bf(Os[(size_t)r * L::LDO + d] * inv);
+    }
+}
+
+template <int DP>
+osc_status launch_prefill(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, int S, int T, int Hq, int Hkv,
+                          int D, long long q_pos0, float scale, int causal, int vec_ok, cudaStream_t st) {
+    typedef prefill_smem<DP> L;
+    static bool attr_set = false; /* benign race: setting it twice is harmless */
+    if (!attr_set) {
+        OSC_CU_CHECK(cudaFuncSetAttribute(k_attn_prefill<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          (int)L::bytes));
+        attr_set = true;
+    }
+    int NR = S * (Hq / Hkv);
+    dim3 grid((unsigned)((NR + PB_Q - 1) / PB_Q), (unsigned)Hkv);
+    k_attn_prefill<DP><<<grid, 128, L::bytes, st>>>(out, q, k, v, S, T, Hq, Hkv, D, q_pos0, scale * kLog2e, causal,
+                                                  vec_ok);
+    OSC_CU_LAUNCH("k_attn_prefill");
+    return OSC_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* (b) split-K decode                                                                          */
+/* ------------------------------------------------------------------------------------------ */
+const int DK_T = 64;        /* keys per shared tile */
+const int DK_THREADS = 128;
+const int DK_MAX_SPLITS = 512; /* splits per KV head (combine keeps their weights in shared) */
+
+struct decode_layout {
+    int R, DE, LDK; /* rows, D rounded up to even, bf16 row stride of K/V tiles (odd word count) */
+    size_t q_off, k_off, v_off, s_off, o_off, a_off, bytes;
+};
+
+decode_layout decode_plan(int R, int D) {
+    decode_layout L;
+    L.R = R;
+    L.DE = (D + 1) & ~1;
+    L.LDK = L.DE;
+    if ((L.LDK / 2) % 2 == 0) L.LDK += 2;
+    L.q_off = 0;                                           /* float Q[R][DE] (scaled) */
+    L.k_off = L.q_off + (size_t)R * L.DE * 4;              /* bf16 K[DK_T][LDK] */
+    L.v_off = L.k_off + (size_t)DK_T * L.LDK * 2;          /* bf16 V[DK_T][LDK] */
+    L.s_off = L.v_off + (size_t)DK_T * L.LDK * 2;          /* float S/P[R][DK_T] */
+    L.o_off = L.s_off + (size_t)R * DK_T * 4;              /* float O[R][DE] */
+    L.a_off = L.o_off + (size_t)R * L.DE * 4;              /* float m, l, alpha [R] each */
+    L.bytes = L.a_off + (size_t)R * 3 * 4;
+    L.bytes = (L.bytes + 15) & ~(size_t)15;
+    return L;
+}
+
+__global__ void __launch_bounds__(DK_THREADS)
+k_attn_decode(float *__restrict__ part_acc, float *__restrict__ part_ml, const bf16 *__restrict__ q,
+              const bf16 *__restrict__ k, const bf16 *__restrict__ v, int S, int T, int Hq, int Hkv, int D,
+              long long q_pos0, float scale_log2, int causal, int chunk, int vec_ok, decode_layout L) {
+    extern __shared__ __align__(128) unsigned char smem_dec[];
+    unsigned char *smem = smem_dec;
+    float *Qs = (float *)(smem + L.q_off);
+    bf16 *Ks = (bf16 *)(smem + L.k_off);
+    bf16 *Vs = (bf16 *)(smem + L.v_off);
+    float *Ss = (float *)(smem + L.s_off);
+    float *Os = (float *)(smem + L.o_off);
+    float *rm = (float *)(smem + L.a_off);
+    float *rl = rm + L.R;
+    float *ra = rl + L.R;
+
+    const int G = Hq / Hkv, R = L.R, DE = L.DE, LDK = L.LDK, DH = DE / 2;
+    const int split = blockIdx.x, nsplit = gridDim.x, kvh = blockIdx.y;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+
+    /* keys this block covers: [c0, c1), clipped to the last key any row sees */
+    long long klim = causal ? q_pos0 + S : (long long)T; /* exclusive */
+    if (klim > T) klim = T;
+    int c0 = split * chunk;
+    int c1 = (int)min((long long)c0 + chunk, klim);
+
+    for (int i = threadIdx.x; i < R * DE; i += blockDim.x) {
+        int r = i / DE, d = i % DE;
+        int s = r / G, g = r % G;
+        float val = d < D ? bf2f(q[((size_t)s * Hq + (size_t)kvh * G + g) * D + d]) * scale_log2 : 0.f;
+        Qs[i] = val;
+        Os[i] = 0.f;
+    }
+    for (int i = threadIdx.x; i < R; i += blockDim.x) {
+        rm[i] = -INFINITY;
+        rl[i] = 0.f;
+    }
+    const bool vec = vec_ok != 0; /* D % 8 == 0 and 16-byte aligned bases */
+
+    for (int t0 = c0; t0 < c1; t0 += DK_T) {
+        __syncthreads();
+        /* K, V tiles: rows j in [t0, t0+DK_T), zero beyond c1 */
+        if (vec) {
+            const int CH = D / 8;
+            for (int idx = threadIdx.x; idx < DK_T * CH; idx += blockDim.x) {
+                int r = idx / CH, c = idx % CH;
+                int j = t0 + r;
+                uint4 kv4 = make_uint4(0, 0, 0, 0), vv4 = make_uint4(0, 0, 0, 0);
+                if (j < c1) {
+                    size_t off = ((size_t)j * Hkv + kvh) * D + c * 8;
+                    kv4 = *reinterpret_cast<const uint4 *>(k + off);
+                    vv4 = *reinterpret_cast<const uint4 *>(v + off);
+                }
+                uint32_t *kd = reinterpret_cast<uint32_t *>(Ks + (size_t)r * LDK + c * 8);
+                uint32_t *vd = reinterpret_cast<uint32_t *>(Vs + (size_t)r * LDK + c * 8);
+                kd[0] = kv4.x; kd[1] = kv4.y; kd[2] = kv4.z; kd[3] = kv4.w;
+                vd[0] = vv4.x; vd[1] = vv4.y; vd[2] = vv4.z; vd[3] = vv4.w;
+            }
+        } else {
+            for (int idx = threadIdx.x; idx < DK_T * DE; idx += blockDim.x) {
+                int r = idx / DE, d = idx % DE;
+                int j = t0 + r;
+                bf16 kv = f2bf(0.f), vv = f2bf(0.f);
+                if (j < c1 && d < D) {
+                    size_t off = ((size_t)j * Hkv + kvh) * D + d;
+                    kv = k[off];
+                    vv = v[off];
+                }
+                Ks[(size_t)r * LDK + d] = kv;
+                Vs[(size_t)r * LDK + d] = vv;
+            }
+        }
+        __syncthreads();
+
+        /* scores (already in log2 units) for (row, key) pairs */
+        for (int idx = threadIdx.x; idx < R * DK_T; idx += blockDim.x) {
+            int r = idx / DK_T, jj = idx % DK_T;
+            int j = t0 + jj;
+            long long lim = causal ? q_pos0 + r / G : (long long)T - 1;
+            float sc = -INFINITY;
+            if (j < c1 && j <= lim) {
+                const float2 *qr = reinterpret_cast<const float2 *>(Qs + (size_t)r * DE);
+                const __nv_bfloat162 *kr = reinterpret_cast<const __nv_bfloat162 *>(Ks + (size_t)jj * LDK);
+                float a0 = 0.f, a1 = 0.f;
+#pragma unroll 4
+                for (int d = 0; d < DH; d++) {
+                    float2 qq = qr[d];
+                    float2 kk = __bfloat1622float2(kr[d]);
+                    a0 = fmaf(qq.x, kk.x, a0);
+                    a1 = fmaf(qq.y, kk.y, a1);
+                }
+                sc = a0 + a1;
+            }
+            Ss[(size_t)r * DK_T + jj] = sc;
+        }
+        __syncthreads();
+
+        /* online softmax, one warp per row */
+        for (int r = warp; r < R; r += DK_THREADS / 32) {
+            float x0 = Ss[(size_t)r * DK_T + lane], x1 = Ss[(size_t)r * DK_T + lane + 32];
+            float m_old = rm[r];
+            float m_new = fmaxf(m_old, warp_max(fmaxf(x0, x1)));
+            float p0 = 0.f, p1 = 0.f, alpha = 1.f;
+            if (m_new != -INFINITY) {
+                p0 = exp2f(x0 - m_new);
+                p1 = exp2f(x1 - m_new);
+                alpha = exp2f(m_old - m_new);
+            }
+            Ss[(size_t)r * DK_T + lane] = p0;
+            Ss[(size_t)r * DK_T + lane + 32] = p1;
+            float ps = warp_sum(p0 + p1);
+            if (lane == 0) {
+                rl[r] = rl[r] * alpha + ps;
+                rm[r] = m_new;
+                ra[r] = alpha;
+            }
+        }
+        __syncthreads();
+
+        /* O = O * alpha + P V, threads over (row, dim pair) */
+        int jn = min(DK_T, c1 - t0);
+        for (int idx = threadIdx.x; idx < R * DH; idx += blockDim.x) {
+            int r = idx / DH, dp = idx % DH;
+            const float *pr = Ss + (size_t)r * DK_T;
+            float a0 = 0.f, a1 = 0.f;
+            for (int jj = 0; jj < jn; jj++) {
+                float p = pr[jj];
+                float2 vv = __bfloat1622float2(reinterpret_cast<const __nv_bfloat162 *>(Vs + (size_t)jj * LDK)[dp]);
+                a0 = fmaf(p, vv.x, a0);
+                a1 = fmaf(p, vv.y, a1);
+            }
+            float al = ra[r];
+            float2 *o = reinterpret_cast<float2 *>(Os + (size_t)r * DE) + dp;
+            float2 cur = *o;
+            cur.x = cur.x * al + a0;
+            cur.y = cur.y * al + a1;
+            *o = cur;
+        }
+    }
+    __syncthreads();
+
+    /* partials: [kvh][split][r] */
+    size_t base = ((size_t)kvh * nsplit + split) * R;
+    for (int i = threadIdx.x; i < R * D; i += blockDim.x) {
+        int r = i / D, d = i % D;
+        part_acc[(base + r) * D + d] = Os[(size_t)r * DE + d];
+    }
+    for (int r = threadIdx.x; r < R; r += blockDim.x) {
+        part_ml[(base + r) * 2] = rm[r];
+        part_ml[(base + r) * 2 + 1] = rl[r];
+    }
+}
+
+/* one block per (kvh, row): merge the splits by log-sum-exp */
+__global__ void k_attn_combine(bf16 *__restrict__ out, const float *__restrict__ part_acc,
+                               const float *__restrict__ part_ml, int nsplit, int R, int G, int Hq, int D) {
+    __shared__ float wts[DK_MAX_SPLITS];
+    __shared__ float red[32];
+    __shared__ float s_inv;
+    const int kvh = blockIdx.x / R, r = blockIdx.x % R;
+    float m = -INFINITY;
+    for (int i = threadIdx.x; i < nsplit; i += blockDim.x)
+        m = fmaxf(m, part_ml[(((size_t)kvh * nsplit + i) * R + r) * 2]);
+    m = block_max(m, red);
+    float l = 0.f;
+    for (int i = threadIdx.x; i < nsplit; i += blockDim.x) {
+        size_t b = (((size_t)kvh * nsplit + i) * R + r) * 2;
+        float mi = part_ml[b];
+        float w = (mi == -INFINITY || m == -INFINITY) ? 0.f : exp2f(mi - m);
+        wts[i] = w;
+        l += w * part_ml[b + 1];
+    }
+    l = block_sum(l, red); /* contains __syncthreads: wts visible after */
+    if (threadIdx.x == 0) s_inv = l > 0.f ? 1.f / l : 0.f;
+    __syncthreads();
+    const int s = r / G, g = r % G;
+    bf16 *o = out + ((size_t)s * Hq + (size_t)kvh * G + g) * D;
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+        float acc = 0.f;
+        for (int i = 0; i < nsplit; i++) {
+            float w = wts[i];
+            if (w != 0.f) acc += w * part_acc[((((size_t)kvh * nsplit + i) * R + r)) * D + d];
+        }
+        o[d] = f2bf(acc * s_inv);
+    }
+}
+
+int g_decode_max_smem = 0;
+
+} // namespace
+
+extern "C" osc_status osc_cuda_attention(osc_tensor *out, const osc_tensor *q, const osc_tensor *k,
+                                         const osc_tensor *v, int64_t q_pos0, float scale, int causal) {
+    int64_t S64 = q->ne[0], Hq64 = q->ne[1], D64 = q->ne[2], T64 = k->ne[0], Hkv64 = k->ne[1];
+    if (S64 == 0 || Hq64 == 0 || D64 == 0) return OSC_OK;
+    if (D64 > 256) return osc_error(OSC_ERR_UNSUPPORTED, "attention: head_dim %lld > 256 on CUDA", (long long)D64);
+    if (S64 * Hq64 > INT32_MAX || T64 > INT32_MAX)
+        return osc_error(OSC_ERR_UNSUPPORTED, "attention: sequence too long");
+    int S = (int)S64, Hq = (int)Hq64, D = (int)D64, T = (int)T64, Hkv = (int)Hkv64;
+    if (Hkv <= 0 || Hq % Hkv) return osc_error(OSC_ERR_INVALID_ARG, "attention: Hq %d not a multiple of Hkv %d", Hq, Hkv);
+    bf16 *o = (bf16 *)out->data;
+    const bf16 *qp = (const bf16 *)q->data, *kp = (const bf16 *)k->data, *vp = (const bf16 *)v->data;
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    const int G = Hq / Hkv;
+    if (T == 0) { /* no keys: define the output as zeros */
+        OSC_CU_CHECK(cudaMemsetAsync(o, 0, osc_tensor_nbytes(out), st));
+        return OSC_OK;
+    }
+
+    const int vec_ok = D % 8 == 0 && (((uintptr_t)qp | (uintptr_t)kp | (uintptr_t)vp) & 15u) == 0;
+    /* ---- (b) decode ---- */
+    int R = S * G;
+    if (S <= 4 && R <= 64) {
+        decode_layout L = decode_plan(R, D);
+        if (!g_decode_max_smem) {
+            int dev = 0, optin = 0;
+            OSC_CU_CHECK(cudaGetDevice(&dev));
+            OSC_CU_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+            OSC_CU_CHECK(cudaFuncSetAttribute(k_attn_decode, cudaFuncAttributeMaxDynamicSharedMemorySize, optin));
+            g_decode_max_smem = optin;
+        }
+        if ((int)L.bytes <= g_decode_max_smem) {
+            long long klim = causal ? q_pos0 + S : (long long)T;
+            if (klim > T) klim = T;
+            if (klim < 1) klim = 1;
+            int want = (2 * osc_cu_num_sms() + Hkv - 1) / Hkv;
+            if (want < 1) want = 1;
+            if (want > DK_MAX_SPLITS) want = DK_MAX_SPLITS;
+            long long chunk = (klim + want - 1) / want;
+            chunk = (chunk + DK_T - 1) / DK_T * DK_T;
+            if (chunk < DK_T) chunk = DK_T;
+            int nsplit = (int)((klim + chunk - 1) / chunk);
+            size_t acc_n = (size_t)Hkv * nsplit * R * D, ml_n = (size_t)Hkv * nsplit * R * 2;
+            void *ws;
+            OSC_TRY(osc_cu_scratch((acc_n + ml_n) * sizeof(float), &ws));
+            float *part_acc = (float *)ws, *part_ml = part_acc + acc_n;
+            dim3 grid((unsigned)nsplit, (unsigned)Hkv);
+            k_attn_decode<<<grid, DK_THREADS, L.bytes, st>>>(part_acc, part_ml, qp, kp, vp, S, T, Hq, Hkv, D,
+                                                             (long long)q_pos0, scale * kLog2e, causal, (int)chunk, vec_ok,
+                                                             L);
+            OSC_CU_LAUNCH("k_attn_decode");
+            int th = D >= 128 ? 128 : (D >= 64 ? 64 : 32);
+            k_attn_combine<<<(unsigned)(Hkv * R), th, 0, st>>>(o, part_acc, part_ml,
+                                                                                            nsplit, R, G, Hq, D);
+            OSC_CU_LAUNCH("k_attn_combine");
+            return OSC_OK;
+        }
+    }
+
+    /* ---- (a) prefill ---- */
+    if ((long long)S * G > INT32_MAX) return osc_error(OSC_ERR_UNSUPPORTED, "attention: too many rows");
+#define OSC_PREFILL(DPV) \
+    return launch_prefill<DPV>(o, qp, kp, vp, S, T, Hq, Hkv, D, (long long)q_pos0, scale, causal, vec_ok, st)
+    if (D <= 32) OSC_PREFILL(32);
+    if (D <= 64) OSC_PREFILL(64);
+    if (D <= 80) OSC_PREFILL(80);
+    if (D <= 96) OSC_PREFILL(96);
+    if (D <= 128) OSC_PREFILL(128);
+    if (D <= 160) OSC_PREFILL(160);
+    if (D <= 192) OSC_PREFILL(192);
+    OSC_PREFILL(256);
+#undef OSC_PREFILL
+}

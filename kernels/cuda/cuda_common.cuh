@@ -1,0 +1,120 @@
+/* kernels/cuda/cuda_common.cuh: shared by every kernels/cuda/*.cu file.
+ *
+ * - C headers of the library included with C linkage (status.h/tensor.h/ops.h have no
+ *   extern "C" guards of their own).
+ * - OSC_CU_CHECK / OSC_CUBLAS_CHECK / OSC_CU_LAUNCH: turn any CUDA/cuBLAS error into
+ *   osc_error(OSC_ERR_DEVICE, "<call> failed: <reason> at file:line") and return it.
+ * - The one library-wide stream and the lazily created cuBLAS / cuBLASLt handles
+ *   (cuda_runtime.cu), plus a grow-only device workspace for split-K partials.
+ * - bf16 load/store helpers (fp32 compute everywhere). */
+#ifndef OSC_KERNELS_CUDA_COMMON_CUH
+#define OSC_KERNELS_CUDA_COMMON_CUH
+
+#include <cuda_runtime.h>
+#include <cuda_bf16.h>
+#include <cublas_v2.h>
+#include <cublasLt.h>
+#include <stdint.h>
+
+extern "C" {
+#include "core/status.h"
+#include "core/tensor.h"
+#include "kernels/ops.h"
+}
+#include "kernels/cuda/launch.h"
+
+#define OSC_CU_CHECK(call)                                                                   \
+    do {                                                                                     \
+        cudaError_t e_ = (call);                                                             \
+        if (e_ != cudaSuccess)                                                               \
+            return osc_error(OSC_ERR_DEVICE, "%s failed: %s at %s:%d", #call,               \
+                             cudaGetErrorString(e_), __FILE__, __LINE__);                    \
+    } while (0)
+
+#define OSC_CUBLAS_CHECK(call)                                                               \
+    do {                                                                                     \
+        cublasStatus_t s_ = (call);                                                          \
+        if (s_ != CUBLAS_STATUS_SUCCESS)                                                     \
+            return osc_error(OSC_ERR_DEVICE, "%s failed: %s at %s:%d", #call,               \
+                             cublasGetStatusString(s_), __FILE__, __LINE__);                 \
+    } while (0)
+
+/* After every kernel launch: configuration errors show up here. */
+#define OSC_CU_LAUNCH(name)                                                                  \
+    do {                                                                                     \
+        cudaError_t e_ = cudaGetLastError();                                                 \
+        if (e_ != cudaSuccess)                                                               \
+            return osc_error(OSC_ERR_DEVICE, "launch of %s failed: %s at %s:%d", name,      \
+                             cudaGetErrorString(e_), __FILE__, __LINE__);                    \
+    } while (0)
+
+/* Library state (cuda_runtime.cu). Each returns OSC_OK and fills *out, or an error. */
+osc_status osc_cu_stream(cudaStream_t *out);
+osc_status osc_cu_cublas(cublasHandle_t *out);
+osc_status osc_cu_cublaslt(cublasLtHandle_t *out, void **workspace, size_t *ws_bytes);
+/* Device scratch of at least `bytes` (grow-only, freed at exit; used on the library stream
+ * only, so reuse between launches is ordered). */
+osc_status osc_cu_scratch(size_t bytes, void **out);
+/* Properties of the current device (cached). */
+int osc_cu_num_sms(void);
+
+typedef __nv_bfloat16 bf16;
+
+__device__ __forceinline__ float bf2f(bf16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ bf16 f2bf(float x) { return __float2bfloat16_rn(x); }
+/* Round a float to the nearest bf16 value and return it as float. */
+__device__ __forceinline__ float round_bf(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
+
+/* Generic element access for BF16 or F32 buffers. */
+template <typename T> __device__ __forceinline__ float ld_f(const T *p, int64_t i);
+template <> __device__ __forceinline__ float ld_f<float>(const float *p, int64_t i) { return p[i]; }
+template <> __device__ __forceinline__ float ld_f<bf16>(const bf16 *p, int64_t i) { return bf2f(p[i]); }
+template <typename T> __device__ __forceinline__ void st_f(T *p, int64_t i, float v);
+template <> __device__ __forceinline__ void st_f<float>(float *p, int64_t i, float v) { p[i] = v; }
+template <> __device__ __forceinline__ void st_f<bf16>(bf16 *p, int64_t i, float v) { p[i] = f2bf(v); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Block-wide sum / max for blockDim.x a multiple of 32 (<= 1024). `red` holds 32 floats.
+ * Every thread gets the result. */
+__device__ __forceinline__ float block_sum(float v, float *red) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_sum(v);
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    float r = lane < nw ? red[lane] : 0.f;
+    return warp_sum(r);
+}
+__device__ __forceinline__ float block_max(float v, float *red) {
+    int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+    v = warp_max(v);
+    __syncthreads();
+    if (lane == 0) red[w] = v;
+    __syncthreads();
+    float r = lane < nw ? red[lane] : -INFINITY;
+    return warp_max(r);
+}
+
+static inline int64_t osc_cu_rows(const osc_tensor *t) {
+    int64_t last = t->nd > 0 ? t->ne[t->nd - 1] : 1;
+    return last > 0 ? osc_tensor_nelem(t) / last : 0;
+}
+static inline int64_t osc_cu_last(const osc_tensor *t) { return t->nd > 0 ? t->ne[t->nd - 1] : 1; }
+static inline unsigned osc_cu_blocks(int64_t n, int threads, int64_t cap = 65535LL * 32) {
+    int64_t b = (n + threads - 1) / threads;
+    if (b < 1) b = 1;
+    if (b > cap) b = cap;
+    return (unsigned)b;
+}
+
+#endif

@@ -1,0 +1,177 @@
+/* kernels/cuda/cuda_gemm.cu: out[M,N] = x[M,K] * w[N,K]^T (+ bias[N]), bf16 inputs, fp32
+ * accumulation (CUBLAS_COMPUTE_32F), out BF16 or F32.
+ *
+ * Row-major to cuBLAS (column-major): out^T[N,M] = w[N,K] * x^T  =>  C(m=N, n=M) =
+ * op(A)=A^T with A = w stored col-major [K,N] (lda=K), B = x stored col-major [K,M] (ldb=K),
+ * ldc = N. The bias is per row of C, i.e. per output feature: fused through cuBLASLt's BIAS
+ * epilogue when out is BF16 (one rounding, like torch's addmm); for F32 out it is added by a
+ * small kernel afterwards (no extra rounding in fp32). If cuBLASLt finds no algorithm
+ * (odd leading dimensions), cublasGemmEx + the bias kernel is used. Heuristic results are
+ * cached per shape. */
+#include "kernels/cuda/cuda_common.cuh"
+
+#include <mutex>
+
+namespace {
+
+template <typename T>
+__global__ void k_bias_rows(T *__restrict__ out, const bf16 *__restrict__ bias, int64_t M, int64_t N) {
+    int64_t n = M * N;
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+        int64_t c = i % N;
+        st_f<T>(out, i, ld_f<T>(out, i) + bf2f(bias[c]));
+    }
+}
+
+struct algo_entry {
+    int64_t M, N, K;
+    int out_f32, bias, align;
+    int valid; /* 1: algo found, -1: Lt has no algorithm (use GemmEx) */
+    cublasLtMatmulAlgo_t algo;
+};
+const int kCache = 128;
+algo_entry g_cache[kCache];
+int g_cache_next = 0;
+std::mutex g_cache_mu;
+
+osc_status bias_kernel(osc_tensor *out, const osc_tensor *bias, int64_t M, int64_t N, cudaStream_t st) {
+    int th = 256;
+    unsigned bl = osc_cu_blocks(M * N, th);
+    if (out->dt == OSC_F32)
+        k_bias_rows<float><<<bl, th, 0, st>>>((float *)out->data, (const bf16 *)bias->data, M, N);
+    else
+        k_bias_rows<bf16><<<bl, th, 0, st>>>((bf16 *)out->data, (const bf16 *)bias->data, M, N);
+    OSC_CU_LAUNCH("k_bias_rows");
+    return OSC_OK;
+}
+
+osc_status gemm_ex(osc_tensor *out, const osc_tensor *x, const osc_tensor *w, const osc_tensor *bias,
+                   int64_t M, int64_t N, int64_t K, cudaStream_t st) {
+    cublasHandle_t h;
+    OSC_TRY(osc_cu_cublas(&h));
+    float alpha = 1.f, beta = 0.f;
+    cudaDataType_t ct = out->dt == OSC_F32 ? CUDA_R_32F : CUDA_R_16BF;
+    OSC_CUBLAS_CHECK(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, (int)N, (int)M, (int)K, &alpha, w->data,
+                                  CUDA_R_16BF, (int)K, x->data, CUDA_R_16BF, (int)K, &beta, out->data, ct,
+                                  (int)N, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    if (bias) OSC_TRY(bias_kernel(out, bias, M, N, st));
+    return OSC_OK;
+}
+
+struct lt_objs {
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulPreference_t pref = nullptr;
+    ~lt_objs() {
+        if (pref) cublasLtMatmulPreferenceDestroy(pref);
+        if (c) cublasLtMatrixLayoutDestroy(c);
+        if (b) cublasLtMatrixLayoutDestroy(b);
+        if (a) cublasLtMatrixLayoutDestroy(a);
+        if (op) cublasLtMatmulDescDestroy(op);
+    }
+};
+
+} // namespace
+
+extern "C" osc_status osc_cuda_matmul(osc_tensor *out, const osc_tensor *x, const osc_tensor *w,
+                                      const osc_tensor *bias) {
+    int64_t K = osc_cu_last(x);
+    int64_t M = osc_cu_rows(x);
+    int64_t N = w->ne[0];
+    if (M == 0 || N == 0) return OSC_OK;
+    if (M > INT32_MAX || N > INT32_MAX || K > INT32_MAX)
+        return osc_error(OSC_ERR_UNSUPPORTED, "matmul: dimension too large for cuBLAS");
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    if (K == 0) {
+        OSC_CU_CHECK(cudaMemsetAsync(out->data, 0, osc_tensor_nbytes(out), st));
+        if (bias) OSC_TRY(bias_kernel(out, bias, M, N, st));
+        return OSC_OK;
+    }
+    int out_f32 = out->dt == OSC_F32;
+    int fuse_bias = bias && !out_f32;
+    /* pointer alignment (views into larger buffers may be less aligned than cudaMalloc's) */
+    uintptr_t addr_or = (uintptr_t)out->data | (uintptr_t)x->data | (uintptr_t)w->data |
+                        (fuse_bias ? (uintptr_t)bias->data : 0) | 256u;
+    uint32_t align = (uint32_t)(addr_or & (~addr_or + 1));
+
+    /* cached algorithm? */
+    algo_entry ent;
+    int found = 0;
+    {
+        std::lock_guard<std::mutex> lk(g_cache_mu);
+        for (int i = 0; i < kCache; i++) {
+            const algo_entry &e = g_cache[i];
+            if (e.valid && e.M == M && e.N == N && e.K == K && e.out_f32 == out_f32 && e.bias == fuse_bias &&
+                e.align == (int)align) {
+                ent = e;
+                found = 1;
+                break;
+            }
+        }
+    }
+    if (found && ent.valid < 0) return gemm_ex(out, x, w, bias, M, N, K, st);
+
+    cublasLtHandle_t lt;
+    void *ws;
+    size_t ws_bytes;
+    OSC_TRY(osc_cu_cublaslt(&lt, &ws, &ws_bytes));
+    lt_objs o;
+    cudaDataType_t ct = out_f32 ? CUDA_R_32F : CUDA_R_16BF;
+    OSC_CUBLAS_CHECK(cublasLtMatmulDescCreate(&o.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    OSC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta));
+    OSC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb));
+    if (fuse_bias) {
+        cublasLtEpilogue_t epi = CUBLASLT_EPILOGUE_BIAS;
+        OSC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epi, sizeof epi));
+        const void *bp = bias->data;
+        OSC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bp, sizeof bp));
+        cudaDataType_t bt = CUDA_R_16BF;
+        OSC_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(o.op, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bt, sizeof bt));
+    }
+    OSC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&o.a, CUDA_R_16BF, (uint64_t)K, (uint64_t)N, K));
+    OSC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&o.b, CUDA_R_16BF, (uint64_t)K, (uint64_t)M, K));
+    OSC_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&o.c, ct, (uint64_t)N, (uint64_t)M, N));
+
+    if (!found) {
+        OSC_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&o.pref));
+        OSC_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(o.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                                                              &ws_bytes, sizeof ws_bytes));
+        OSC_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(o.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                                                              &align, sizeof align));
+        OSC_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(o.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                                                              &align, sizeof align));
+        OSC_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(o.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                                                              &align, sizeof align));
+        OSC_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(o.pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
+                                                              &align, sizeof align));
+        cublasLtMatmulHeuristicResult_t res;
+        int nres = 0;
+        cublasStatus_t s = cublasLtMatmulAlgoGetHeuristic(lt, o.op, o.a, o.b, o.c, o.c, o.pref, 1, &res, &nres);
+        algo_entry e;
+        e.M = M; e.N = N; e.K = K; e.out_f32 = out_f32; e.bias = fuse_bias; e.align = (int)align;
+        if (s != CUBLAS_STATUS_SUCCESS || nres < 1 || res.state != CUBLAS_STATUS_SUCCESS) {
+            e.valid = -1;
+        } else {
+            e.valid = 1;
+            e.algo = res.algo;
+        }
+        {
+            std::lock_guard<std::mutex> lk(g_cache_mu);
+            g_cache[g_cache_next] = e;
+            g_cache_next = (g_cache_next + 1) % kCache;
+        }
+        if (e.valid < 0) return gemm_ex(out, x, w, bias, M, N, K, st);
+        ent = e;
+    }
+    float alpha = 1.f, beta = 0.f;
+    cublasStatus_t s = cublasLtMatmul(lt, o.op, &alpha, w->data, o.a, x->data, o.b, &beta, out->data, o.c,
+                                      out->data, o.c, &ent.algo, ws, ws_bytes, st);
+    if (s != CUBLAS_STATUS_SUCCESS) {
+        /* e.g. an algorithm that does not accept these pointers' alignment: plain GemmEx */
+        return gemm_ex(out, x, w, bias, M, N, K, st);
+    }
+    if (bias && !fuse_bias) OSC_TRY(bias_kernel(out, bias, M, N, st));
+    return OSC_OK;
+}

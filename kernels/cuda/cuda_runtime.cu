@@ -1,0 +1,170 @@
+/* kernels/cuda/cuda_runtime.cu: the library-wide CUDA stream, cuBLAS/cuBLASLt handles (created
+ * once, lazily, under a mutex), device memory and copies, and the grow-only scratch buffer.
+ * Everything runs on the one stream; d2h/h2d copies synchronise it before returning. */
+#include "kernels/cuda/cuda_common.cuh"
+
+#include <mutex>
+
+namespace {
+std::mutex g_mu;
+bool g_init = false;
+cudaStream_t g_stream = nullptr;
+cublasHandle_t g_cublas = nullptr;
+cublasLtHandle_t g_lt = nullptr;
+void *g_lt_ws = nullptr;
+const size_t g_lt_ws_bytes = 32u << 20;
+void *g_scratch = nullptr;
+size_t g_scratch_bytes = 0;
+int g_sms = 0;
+int g_avail = -1;
+
+osc_status init_locked(void) {
+    if (g_init) return OSC_OK;
+    int dev = 0;
+    OSC_CU_CHECK(cudaGetDevice(&dev));
+    OSC_CU_CHECK(cudaDeviceGetAttribute(&g_sms, cudaDevAttrMultiProcessorCount, dev));
+    OSC_CU_CHECK(cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking));
+    g_init = true;
+    return OSC_OK;
+}
+} // namespace
+
+osc_status osc_cu_stream(cudaStream_t *out) {
+    std::lock_guard<std::mutex> lk(g_mu);
+    OSC_TRY(init_locked());
+    *out = g_stream;
+    return OSC_OK;
+}
+
+osc_status osc_cu_cublas(cublasHandle_t *out) {
+    std::lock_guard<std::mutex> lk(g_mu);
+    OSC_TRY(init_locked());
+    if (!g_cublas) {
+        cublasHandle_t h;
+        OSC_CUBLAS_CHECK(cublasCreate(&h));
+        cublasStatus_t s = cublasSetStream(h, g_stream);
+        if (s != CUBLAS_STATUS_SUCCESS) {
+            cublasDestroy(h);
+            OSC_CUBLAS_CHECK(s);
+        }
+        cublasSetMathMode(h, CUBLAS_DEFAULT_MATH);
+        g_cublas = h;
+    }
+    *out = g_cublas;
+    return OSC_OK;
+}
+
+osc_status osc_cu_cublaslt(cublasLtHandle_t *out, void **workspace, size_t *ws_bytes) {
+    std::lock_guard<std::mutex> lk(g_mu);
+    OSC_TRY(init_locked());
+    if (!g_lt) {
+        cublasLtHandle_t h;
+        OSC_CUBLAS_CHECK(cublasLtCreate(&h));
+        cudaError_t e = cudaMalloc(&g_lt_ws, g_lt_ws_bytes);
+        if (e != cudaSuccess) {
+            cublasLtDestroy(h);
+            g_lt_ws = nullptr;
+            OSC_CU_CHECK(e);
+        }
+        g_lt = h;
+    }
+    *out = g_lt;
+    *workspace = g_lt_ws;
+    *ws_bytes = g_lt_ws_bytes;
+    return OSC_OK;
+}
+
+osc_status osc_cu_scratch(size_t bytes, void **out) {
+    std::lock_guard<std::mutex> lk(g_mu);
+    OSC_TRY(init_locked());
+    if (bytes > g_scratch_bytes) {
+        size_t want = bytes < (1u << 20) ? (1u << 20) : bytes;
+        if (g_scratch) {
+            /* pending kernels may still read the old buffer */
+            OSC_CU_CHECK(cudaStreamSynchronize(g_stream));
+            OSC_CU_CHECK(cudaFree(g_scratch));
+            g_scratch = nullptr;
+            g_scratch_bytes = 0;
+        }
+        OSC_CU_CHECK(cudaMalloc(&g_scratch, want));
+        g_scratch_bytes = want;
+    }
+    *out = g_scratch;
+    return OSC_OK;
+}
+
+int osc_cu_num_sms(void) {
+    std::lock_guard<std::mutex> lk(g_mu);
+    if (init_locked() != OSC_OK) return 1;
+    return g_sms > 0 ? g_sms : 1;
+}
+
+extern "C" int osc_cuda_available(void) {
+    std::lock_guard<std::mutex> lk(g_mu);
+    if (g_avail < 0) {
+        int n = 0;
+        cudaError_t e = cudaGetDeviceCount(&n);
+        g_avail = (e == cudaSuccess && n > 0) ? 1 : 0;
+        if (!g_avail) cudaGetLastError(); /* clear the sticky-free error state */
+    }
+    return g_avail;
+}
+
+extern "C" osc_status osc_cuda_malloc(void **p, size_t n) {
+    *p = nullptr;
+    if (n == 0) return OSC_OK;
+    cudaError_t e = cudaMalloc(p, n);
+    if (e != cudaSuccess) {
+        *p = nullptr;
+        cudaGetLastError();
+        return osc_error(e == cudaErrorMemoryAllocation ? OSC_ERR_OOM : OSC_ERR_DEVICE,
+                         "cudaMalloc(%zu bytes) failed: %s at %s:%d", n, cudaGetErrorString(e),
+                         __FILE__, __LINE__);
+    }
+    return OSC_OK;
+}
+
+extern "C" void osc_cuda_free(void *p) {
+    if (p) cudaFree(p);
+}
+
+extern "C" osc_status osc_cuda_memcpy_h2d(void *dst, const void *src, size_t n) {
+    if (n == 0) return OSC_OK;
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    OSC_CU_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyHostToDevice, st));
+    OSC_CU_CHECK(cudaStreamSynchronize(st));
+    return OSC_OK;
+}
+
+extern "C" osc_status osc_cuda_memcpy_d2h(void *dst, const void *src, size_t n) {
+    if (n == 0) return OSC_OK;
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    OSC_CU_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToHost, st));
+    OSC_CU_CHECK(cudaStreamSynchronize(st));
+    return OSC_OK;
+}
+
+extern "C" osc_status osc_cuda_memcpy_d2d(void *dst, const void *src, size_t n) {
+    if (n == 0) return OSC_OK;
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    OSC_CU_CHECK(cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, st));
+    return OSC_OK;
+}
+
+extern "C" osc_status osc_cuda_sync(void) {
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    OSC_CU_CHECK(cudaStreamSynchronize(st));
+    return OSC_OK;
+}
+
+extern "C" osc_status osc_cuda_mem_info(size_t *free_b, size_t *total_b) {
+    size_t f = 0, t = 0;
+    OSC_CU_CHECK(cudaMemGetInfo(&f, &t));
+    if (free_b) *free_b = f;
+    if (total_b) *total_b = t;
+    return OSC_OK;
+}

@@ -1,0 +1,63 @@
+/* kernels/cuda/launch.h: C entry points of the CUDA backend (implemented in the .cu files of kernels/cuda/
+ * with extern "C" linkage). Only compiled/linked when OSC_HAVE_CUDA is defined.
+ *
+ * Op launchers: identical parameters to the osc_op_* functions in kernels/ops.h. kernels/ops.c
+ * has already validated shapes, dtypes and devices (all tensors on OSC_DEV_CUDA) before calling,
+ * so launchers only check what is backend-specific. Dtypes the launchers receive:
+ *   embed:      table BF16 [V,D], ids I32 [S], out BF16 [S,D] (ids not range-checked on device)
+ *   matmul:     x BF16 [M,K], w BF16 [N,K], bias BF16 [N] or NULL, out BF16 or F32 [M,N]
+ *   rmsnorm:    x BF16 [R,D], w BF16 [D], out BF16 [R,D] (may alias x)
+ *   layernorm:  x BF16 [R,D], w/b BF16 [D], out BF16 [R,D]
+ *   rope:       x BF16 [S,H,Dh] in place, pos I32 [S] or [3,S] (M-RoPE); rope struct on host
+ *   silu_mul, gelu, add, add_bias: BF16
+ *   softmax:    BF16 or F32 [R,N] in place
+ *   convert:    any of F32/BF16 -> F32/BF16 (same dtype = device copy)
+ *   argmax:     x BF16 or F32 [R,N] -> out I32 [R]
+ *   attention:  q/k/v/out BF16, fp32 softmax
+ * Errors: OSC_ERR_DEVICE (via osc_error) on CUDA/cuBLAS failures.
+ *
+ * Streams: everything (ops and the runtime helpers below) runs on ONE library-wide CUDA stream,
+ * so launches are ordered; memcpy helpers synchronise that stream as needed before returning
+ * host-visible data (d2h returns only after the copy completed). */
+#ifndef OSC_KERNELS_CUDA_LAUNCH_H
+#define OSC_KERNELS_CUDA_LAUNCH_H
+#include <stddef.h>
+#include "../ops.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- runtime helpers (one library-wide stream) ---- */
+int osc_cuda_available(void); /* 1 when a usable CUDA device is present, else 0 */
+osc_status osc_cuda_malloc(void **p, size_t n);
+void osc_cuda_free(void *p);
+osc_status osc_cuda_memcpy_h2d(void *dst, const void *src, size_t n);
+osc_status osc_cuda_memcpy_d2h(void *dst, const void *src, size_t n);
+osc_status osc_cuda_memcpy_d2d(void *dst, const void *src, size_t n);
+osc_status osc_cuda_sync(void);
+osc_status osc_cuda_mem_info(size_t *free_b, size_t *total_b);
+
+/* ---- op launchers (same parameters as kernels/ops.h) ---- */
+osc_status osc_cuda_embed(osc_tensor *out, const osc_tensor *table, const osc_tensor *ids);
+osc_status osc_cuda_matmul(osc_tensor *out, const osc_tensor *x, const osc_tensor *w,
+                           const osc_tensor *bias);
+osc_status osc_cuda_rmsnorm(osc_tensor *out, const osc_tensor *x, const osc_tensor *w, float eps);
+osc_status osc_cuda_layernorm(osc_tensor *out, const osc_tensor *x, const osc_tensor *w,
+                              const osc_tensor *b, float eps);
+osc_status osc_cuda_rope(osc_tensor *x, const osc_tensor *pos, const osc_rope *rope);
+osc_status osc_cuda_silu_mul(osc_tensor *out, const osc_tensor *gate, const osc_tensor *up);
+osc_status osc_cuda_gelu(osc_tensor *out, const osc_tensor *x);
+osc_status osc_cuda_add(osc_tensor *out, const osc_tensor *a, const osc_tensor *b);
+osc_status osc_cuda_add_bias(osc_tensor *x, const osc_tensor *bias);
+osc_status osc_cuda_softmax(osc_tensor *x);
+osc_status osc_cuda_convert(osc_tensor *out, const osc_tensor *in);
+osc_status osc_cuda_argmax(osc_tensor *out, const osc_tensor *x);
+osc_status osc_cuda_fill_uniform(osc_tensor *t, uint64_t seed, float lo, float hi);
+osc_status osc_cuda_attention(osc_tensor *out, const osc_tensor *q, const osc_tensor *k,
+                              const osc_tensor *v, int64_t q_pos0, float scale, int causal);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
