@@ -10,6 +10,9 @@
 
 #define OSC_VERSION "0.1.0"
 
+/* pipelines/bench.c */
+int osc_cli_bench(int argc, char **argv);
+
 typedef struct chat_opts {
     const char *model, *prompt, *system, *kv, *device;
     int n_predict, n_ctx, threads, json, verbose;
@@ -23,6 +26,7 @@ static void usage_main(FILE *f) {
             "usage: oscar <command> [options]\n\n"
             "commands:\n"
             "  chat     chat with a model (one prompt with -p, or interactive)\n"
+            "  bench    measure prefill/decode speed and decode attention (random weights of a named shape)\n"
             "  help     show this help, or `oscar help <command>`\n\n"
             "Run `oscar <command> --help` for the options of a command.\n",
             OSC_VERSION);
@@ -267,10 +271,12 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "--version")) { printf("oscar %s\n", OSC_VERSION); return 0; }
     if (!strcmp(cmd, "help")) {
         if (argc > 2 && !strcmp(argv[2], "chat")) usage_chat(stdout);
+        else if (argc > 2 && !strcmp(argv[2], "bench")) { char *h[] = {"--help"}; return osc_cli_bench(1, h); }
         else usage_main(stdout);
         return 0;
     }
     if (!strcmp(cmd, "chat")) return cmd_chat(argc - 2, argv + 2);
+    if (!strcmp(cmd, "bench")) return osc_cli_bench(argc - 2, argv + 2);
     fprintf(stderr, "oscar: unknown command '%s'\n\n", cmd);
     usage_main(stderr);
     return 2;

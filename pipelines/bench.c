@@ -1,0 +1,947 @@
+/* oscar bench: prefill/decode throughput of a whole model and a decode-attention
+ * microbenchmark, printed as a table and optionally written as JSON (docs/PERFORMANCE.md).
+ *
+ * Timing method (host code only): osc_device_sync, then CLOCK_MONOTONIC around the region,
+ * then osc_device_sync again before reading the clock; warm-up first, median of the reps.
+ * Every input is random (osc_op_fill_uniform / random token ids), never zeros.
+ * Exit codes: 0 ok, 1 runtime error (incl. out of memory, with needed/free bytes), 2 usage. */
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/config.h"
+#include "core/device.h"
+#include "kernels/ops.h"
+#include "kvcache/kvcache.h"
+#include "llm/model.h"
+#include "llm/presets.h"
+#include "oscar.h"
+
+/* Entry point of `oscar bench`; pipelines/main.c declares it extern and calls it with the
+ * arguments after "bench". */
+int osc_cli_bench(int argc, char **argv);
+
+#define MAX_LIST 16
+#define MAX_KV 8
+
+typedef struct bench_opts {
+    const char *shape, *model_dir, *device, *json, *fill;
+    const char *kv[MAX_KV];
+    int n_kv;
+    int ctx[MAX_LIST], n_ctx;
+    int batch[MAX_LIST], n_batch;
+    int prompt, gen, attn, reps, threads, warmup;
+    int hq, hkv, hd;
+    uint64_t seed;
+    double copy_bw; /* GB/s; 0 = measure */
+} bench_opts;
+
+static void usage_bench(FILE *f) {
+    fprintf(f,
+            "usage: oscar bench [--shape NAME | -m MODEL_DIR] [options]\n\n"
+            "End to end (default): for each context C in --ctx and batch B in --batch\n"
+            "  prefill   tokens/s of one sequence of P = --prompt (default min(C, 2048)) tokens;\n"
+            "  fill      B caches are filled to C tokens (by prefill, timed and reported, or\n"
+            "            with random K/V, see --fill);\n"
+            "  decode    2 warm-up steps, then --gen steps of all B sequences x 1 token (greedy,\n"
+            "            argmax on the host); decode tok/s = B*gen / total time, step = median;\n"
+            "  bandwidth (weight bytes read per step + B * KV bytes of C tokens) / median step,\n"
+            "            and that as a fraction of the device-to-device copy bandwidth.\n"
+            "With --attn: only the decode-attention microbenchmark (osc_op_attention, S = 1,\n"
+            "  q [1,Hq,D], k/v [T,Hkv,D], bf16 on CUDA / f32 on CPU) at (B,T) = (1,4096),\n"
+            "  (1,32768), (1,131072), (8,32768), (16,8192) unless --ctx/--batch are given;\n"
+            "  B > 1 is B launches (one per sequence) in one timed region. Also times a decode\n"
+            "  step of attention through each --kv cache mode (store 1 token + attend, 1 layer).\n\n"
+            "options:\n"
+            "  --shape NAME        random weights of a named shape: %s\n"
+            "  -m, --model DIR     load a checkpoint folder instead (config.json + *.safetensors)\n"
+            "  --device D          cpu, cuda or auto (default auto: cuda when a GPU is usable)\n"
+            "  --ctx N[,N...]      contexts in tokens (default 4096; --attn: the list above)\n"
+            "  --batch B[,B...]    batch sizes (default 1; --attn: the list above)\n"
+            "  --prompt N          prefill length to time (default min(C, 2048))\n"
+            "  --gen N             decode steps timed (default 32)\n"
+            "  --kv MODE[,MODE]    KV cache modes (default bf16; built in: %s)\n"
+            "  --fill F            prefill (default: run the model over C random tokens per\n"
+            "                      sequence, timed) or random (write random K/V straight into\n"
+            "                      the caches: fast for long contexts, same bytes per step)\n"
+            "  --attn              run the attention microbenchmark instead of end to end\n"
+            "  --heads HQ,HKV,D    attention shape for --attn (default 32,8,128)\n"
+            "  --reps R            timed repetitions for --attn (default 50, after 5 warm-ups)\n"
+            "  --copy-bw GBPS      copy bandwidth to compare with (read+write GB/s); default:\n"
+            "                      measured (CUDA: 1 GiB device-to-device copy, median of 10;\n"
+            "                      CPU: 64 MiB memcpy)\n"
+            "  --json FILE         also write the results as a JSON array to FILE\n"
+            "  --seed S            random seed for weights, tokens and inputs (default 0)\n"
+            "  -t, --threads N     CPU threads (default: all cores)\n"
+            "  -h, --help          this help\n\n"
+            "JSON fields: kind (e2e|attn|kvattn), shape, device, kv, batch, ctx,\n"
+            "prompt_tokens_per_s, decode_tokens_per_s, step_ms, weight_bytes, kv_bytes_per_seq,\n"
+            "achieved_gbps, copy_gbps, frac_of_copy, attn_us, date, commit (env OSC_COMMIT).\n",
+            osc_llm_preset_names(), osc_kv_modes());
+}
+
+/* ---------- small helpers ---------- */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n) {
+    if (n <= 0) return NAN;
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static int parse_int_b(const char *flag, const char *v, int lo, int hi, int *out) {
+    char *end;
+    errno = 0;
+    long x = strtol(v, &end, 10);
+    if (errno || *end || end == v || x < lo || x > hi) {
+        fprintf(stderr, "oscar: %s expects an integer in [%d, %d], got '%s'\n", flag, lo, hi, v);
+        return -1;
+    }
+    *out = (int)x;
+    return 0;
+}
+
+static int parse_list(const char *flag, const char *v, int lo, int hi, int *out, int *n) {
+    char buf[256];
+    if (strlen(v) >= sizeof buf) {
+        fprintf(stderr, "oscar: %s: list too long\n", flag);
+        return -1;
+    }
+    strcpy(buf, v);
+    *n = 0;
+    for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (*n == MAX_LIST) {
+            fprintf(stderr, "oscar: %s takes at most %d values\n", flag, MAX_LIST);
+            return -1;
+        }
+        if (parse_int_b(flag, t, lo, hi, &out[*n])) return -1;
+        (*n)++;
+    }
+    if (*n == 0) {
+        fprintf(stderr, "oscar: %s needs at least one value\n", flag);
+        return -1;
+    }
+    return 0;
+}
+
+static const char *fmt_bytes(double b, char *buf, size_t n) {
+    if (b >= 1e9) snprintf(buf, n, "%.2f GB", b / 1e9);
+    else if (b >= 1e6) snprintf(buf, n, "%.2f MB", b / 1e6);
+    else snprintf(buf, n, "%.1f kB", b / 1e3);
+    return buf;
+}
+
+/* Reports a failed library call; for OOM adds what was needed and what the device has free. */
+static void report_err(const char *what, osc_status s, osc_dev dev, double needed) {
+    fprintf(stderr, "oscar: bench: %s: %s (%s)\n", what, osc_last_error(), osc_status_name(s));
+    if (s == OSC_ERR_OOM) {
+        size_t fr = 0, tot = 0;
+        char a[32], b[32], c[32];
+        if (osc_device_mem_info(dev, &fr, &tot) == OSC_OK)
+            fprintf(stderr, "oscar: bench: out of %s memory: needed about %s, free %s of %s\n",
+                    dev == OSC_DEV_CUDA ? "device" : "host", needed > 0 ? fmt_bytes(needed, a, sizeof a) : "?",
+                    fmt_bytes((double)fr, b, sizeof b), fmt_bytes((double)tot, c, sizeof c));
+    }
+}
+
+/* Fails early (OOM) when `need` bytes are clearly more than the device has free. */
+static osc_status check_mem(osc_dev dev, double need, const char *what) {
+    size_t fr = 0, tot = 0;
+    if (osc_device_mem_info(dev, &fr, &tot) != OSC_OK || fr == 0) return OSC_OK;
+    if (need > (double)fr) {
+        char a[32], b[32];
+        fprintf(stderr, "oscar: bench: %s needs about %s but only %s is free\n", what, fmt_bytes(need, a, sizeof a),
+                fmt_bytes((double)fr, b, sizeof b));
+        return OSC_ERR_OOM;
+    }
+    return OSC_OK;
+}
+
+/* ---------- results ---------- */
+
+typedef struct result {
+    const char *kind;
+    char shape[64], kv[32];
+    int batch, ctx, prompt, gen, launches;
+    double prompt_tps, fill_s, decode_tps, step_ms, step_ms_min, weight_bytes, bytes_per_step, kv_bytes_per_seq,
+        achieved_gbps, attn_us, attn_us_min;
+} result;
+
+typedef struct results {
+    result *r;
+    int n, cap;
+} results;
+
+static result *add_result(results *rs) {
+    if (rs->n == rs->cap) {
+        int nc = rs->cap ? rs->cap * 2 : 16;
+        result *nr = realloc(rs->r, (size_t)nc * sizeof *nr);
+        if (!nr) return NULL;
+        rs->r = nr;
+        rs->cap = nc;
+    }
+    result *r = &rs->r[rs->n++];
+    memset(r, 0, sizeof *r);
+    return r;
+}
+
+static int write_json(const char *path, const results *rs, const char *device, double copy_gbps,
+                      const char *copy_method) {
+    char date[32];
+    time_t t = time(NULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    const char *commit = getenv("OSC_COMMIT");
+    cJSON *arr = cJSON_CreateArray();
+    for (int i = 0; i < rs->n; i++) {
+        const result *r = &rs->r[i];
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "kind", r->kind);
+        cJSON_AddStringToObject(o, "shape", r->shape);
+        cJSON_AddStringToObject(o, "device", device);
+        cJSON_AddStringToObject(o, "kv", r->kv);
+        cJSON_AddNumberToObject(o, "batch", r->batch);
+        cJSON_AddNumberToObject(o, "ctx", r->ctx);
+        if (!strcmp(r->kind, "e2e")) {
+            cJSON_AddNumberToObject(o, "prompt_tokens", r->prompt);
+            cJSON_AddNumberToObject(o, "prompt_tokens_per_s", r->prompt_tps);
+            cJSON_AddNumberToObject(o, "fill_s", r->fill_s);
+            cJSON_AddNumberToObject(o, "gen", r->gen);
+            cJSON_AddNumberToObject(o, "decode_tokens_per_s", r->decode_tps);
+            cJSON_AddNumberToObject(o, "step_ms", r->step_ms);
+            cJSON_AddNumberToObject(o, "step_ms_min", r->step_ms_min);
+            cJSON_AddNumberToObject(o, "weight_bytes", r->weight_bytes);
+            cJSON_AddNumberToObject(o, "bytes_per_step", r->bytes_per_step);
+        } else {
+            cJSON_AddNumberToObject(o, "attn_us", r->attn_us);
+            cJSON_AddNumberToObject(o, "attn_us_min", r->attn_us_min);
+            cJSON_AddNumberToObject(o, "launches", r->launches);
+        }
+        cJSON_AddNumberToObject(o, "kv_bytes_per_seq", r->kv_bytes_per_seq);
+        cJSON_AddNumberToObject(o, "achieved_gbps", r->achieved_gbps);
+        cJSON_AddNumberToObject(o, "copy_gbps", copy_gbps);
+        cJSON_AddNumberToObject(o, "frac_of_copy", copy_gbps > 0 ? r->achieved_gbps / copy_gbps : 0);
+        cJSON_AddStringToObject(o, "copy_method", copy_method);
+        cJSON_AddStringToObject(o, "timing", "osc_device_sync + CLOCK_MONOTONIC, warm-up, median");
+        cJSON_AddStringToObject(o, "date", date);
+        if (commit) cJSON_AddStringToObject(o, "commit", commit);
+        else cJSON_AddNullToObject(o, "commit");
+        cJSON_AddItemToArray(arr, o);
+    }
+    char *text = cJSON_Print(arr);
+    cJSON_Delete(arr);
+    if (!text) {
+        fprintf(stderr, "oscar: bench: out of memory writing JSON\n");
+        return -1;
+    }
+    FILE *f = fopen(path, "w");
+    int ok = f && fputs(text, f) >= 0 && fputc('\n', f) != EOF;
+    if (f && fclose(f)) ok = 0;
+    free(text);
+    if (!ok) {
+        fprintf(stderr, "oscar: bench: cannot write %s: %s\n", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* ---------- copy bandwidth ---------- */
+
+/* Read+write bytes per second of a large copy, in GB/s (median of 10 after 2 warm-ups). */
+static osc_status measure_copy(osc_dev dev, double *gbps) {
+    size_t n = dev == OSC_DEV_CUDA ? ((size_t)1 << 30) : ((size_t)64 << 20);
+    void *a = NULL, *b = NULL;
+    osc_status s = osc_dev_malloc(dev, n, &a);
+    if (s == OSC_OK) s = osc_dev_malloc(dev, n, &b);
+    if (s == OSC_OK) {
+        osc_tensor t = osc_tensor_1d(a, OSC_F32, dev, (int64_t)(n / 4));
+        s = osc_op_fill_uniform(&t, 12345, -1, 1);
+    }
+    double ts[10];
+    for (int i = 0; i < 12 && s == OSC_OK; i++) {
+        s = osc_device_sync(dev);
+        double t0 = now_s();
+        if (s == OSC_OK) s = osc_copy_bytes(b, dev, a, dev, n);
+        if (s == OSC_OK) s = osc_device_sync(dev);
+        double t1 = now_s();
+        if (i >= 2) ts[i - 2] = t1 - t0;
+    }
+    if (s == OSC_OK) *gbps = 2.0 * (double)n / median(ts, 10) / 1e9;
+    osc_dev_free(dev, a);
+    osc_dev_free(dev, b);
+    return s;
+}
+
+/* ---------- attention microbenchmark ---------- */
+
+static osc_status bench_attn_one(const bench_opts *o, osc_dev dev, int B, int T, result *r) {
+    const osc_dtype dt = dev == OSC_DEV_CUDA ? OSC_BF16 : OSC_F32;
+    const size_t es = osc_dtype_size(dt);
+    const int Hq = o->hq, Hkv = o->hkv, D = o->hd;
+    const size_t kv1 = (size_t)T * Hkv * D * es; /* one K (or V) tensor of one sequence */
+    const size_t set_bytes = (size_t)B * 2 * kv1;
+    /* rotate over input sets so the working set exceeds the L2 cache (50 MB on H200) */
+    int nsets = 1;
+    if (dev == OSC_DEV_CUDA) {
+        size_t want = (size_t)256 << 20;
+        nsets = (int)((want + set_bytes - 1) / set_bytes);
+        if (nsets < 1) nsets = 1;
+        if (nsets > 16) nsets = 16;
+    }
+    const size_t qbytes = (size_t)Hq * D * es;
+    double need = (double)nsets * ((double)set_bytes + (double)B * qbytes) + (double)qbytes;
+    OSC_TRY(check_mem(dev, need, "attention inputs"));
+    void *kvbuf = NULL, *qbuf = NULL, *obuf = NULL;
+    osc_status s = osc_dev_malloc(dev, (size_t)nsets * set_bytes, &kvbuf);
+    if (s == OSC_OK) s = osc_dev_malloc(dev, (size_t)nsets * B * qbytes, &qbuf);
+    if (s == OSC_OK) s = osc_dev_malloc(dev, qbytes, &obuf);
+    if (s != OSC_OK) {
+        report_err("attention inputs", s, dev, need);
+        goto done;
+    }
+    {
+        osc_tensor all = osc_tensor_1d(kvbuf, dt, dev, (int64_t)((size_t)nsets * set_bytes / es));
+        osc_tensor qall = osc_tensor_1d(qbuf, dt, dev, (int64_t)nsets * B * Hq * D);
+        s = osc_op_fill_uniform(&all, o->seed * 7919 + 11 + (uint64_t)T, -1, 1);
+        if (s == OSC_OK) s = osc_op_fill_uniform(&qall, o->seed * 7919 + 13 + (uint64_t)T, -1, 1);
+    }
+    int64_t qne[3] = {1, Hq, D}, kne[3] = {T, Hkv, D};
+    osc_tensor out = osc_tensor_make(obuf, dt, dev, 3, qne);
+    const float scale = 1.0f / sqrtf((float)D);
+    const int warm = 5, R = o->reps;
+    double *ts = malloc(sizeof(double) * (size_t)R);
+    if (!ts) {
+        s = OSC_ERR_OOM;
+        goto done;
+    }
+    int set = 0;
+    for (int it = 0; it < warm + R && s == OSC_OK; it++) {
+        char *base = (char *)kvbuf + (size_t)set * set_bytes;
+        s = osc_device_sync(dev);
+        double t0 = now_s();
+        for (int b = 0; b < B && s == OSC_OK; b++) {
+            osc_tensor q = osc_tensor_make((char *)qbuf + ((size_t)set * B + b) * qbytes, dt, dev, 3, qne);
+            osc_tensor k = osc_tensor_make(base + (size_t)b * 2 * kv1, dt, dev, 3, kne);
+            osc_tensor v = osc_tensor_make(base + (size_t)b * 2 * kv1 + kv1, dt, dev, 3, kne);
+            s = osc_op_attention(&out, &q, &k, &v, T - 1, scale, 1);
+        }
+        if (s == OSC_OK) s = osc_device_sync(dev);
+        double t1 = now_s();
+        if (it >= warm) ts[it - warm] = t1 - t0;
+        set = (set + 1) % nsets;
+    }
+    if (s == OSC_OK) {
+        double med = median(ts, R);
+        r->attn_us = med * 1e6;
+        r->attn_us_min = ts[0] * 1e6; /* sorted by median() */
+        r->kv_bytes_per_seq = 2.0 * (double)kv1;
+        r->achieved_gbps = (double)set_bytes / med / 1e9;
+        r->launches = B;
+    } else {
+        report_err("attention", s, dev, 0);
+    }
+    free(ts);
+done:
+    osc_dev_free(dev, kvbuf);
+    osc_dev_free(dev, qbuf);
+    osc_dev_free(dev, obuf);
+    return s;
+}
+
+/* One decode step of attention through a cache mode: B one-layer caches hold T-1 random
+ * tokens; each rep stores one more token (k, v) and attends with S = 1 (not advanced, so
+ * every rep sees T keys; the caches are truncated back to T-1 between reps, untimed).
+ * Measures store + attend of the mode for B sequences. */
+static osc_status bench_kvattn_one(const bench_opts *o, osc_dev dev, const char *mode, int B, int T, result *r) {
+    const osc_dtype dt = dev == OSC_DEV_CUDA ? OSC_BF16 : OSC_F32;
+    const size_t es = osc_dtype_size(dt);
+    const int Hq = o->hq, Hkv = o->hkv, D = o->hd;
+    osc_kv_params p = {.mode = mode, .n_layers = 1, .n_kv_heads = Hkv, .head_dim = D, .n_ctx = T, .dev = dev, .act_dt = dt};
+    size_t kvb = osc_kv_bytes_for(&p);
+    const int chunk = T < 4096 ? T : 4096;
+    const size_t rowb = (size_t)Hkv * D * es;
+    double need = (double)B * (double)kvb + 2.0 * chunk * rowb + 2.0 * Hq * D * es;
+    OSC_TRY(check_mem(dev, need, "kv-cache attention"));
+    osc_kv **kvs = calloc((size_t)B, sizeof *kvs);
+    void *tmp = NULL, *qo = NULL;
+    double *ts = malloc(sizeof(double) * (size_t)o->reps);
+    osc_status s = kvs && ts ? OSC_OK : OSC_ERR_OOM;
+    if (s == OSC_OK) s = osc_dev_malloc(dev, 2 * (size_t)chunk * rowb, &tmp);
+    if (s == OSC_OK) s = osc_dev_malloc(dev, 2 * (size_t)Hq * D * es, &qo);
+    for (int b = 0; b < B && s == OSC_OK; b++) s = osc_kv_new(&p, &kvs[b]);
+    if (s != OSC_OK) {
+        report_err("kv-cache attention setup", s, dev, need);
+        goto done;
+    }
+    {
+        int64_t qne[3] = {1, Hq, D};
+        osc_tensor q = osc_tensor_make(qo, dt, dev, 3, qne);
+        osc_tensor out = osc_tensor_make((char *)qo + (size_t)Hq * D * es, dt, dev, 3, qne);
+        s = osc_op_fill_uniform(&q, o->seed + 99, -1, 1);
+        uint64_t sd = o->seed * 31 + 1000;
+        for (int b = 0; b < B && s == OSC_OK; b++) {
+            for (int done = 0; done < T - 1 && s == OSC_OK;) {
+                int n = T - 1 - done < chunk ? T - 1 - done : chunk;
+                int64_t ne[3] = {n, Hkv, D};
+                osc_tensor k = osc_tensor_make(tmp, dt, dev, 3, ne);
+                osc_tensor v = osc_tensor_make((char *)tmp + (size_t)chunk * rowb, dt, dev, 3, ne);
+                s = osc_op_fill_uniform(&k, ++sd, -1, 1);
+                if (s == OSC_OK) s = osc_op_fill_uniform(&v, ++sd, -1, 1);
+                if (s == OSC_OK) s = osc_kv_store(kvs[b], 0, &k, &v);
+                if (s == OSC_OK) osc_kv_advance(kvs[b], n);
+                done += n;
+            }
+        }
+        int64_t ne1[3] = {1, Hkv, D};
+        osc_tensor k1 = osc_tensor_make(tmp, dt, dev, 3, ne1);
+        osc_tensor v1 = osc_tensor_make((char *)tmp + (size_t)chunk * rowb, dt, dev, 3, ne1);
+        const float scale = 1.0f / sqrtf((float)D);
+        const int warm = 5;
+        for (int it = 0; it < warm + o->reps && s == OSC_OK; it++) {
+            /* back to T-1 committed tokens (the quantised modes count stored rows), untimed */
+            for (int b = 0; b < B; b++) osc_kv_truncate(kvs[b], T - 1);
+            s = osc_device_sync(dev);
+            double t0 = now_s();
+            for (int b = 0; b < B && s == OSC_OK; b++) {
+                s = osc_kv_store(kvs[b], 0, &k1, &v1);
+                if (s == OSC_OK) s = osc_kv_attend(kvs[b], 0, &q, &out, scale);
+            }
+            if (s == OSC_OK) s = osc_device_sync(dev);
+            double t1 = now_s();
+            if (it >= warm) ts[it - warm] = t1 - t0;
+        }
+    }
+    if (s == OSC_OK) {
+        double med = median(ts, o->reps);
+        r->attn_us = med * 1e6;
+        r->attn_us_min = ts[0] * 1e6;
+        r->kv_bytes_per_seq = (double)kvb; /* the whole cache of T tokens is read */
+        r->achieved_gbps = (double)B * (double)kvb / med / 1e9;
+        r->launches = B;
+    } else {
+        report_err("kv-cache attention", s, dev, need);
+    }
+done:
+    if (kvs)
+        for (int b = 0; b < B; b++) osc_kv_free(kvs[b]);
+    free(kvs);
+    free(ts);
+    osc_dev_free(dev, tmp);
+    osc_dev_free(dev, qo);
+    return s;
+}
+
+/* ---------- end to end ---------- */
+
+static void random_tokens(int32_t *t, int n, int vocab, uint64_t *st) {
+    for (int i = 0; i < n; i++) t[i] = (int32_t)(rng_next(st) % (uint64_t)vocab);
+}
+
+static int32_t argmax_row(const float *x, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (x[i] > x[best]) best = i;
+    return best;
+}
+
+/* Writes n random K/V rows into every layer of kv (for --fill random). */
+static osc_status fill_random_kv(osc_kv *kv, const osc_llm_config *c, osc_dev dev, osc_dtype dt, int n,
+                                 uint64_t *sd) {
+    const int chunk = n < 1024 ? n : 1024;
+    const size_t rowb = (size_t)c->n_kv_heads * c->head_dim * osc_dtype_size(dt);
+    void *tmp = NULL;
+    OSC_TRY(osc_dev_malloc(dev, 2 * (size_t)chunk * rowb, &tmp));
+    osc_status s = OSC_OK;
+    for (int done = 0; done < n && s == OSC_OK;) {
+        int m = n - done < chunk ? n - done : chunk;
+        int64_t ne[3] = {m, c->n_kv_heads, c->head_dim};
+        osc_tensor k = osc_tensor_make(tmp, dt, dev, 3, ne);
+        osc_tensor v = osc_tensor_make((char *)tmp + (size_t)chunk * rowb, dt, dev, 3, ne);
+        for (int l = 0; l < c->n_layers && s == OSC_OK; l++) {
+            s = osc_op_fill_uniform(&k, ++*sd, -1, 1);
+            if (s == OSC_OK) s = osc_op_fill_uniform(&v, ++*sd, -1, 1);
+            if (s == OSC_OK) s = osc_kv_store(kv, l, &k, &v);
+        }
+        if (s == OSC_OK) osc_kv_advance(kv, m);
+        done += m;
+    }
+    osc_status s2 = osc_device_sync(dev);
+    osc_dev_free(dev, tmp);
+    return s ? s : s2;
+}
+
+typedef struct e2e_env {
+    osc_llm *m;
+    osc_llm_ctx *ctx;
+    const osc_llm_config *c;
+    osc_dev dev;
+    osc_dtype act;
+    const char *label;
+    double weight_bytes, weight_read;
+    float *logits;   /* [max_batch, vocab] */
+    int32_t *tokens; /* max(max_ctx, max_prompt) */
+    uint64_t rng;
+} e2e_env;
+
+/* Prefill throughput of one sequence of P tokens (fresh cache). */
+static osc_status bench_prefill(e2e_env *e, const char *mode, int P, double *tps) {
+    osc_kv *kv = NULL;
+    OSC_TRY(osc_llm_kv_new(e->m, mode, P, &kv));
+    random_tokens(e->tokens, P, e->c->vocab_size, &e->rng);
+    int st[2] = {0, P};
+    osc_llm_batch b = {1, st, e->tokens, NULL, &kv, 0};
+    osc_status s = osc_device_sync(e->dev);
+    double t0 = now_s();
+    if (s == OSC_OK) s = osc_llm_forward(e->m, e->ctx, &b, e->logits);
+    if (s == OSC_OK) s = osc_device_sync(e->dev);
+    double t1 = now_s();
+    osc_kv_free(kv);
+    if (s == OSC_OK) *tps = P / (t1 - t0);
+    return s;
+}
+
+static osc_status bench_decode(e2e_env *e, const bench_opts *o, const char *mode, int B, int C, result *r) {
+    const osc_llm_config *c = e->c;
+    const int warm = 2, cap = C + warm + o->gen;
+    osc_kv_params kp = {.mode = mode, .n_layers = c->n_layers, .n_kv_heads = c->n_kv_heads, .head_dim = c->head_dim, .n_ctx = cap, .dev = e->dev, .act_dt = e->act};
+    double per_seq = (double)osc_kv_bytes_for(&kp);
+    OSC_TRY(check_mem(e->dev, B * per_seq, "the KV caches"));
+    osc_kv **kvs = calloc((size_t)B, sizeof *kvs);
+    int32_t *cur = calloc((size_t)B, sizeof *cur);
+    int *st = calloc((size_t)B + 1, sizeof *st);
+    double *ts = calloc((size_t)o->gen, sizeof *ts);
+    osc_status s = kvs && cur && st && ts ? OSC_OK : osc_error(OSC_ERR_OOM, "out of host memory");
+    for (int b = 0; b < B && s == OSC_OK; b++) s = osc_llm_kv_new(e->m, mode, cap, &kvs[b]);
+    if (s != OSC_OK) {
+        report_err("KV caches", s, e->dev, B * per_seq);
+        goto done;
+    }
+    /* fill every cache to C tokens */
+    double t0 = now_s();
+    for (int b = 0; b < B && s == OSC_OK; b++) {
+        if (!strcmp(o->fill, "random")) {
+            s = fill_random_kv(kvs[b], c, e->dev, e->act, C, &e->rng);
+            cur[b] = (int32_t)(rng_next(&e->rng) % (uint64_t)c->vocab_size);
+        } else {
+            random_tokens(e->tokens, C, c->vocab_size, &e->rng);
+            int s2[2] = {0, C};
+            osc_llm_batch bb = {1, s2, e->tokens, NULL, &kvs[b], 0};
+            s = osc_llm_forward(e->m, e->ctx, &bb, e->logits);
+            if (s == OSC_OK) cur[b] = argmax_row(e->logits, c->vocab_size);
+        }
+    }
+    if (s == OSC_OK) s = osc_device_sync(e->dev);
+    r->fill_s = now_s() - t0;
+    if (s != OSC_OK) {
+        report_err("filling the caches", s, e->dev, 0);
+        goto done;
+    }
+    /* decode: warm-up steps, then gen timed steps of all B sequences x 1 token */
+    for (int b = 0; b <= B; b++) st[b] = b;
+    double total = 0;
+    for (int it = 0; it < warm + o->gen && s == OSC_OK; it++) {
+        osc_llm_batch bb = {B, st, cur, NULL, kvs, 0};
+        s = osc_device_sync(e->dev);
+        double a = now_s();
+        if (s == OSC_OK) s = osc_llm_forward(e->m, e->ctx, &bb, e->logits);
+        if (s == OSC_OK) s = osc_device_sync(e->dev);
+        double z = now_s();
+        if (it >= warm) {
+            ts[it - warm] = z - a;
+            total += z - a;
+        }
+        for (int b = 0; b < B && s == OSC_OK; b++)
+            cur[b] = argmax_row(e->logits + (size_t)b * c->vocab_size, c->vocab_size);
+    }
+    if (s != OSC_OK) {
+        report_err("decode", s, e->dev, 0);
+        goto done;
+    }
+    {
+        double med = median(ts, o->gen);
+        /* bytes of C cached tokens (what one step reads per sequence) */
+        double kv_read = (double)osc_kv_bytes(kvs[0]) * (double)C / (double)osc_kv_capacity(kvs[0]);
+        r->decode_tps = (double)B * o->gen / total;
+        r->step_ms = med * 1e3;
+        r->step_ms_min = ts[0] * 1e3;
+        r->kv_bytes_per_seq = kv_read;
+        r->weight_bytes = e->weight_bytes;
+        r->bytes_per_step = e->weight_read + (double)B * kv_read;
+        r->achieved_gbps = r->bytes_per_step / med / 1e9;
+    }
+done:
+    if (kvs)
+        for (int b = 0; b < B; b++) osc_kv_free(kvs[b]);
+    free(kvs);
+    free(cur);
+    free(st);
+    free(ts);
+    return s;
+}
+
+/* ---------- options ---------- */
+
+/* 0 ok, 2 usage error, 3 help */
+static int parse_bench(int argc, char **argv, bench_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->device = "auto";
+    o->fill = "prefill";
+    o->gen = 32;
+    o->reps = 50;
+    o->hq = 32;
+    o->hkv = 8;
+    o->hd = 128;
+    o->prompt = 0;
+    for (int i = 0; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+#define NEEDV() do { if (!v) { fprintf(stderr, "oscar: %s needs a value\n", a); return 2; } i++; } while (0)
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) return 3;
+        else if (!strcmp(a, "--shape")) { NEEDV(); o->shape = v; }
+        else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEEDV(); o->model_dir = v; }
+        else if (!strcmp(a, "--device")) {
+            NEEDV();
+            if (strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto")) {
+                fprintf(stderr, "oscar: --device must be cpu, cuda or auto\n");
+                return 2;
+            }
+            o->device = v;
+        }
+        else if (!strcmp(a, "--ctx")) { NEEDV(); if (parse_list(a, v, 1, 1 << 22, o->ctx, &o->n_ctx)) return 2; }
+        else if (!strcmp(a, "--batch")) { NEEDV(); if (parse_list(a, v, 1, 4096, o->batch, &o->n_batch)) return 2; }
+        else if (!strcmp(a, "--prompt")) { NEEDV(); if (parse_int_b(a, v, 1, 1 << 22, &o->prompt)) return 2; }
+        else if (!strcmp(a, "--gen")) { NEEDV(); if (parse_int_b(a, v, 1, 1 << 20, &o->gen)) return 2; }
+        else if (!strcmp(a, "--reps")) { NEEDV(); if (parse_int_b(a, v, 1, 1 << 20, &o->reps)) return 2; }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (parse_int_b(a, v, 0, 1024, &o->threads)) return 2; }
+        else if (!strcmp(a, "--kv")) {
+            NEEDV();
+            static char buf[256];
+            if (strlen(v) >= sizeof buf) { fprintf(stderr, "oscar: --kv: list too long\n"); return 2; }
+            strcpy(buf, v);
+            o->n_kv = 0;
+            for (char *save = NULL, *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+                if (o->n_kv == MAX_KV) { fprintf(stderr, "oscar: --kv takes at most %d modes\n", MAX_KV); return 2; }
+                o->kv[o->n_kv++] = t;
+            }
+            if (!o->n_kv) { fprintf(stderr, "oscar: --kv needs a mode\n"); return 2; }
+        }
+        else if (!strcmp(a, "--fill")) {
+            NEEDV();
+            if (strcmp(v, "prefill") && strcmp(v, "random")) { fprintf(stderr, "oscar: --fill must be prefill or random\n"); return 2; }
+            o->fill = v;
+        }
+        else if (!strcmp(a, "--attn")) o->attn = 1;
+        else if (!strcmp(a, "--heads")) {
+            NEEDV();
+            int h[MAX_LIST], n = 0;
+            if (parse_list(a, v, 1, 1024, h, &n)) return 2;
+            if (n != 3 || h[0] % h[1] || h[2] % 2 || h[2] > 512) {
+                fprintf(stderr, "oscar: --heads expects HQ,HKV,D with HQ %% HKV == 0 and D even <= 512\n");
+                return 2;
+            }
+            o->hq = h[0], o->hkv = h[1], o->hd = h[2];
+        }
+        else if (!strcmp(a, "--copy-bw")) {
+            NEEDV();
+            char *end;
+            errno = 0;
+            o->copy_bw = strtod(v, &end);
+            if (errno || *end || end == v || !(o->copy_bw > 0 && o->copy_bw < 1e6)) {
+                fprintf(stderr, "oscar: --copy-bw expects a positive number of GB/s, got '%s'\n", v);
+                return 2;
+            }
+        }
+        else if (!strcmp(a, "--json")) { NEEDV(); o->json = v; }
+        else if (!strcmp(a, "--seed")) {
+            NEEDV();
+            char *end;
+            errno = 0;
+            unsigned long long s = strtoull(v, &end, 10);
+            if (errno || *end || end == v || *v == '-') { fprintf(stderr, "oscar: --seed expects a non-negative integer, got '%s'\n", v); return 2; }
+            o->seed = s;
+        }
+        else { fprintf(stderr, "oscar: unknown option '%s' (see oscar bench --help)\n", a); return 2; }
+#undef NEEDV
+    }
+    if (o->shape && o->model_dir) {
+        fprintf(stderr, "oscar: bench takes --shape or -m, not both\n");
+        return 2;
+    }
+    if (!o->attn && !o->shape && !o->model_dir) {
+        fprintf(stderr, "oscar: bench needs a model: --shape NAME (random weights) or -m MODEL_DIR "
+                        "(see oscar bench --help)\n");
+        return 2;
+    }
+    if (o->shape) {
+        osc_llm_config c;
+        if (osc_llm_preset(o->shape, &c) != OSC_OK) {
+            fprintf(stderr, "oscar: bench: %s\n", osc_last_error());
+            return 2;
+        }
+    }
+    if (!o->n_kv) o->kv[o->n_kv++] = "bf16";
+    return 0;
+}
+
+/* ---------- driver ---------- */
+
+static double g_copy_gbps; /* the copy bandwidth the tables compare with */
+
+static int run_attn(const bench_opts *o, osc_dev dev, results *rs) {
+    static const int def_b[] = {1, 1, 1, 8, 16}, def_t[] = {4096, 32768, 131072, 32768, 8192};
+    int pb[MAX_LIST * MAX_LIST], pt[MAX_LIST * MAX_LIST], n = 0;
+    if (!o->n_ctx && !o->n_batch) {
+        for (int i = 0; i < 5; i++) pb[n] = def_b[i], pt[n++] = def_t[i];
+    } else {
+        int nb = o->n_batch ? o->n_batch : 1, nc = o->n_ctx ? o->n_ctx : 1;
+        for (int i = 0; i < nb; i++)
+            for (int j = 0; j < nc; j++) pb[n] = o->n_batch ? o->batch[i] : 1, pt[n++] = o->n_ctx ? o->ctx[j] : 4096;
+    }
+    char label[64];
+    snprintf(label, sizeof label, "attn %dq/%dkv d%d", o->hq, o->hkv, o->hd);
+    int fails = 0;
+    printf("decode attention, %s, %s on %s, S = 1; B > 1 = B launches in one timed region\n", label,
+           dev == OSC_DEV_CUDA ? "bf16" : "f32", dev == OSC_DEV_CUDA ? "cuda" : "cpu");
+    printf("%-8s %-28s %6s %8s %12s %12s %10s %8s\n", "kind", "op", "batch", "ctx", "median_us", "min_us",
+           "GB/s", "of_copy");
+    for (int i = 0; i < n; i++) {
+        result *r = add_result(rs);
+        if (!r) return 1;
+        r->kind = "attn";
+        snprintf(r->shape, sizeof r->shape, "%s", label);
+        snprintf(r->kv, sizeof r->kv, "%s", "bf16");
+        r->batch = pb[i];
+        r->ctx = pt[i];
+        if (bench_attn_one(o, dev, pb[i], pt[i], r) != OSC_OK) {
+            rs->n--;
+            fails++;
+            continue;
+        }
+        printf("%-8s %-28s %6d %8d %12.1f %12.1f %10.1f %8.2f\n", "attn", "osc_op_attention", r->batch, r->ctx,
+               r->attn_us, r->attn_us_min, r->achieved_gbps, r->achieved_gbps / g_copy_gbps);
+        fflush(stdout);
+        for (int k = 0; k < o->n_kv; k++) {
+            result *q = add_result(rs);
+            if (!q) return 1;
+            q->kind = "kvattn";
+            snprintf(q->shape, sizeof q->shape, "%s", label);
+            snprintf(q->kv, sizeof q->kv, "%s", o->kv[k]);
+            q->batch = pb[i];
+            q->ctx = pt[i];
+            if (bench_kvattn_one(o, dev, o->kv[k], pb[i], pt[i], q) != OSC_OK) {
+                rs->n--;
+                fails++;
+                continue;
+            }
+            char op[40];
+            snprintf(op, sizeof op, "kv %s store+attend", o->kv[k]);
+            printf("%-8s %-28s %6d %8d %12.1f %12.1f %10.1f %8.2f\n", "kvattn", op, q->batch, q->ctx, q->attn_us,
+                   q->attn_us_min, q->achieved_gbps, q->achieved_gbps / g_copy_gbps);
+            fflush(stdout);
+        }
+    }
+    return fails ? 1 : 0;
+}
+
+static int run_e2e(const bench_opts *o, osc_dev dev, results *rs) {
+    osc_llm_config cfg;
+    osc_llm *m = NULL;
+    osc_status s;
+    char label[64];
+    if (o->shape) {
+        if ((s = osc_llm_preset(o->shape, &cfg)) != OSC_OK) {
+            fprintf(stderr, "oscar: bench: %s\n", osc_last_error());
+            return 2;
+        }
+        /* the weights the model will allocate (es bytes each), for an OOM message */
+        double D = cfg.hidden_size, F = cfg.intermediate_size, hd = cfg.head_dim;
+        double qd = cfg.n_heads * hd, kd = cfg.n_kv_heads * hd;
+        double np = (double)cfg.vocab_size * D * (cfg.tie_embeddings ? 1 : 2) +
+                    cfg.n_layers * (2 * D * qd + 2 * D * kd + 3 * D * F + 2 * D + qd + 2 * kd + 2 * hd) + D;
+        double need = np * (dev == OSC_DEV_CUDA ? 2 : 4);
+        if (check_mem(dev, need, "the weights") != OSC_OK) return 1;
+        double t0 = now_s();
+        s = osc_llm_new_random(&cfg, dev, o->seed, &m);
+        if (s != OSC_OK) {
+            report_err("random weights", s, dev, need);
+            return 1;
+        }
+        fprintf(stderr, "oscar: bench: %s: random weights in %.1f s\n", o->shape, now_s() - t0);
+        snprintf(label, sizeof label, "%s", o->shape);
+    } else {
+        s = osc_llm_load(o->model_dir, dev, &m);
+        if (s != OSC_OK) {
+            report_err(o->model_dir, s, dev, 0);
+            return 1;
+        }
+        cfg = *osc_llm_config_of(m);
+        const char *slash = strrchr(o->model_dir, '/');
+        snprintf(label, sizeof label, "%s", slash && slash[1] ? slash + 1 : o->model_dir);
+    }
+    e2e_env e;
+    memset(&e, 0, sizeof e);
+    e.m = m;
+    e.c = osc_llm_config_of(m);
+    e.dev = dev;
+    e.act = osc_llm_act_dtype(m);
+    e.label = label;
+    e.rng = o->seed * 0x1000193ull + 7;
+    e.weight_bytes = (double)osc_llm_weight_bytes(m);
+    /* a decode step reads every weight except the (untied) embedding table, of which it reads
+     * only B rows (neglected) */
+    e.weight_read = e.weight_bytes -
+                    (e.c->tie_embeddings ? 0 : (double)e.c->vocab_size * e.c->hidden_size * osc_dtype_size(e.act));
+    int def_ctx = 4096;
+    const int *ctxs = o->n_ctx ? o->ctx : &def_ctx;
+    int nctx = o->n_ctx ? o->n_ctx : 1;
+    int def_b = 1;
+    const int *bs = o->n_batch ? o->batch : &def_b;
+    int nb = o->n_batch ? o->n_batch : 1;
+    int maxB = 1, maxTok = 1;
+    for (int i = 0; i < nb; i++) maxB = bs[i] > maxB ? bs[i] : maxB;
+    for (int j = 0; j < nctx; j++) {
+        int P = o->prompt ? o->prompt : (ctxs[j] < 2048 ? ctxs[j] : 2048);
+        maxTok = P > maxTok ? P : maxTok;
+        maxTok = ctxs[j] > maxTok ? ctxs[j] : maxTok;
+        if (ctxs[j] > e.c->max_pos)
+            fprintf(stderr, "oscar: bench: warning: context %d is past the model's max_position_embeddings %d\n",
+                    ctxs[j], e.c->max_pos);
+    }
+    int scratch = maxTok < 2048 ? maxTok : 2048;
+    if (scratch < maxB) scratch = maxB;
+    int rc = 0;
+    e.logits = malloc(sizeof(float) * (size_t)maxB * (size_t)e.c->vocab_size);
+    e.tokens = malloc(sizeof(int32_t) * (size_t)maxTok);
+    if (!e.logits || !e.tokens) {
+        fprintf(stderr, "oscar: bench: out of host memory\n");
+        rc = 1;
+        goto out;
+    }
+    if ((s = osc_llm_ctx_new(m, scratch, &e.ctx)) != OSC_OK) {
+        report_err("forward scratch", s, dev, 0);
+        rc = 1;
+        goto out;
+    }
+    char wb[32];
+    printf("end to end: %s (%s), %s, weights %s, fill by %s, %d decode steps after 2 warm-ups\n", label,
+           osc_llm_describe(m), dev == OSC_DEV_CUDA ? "cuda bf16" : "cpu f32", fmt_bytes(e.weight_bytes, wb, sizeof wb),
+           o->fill, o->gen);
+    /* warm-up: library handles, first launches */
+    {
+        double dummy;
+        int P = maxTok < 16 ? maxTok : 16;
+        if ((s = bench_prefill(&e, o->kv[0], P, &dummy)) != OSC_OK) {
+            report_err("warm-up", s, dev, 0);
+            rc = 1;
+            goto out;
+        }
+    }
+    printf("%-6s %-8s %6s %8s %8s %12s %9s %12s %10s %10s %10s %8s\n", "kind", "kv", "batch", "ctx", "prompt",
+           "prefill_t/s", "fill_s", "decode_t/s", "step_ms", "KV/seq", "GB/s", "of_copy");
+    for (int k = 0; k < o->n_kv; k++) {
+        for (int j = 0; j < nctx; j++) {
+            int C = ctxs[j];
+            int P = o->prompt ? o->prompt : (C < 2048 ? C : 2048);
+            double ptps = 0;
+            if ((s = bench_prefill(&e, o->kv[k], P, &ptps)) != OSC_OK) {
+                report_err("prefill", s, dev, 0);
+                rc = 1;
+                continue;
+            }
+            for (int i = 0; i < nb; i++) {
+                result *r = add_result(rs);
+                if (!r) { rc = 1; goto out; }
+                r->kind = "e2e";
+                snprintf(r->shape, sizeof r->shape, "%s", label);
+                snprintf(r->kv, sizeof r->kv, "%s", o->kv[k]);
+                r->batch = bs[i];
+                r->ctx = C;
+                r->prompt = P;
+                r->gen = o->gen;
+                r->prompt_tps = ptps;
+                if (bench_decode(&e, o, o->kv[k], bs[i], C, r) != OSC_OK) {
+                    rs->n--;
+                    rc = 1;
+                    continue;
+                }
+                char kvb[32];
+                printf("%-6s %-8s %6d %8d %8d %12.1f %9.2f %12.1f %10.3f %10s %10.1f %8.2f\n", "e2e", r->kv, r->batch,
+                       r->ctx, r->prompt, r->prompt_tps, r->fill_s, r->decode_tps, r->step_ms,
+                       fmt_bytes(r->kv_bytes_per_seq, kvb, sizeof kvb), r->achieved_gbps,
+                       r->achieved_gbps / g_copy_gbps);
+                fflush(stdout);
+            }
+        }
+    }
+out:
+    free(e.logits);
+    free(e.tokens);
+    osc_llm_ctx_free(e.ctx);
+    osc_llm_free(m);
+    return rc;
+}
+
+int osc_cli_bench(int argc, char **argv) {
+    bench_opts o;
+    int pr = parse_bench(argc, argv, &o);
+    if (pr == 3) {
+        usage_bench(stdout);
+        return 0;
+    }
+    if (pr) return pr;
+    if (o.threads) osc_cpu_set_threads(o.threads);
+    osc_dev dev;
+    if (!strcmp(o.device, "cuda")) {
+        if (!osc_device_cuda_available()) {
+            fprintf(stderr, "oscar: bench: --device cuda, but no usable CUDA GPU (or built without CUDA)\n");
+            return 1;
+        }
+        dev = OSC_DEV_CUDA;
+    } else if (!strcmp(o.device, "cpu")) {
+        dev = OSC_DEV_CPU;
+    } else {
+        dev = osc_device_cuda_available() ? OSC_DEV_CUDA : OSC_DEV_CPU;
+    }
+    const char *devname = dev == OSC_DEV_CUDA ? "cuda" : "cpu";
+    double copy = o.copy_bw;
+    const char *copy_method = "given by --copy-bw";
+    if (copy <= 0) {
+        osc_status s = measure_copy(dev, &copy);
+        if (s != OSC_OK) {
+            report_err("copy bandwidth", s, dev, dev == OSC_DEV_CUDA ? 2.0 * (1 << 30) : 2.0 * (64 << 20));
+            return 1;
+        }
+        copy_method = dev == OSC_DEV_CUDA ? "1 GiB device-to-device osc_copy_bytes, read+write, median of 10"
+                                          : "64 MiB host memcpy, read+write, median of 10";
+    }
+    printf("copy bandwidth (%s): %.1f GB/s\n", copy_method, copy);
+    g_copy_gbps = copy;
+    results rs = {0};
+    int rc = o.attn ? run_attn(&o, dev, &rs) : run_e2e(&o, dev, &rs);
+    if (o.json && write_json(o.json, &rs, devname, copy, copy_method)) rc = 1;
+    free(rs.r);
+    return rc;
+}
