@@ -8,9 +8,11 @@
 #include "../kernels/cuda/launch.h"
 #endif
 
+#ifndef OSC_HAVE_CUDA
 static osc_status no_cuda(void) {
     return osc_error(OSC_ERR_UNSUPPORTED, "this oscar was built without CUDA (rebuild with nvcc present and -DOSC_CUDA=ON)");
 }
+#endif
 
 int osc_device_cuda_available(void) {
 #ifdef OSC_HAVE_CUDA

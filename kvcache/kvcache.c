@@ -1,29 +1,161 @@
+/* kvcache/kvcache.c: the mode dispatcher, storage, flush policy and the CPU reference attention
+ * of the quantised modes. Pure quantisation maths lives in kv_quant.c. */
 #include "kvcache.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../core/arena.h"
 #include "../kernels/ops.h"
+#include "kv_quant.h"
+
+enum { KV_PLAIN = 0, KV_INT8, KV_BLOCK };
+
+typedef struct kv_mode {
+    const char *name;
+    int kind, bits, rotate, norm;
+} kv_mode;
+
+static const kv_mode k_modes[] = {
+    {"bf16", KV_PLAIN, 16, 0, 0},  {"int8", KV_INT8, 8, 0, 0},    {"kivi2", KV_BLOCK, 2, 0, 0},
+    {"kivi4", KV_BLOCK, 4, 0, 0},  {"rot2", KV_BLOCK, 2, 1, 0},   {"oscar2", KV_BLOCK, 2, 1, 1},
+    {"oscar4", KV_BLOCK, 4, 1, 1},
+};
+#define N_MODES ((int)(sizeof k_modes / sizeof k_modes[0]))
 
 struct osc_kv {
     osc_kv_params p;
-    int len;      /* committed tokens */
-    int pending;  /* tokens stored by the current forward (same for every layer) */
-    void *k, *v;  /* [n_layers][n_ctx][n_kv_heads][head_dim] in act_dt */
+    kv_mode m;
+    int len;     /* committed tokens */
+    int pending; /* tokens stored by the current forward (same for every layer) */
+    /* plain ("bf16") */
+    void *k, *v; /* [n_layers][n_ctx][n_kv_heads][head_dim] in act_dt */
     size_t layer_elems;
+    /* quantised modes (CPU, float32) */
+    int R;          /* residual window (tokens); flush when full */
+    int R_alloc;    /* rows allocated for it: min(R, n_ctx) */
+    int n_groups;   /* ceil(n_ctx / 32) */
+    int *nq, *nres; /* per layer: packed tokens [0, nq), residual tokens [nq, nq + nres) */
+    uint32_t *kw;   /* block: [L][Hkv][n_groups][bits][hd] packed K (kv_quant.h) */
+    uint16_t *kp;   /* block: [L][Hkv][n_groups][hd][2] fp16 (scale, zero) */
+    uint32_t *vw;   /* block: [L][Hkv][n_ctx][hd*bits/32] packed V */
+    uint16_t *vp;   /* block: [L][Hkv][n_ctx][hd/32][2] */
+    int8_t *k8, *v8;     /* int8: [L][Hkv][n_ctx][hd] */
+    uint16_t *k8s, *v8s; /* int8: [L][Hkv][n_ctx] fp16 scales */
+    float *norms;   /* oscar: [L][n_ctx] n_t, fp32 */
+    float *rk, *rv; /* block: [L][R_alloc][Hkv][hd]; rk rotated (and / n_t for oscar) */
+    /* the k, v of the last store (full precision, for the current-token rule) */
+    const float *cur_k, *cur_v; /* [cur_S][Hkv][hd] */
+    int cur_layer, cur_S;
 };
 
-const char *osc_kv_modes(void) { return "bf16"; }
+const char *osc_kv_modes(void) { return "bf16,int8,kivi2,kivi4,rot2,oscar2,oscar4"; }
+
+static const kv_mode *find_mode(const char *mode) {
+    if (!mode) return &k_modes[0];
+    for (int i = 0; i < N_MODES; i++)
+        if (!strcmp(mode, k_modes[i].name)) return &k_modes[i];
+    return NULL;
+}
 
 static osc_status check_mode(const char *mode) {
-    if (!mode || !strcmp(mode, "bf16")) return OSC_OK;
+    if (find_mode(mode)) return OSC_OK;
     return osc_error(OSC_ERR_UNSUPPORTED, "unknown KV cache mode '%s' (known: %s)", mode, osc_kv_modes());
 }
 
+static int r_evict_of(const osc_kv_params *p) { return p->r_evict > 0 ? p->r_evict : 256; }
+
+/* ---- sizes ------------------------------------------------------------------------------ */
+
+size_t osc_kv_bytes_per_token_per_layer(const osc_kv_params *p) {
+    const kv_mode *m = find_mode(p->mode);
+    if (!m) return 0;
+    size_t e = (size_t)p->n_kv_heads * p->head_dim; /* elements of K (or V) per token per layer */
+    switch (m->kind) {
+    case KV_PLAIN: return 2 * e * osc_dtype_size(p->act_dt);
+    case KV_INT8: return 2 * (e + (size_t)p->n_kv_heads * 2);
+    default: /* codes + one fp16 pair per 32 elements (K: per channel per 32 tokens; V: per 32 channels) */
+        return 2 * (e * m->bits / 8 + e / OSC_KV_G * 4) + (m->norm ? 4 : 0);
+    }
+}
+
+double osc_kv_bits_per_element(const osc_kv_params *p) {
+    double e = 2.0 * p->n_kv_heads * p->head_dim;
+    if (e <= 0) return 0;
+    return 8.0 * (double)osc_kv_bytes_per_token_per_layer(p) / e;
+}
+
+typedef struct kv_sizes {
+    size_t kw, kp, vw, vp, k8, k8s, norms, res; /* element counts of one layer */
+} kv_sizes;
+
+static kv_sizes sizes_of(const osc_kv_params *p, const kv_mode *m) {
+    kv_sizes z = {0};
+    size_t H = p->n_kv_heads, hd = p->head_dim, C = p->n_ctx, ng = (C + OSC_KV_G - 1) / OSC_KV_G;
+    int R = r_evict_of(p);
+    size_t Ra = (size_t)(R < p->n_ctx ? R : p->n_ctx);
+    if (m->kind == KV_INT8) {
+        z.k8 = H * C * hd;
+        z.k8s = H * C;
+    } else if (m->kind == KV_BLOCK) {
+        z.kw = H * ng * m->bits * hd;
+        z.kp = H * ng * hd * 2;
+        z.vw = H * C * hd * m->bits / 32;
+        z.vp = H * C * (hd / OSC_KV_G) * 2;
+        z.res = Ra * H * hd;
+        if (m->norm) z.norms = C;
+    }
+    return z;
+}
+
 size_t osc_kv_bytes_for(const osc_kv_params *p) {
-    return 2ull * (size_t)p->n_layers * (size_t)p->n_ctx * (size_t)p->n_kv_heads * (size_t)p->head_dim *
-           osc_dtype_size(p->act_dt);
+    const kv_mode *m = find_mode(p->mode);
+    if (!m) return 0;
+    if (m->kind == KV_PLAIN)
+        return 2ull * (size_t)p->n_layers * (size_t)p->n_ctx * (size_t)p->n_kv_heads * (size_t)p->head_dim *
+               osc_dtype_size(p->act_dt);
+    kv_sizes z = sizes_of(p, m);
+    size_t per_layer = z.kw * 4 + z.kp * 2 + z.vw * 4 + z.vp * 2 + 2 * (z.k8 + z.k8s * 2) + z.norms * 4 +
+                       2 * z.res * 4 + 2 * sizeof(int);
+    return (size_t)p->n_layers * per_layer + sizeof(struct osc_kv);
+}
+
+/* ---- creation --------------------------------------------------------------------------- */
+
+static osc_status new_quant(osc_kv *kv) {
+    const osc_kv_params *p = &kv->p;
+    const kv_mode *m = &kv->m;
+    if (p->dev != OSC_DEV_CPU || p->act_dt != OSC_F32)
+        return osc_error(OSC_ERR_UNSUPPORTED,
+                         "kv cache mode '%s' runs on the CPU float32 path only for now (use bf16 on CUDA)", m->name);
+    if (p->head_dim % OSC_KV_G || p->head_dim > OSC_KV_MAX_HD)
+        return osc_error(OSC_ERR_UNSUPPORTED, "kv cache mode '%s' needs head_dim a multiple of %d and <= %d (got %d)",
+                         m->name, OSC_KV_G, OSC_KV_MAX_HD, p->head_dim);
+    if (m->rotate && !osc_kvq_is_pow2(p->head_dim))
+        return osc_error(OSC_ERR_UNSUPPORTED,
+                         "kv cache mode '%s' rotates keys by a Walsh-Hadamard matrix and needs head_dim a power "
+                         "of two (got %d); use kivi2/kivi4/int8 for this model", m->name, p->head_dim);
+    if (p->r_evict < 0 || p->r_evict % OSC_KV_G)
+        return osc_error(OSC_ERR_INVALID_ARG, "kv cache: r_evict %d must be 0 (default 256) or a multiple of %d",
+                         p->r_evict, OSC_KV_G);
+    kv->R = r_evict_of(p);
+    kv->R_alloc = kv->R < p->n_ctx ? kv->R : p->n_ctx;
+    kv->n_groups = (p->n_ctx + OSC_KV_G - 1) / OSC_KV_G;
+    kv_sizes z = sizes_of(p, m);
+    size_t L = p->n_layers;
+    kv->nq = calloc(L, sizeof(int));
+    kv->nres = calloc(L, sizeof(int));
+    int ok = kv->nq && kv->nres;
+#define ALLOC(f, n) if (ok && (n)) { kv->f = calloc(L * (n), sizeof *kv->f); ok = kv->f != NULL; }
+    ALLOC(kw, z.kw) ALLOC(kp, z.kp) ALLOC(vw, z.vw) ALLOC(vp, z.vp)
+    ALLOC(k8, z.k8) ALLOC(v8, z.k8) ALLOC(k8s, z.k8s) ALLOC(v8s, z.k8s)
+    ALLOC(norms, z.norms) ALLOC(rk, z.res) ALLOC(rv, z.res)
+#undef ALLOC
+    if (!ok)
+        return osc_error(OSC_ERR_OOM, "kv cache '%s' of %d tokens (%.1f MiB): out of host memory", m->name, p->n_ctx,
+                         osc_kv_bytes_for(p) / 1048576.0);
+    return OSC_OK;
 }
 
 osc_status osc_kv_new(const osc_kv_params *p, osc_kv **out) {
@@ -35,14 +167,22 @@ osc_status osc_kv_new(const osc_kv_params *p, osc_kv **out) {
     osc_kv *kv = calloc(1, sizeof *kv);
     if (!kv) return osc_error(OSC_ERR_OOM, "kv cache: out of host memory");
     kv->p = *p;
-    kv->p.mode = "bf16";
-    kv->layer_elems = (size_t)p->n_ctx * p->n_kv_heads * p->head_dim;
-    size_t half = osc_kv_bytes_for(p) / 2;
-    osc_status s = osc_dev_malloc(p->dev, half, &kv->k);
-    if (s == OSC_OK) s = osc_dev_malloc(p->dev, half, &kv->v);
+    kv->m = *find_mode(p->mode);
+    kv->p.mode = kv->m.name;
+    kv->cur_layer = -1;
+    osc_status s;
+    if (kv->m.kind == KV_PLAIN) {
+        kv->layer_elems = (size_t)p->n_ctx * p->n_kv_heads * p->head_dim;
+        size_t half = osc_kv_bytes_for(p) / 2;
+        s = osc_dev_malloc(p->dev, half, &kv->k);
+        if (s == OSC_OK) s = osc_dev_malloc(p->dev, half, &kv->v);
+        if (s != OSC_OK) s = osc_error_prefix(s, "kv cache of %d tokens (%.1f MiB)", p->n_ctx, 2.0 * half / (1 << 20));
+    } else {
+        s = new_quant(kv);
+    }
     if (s != OSC_OK) {
         osc_kv_free(kv);
-        return osc_error_prefix(s, "kv cache of %d tokens (%.1f MiB)", p->n_ctx, 2.0 * half / (1 << 20));
+        return s;
     }
     *out = kv;
     return OSC_OK;
@@ -50,8 +190,10 @@ osc_status osc_kv_new(const osc_kv_params *p, osc_kv **out) {
 
 void osc_kv_free(osc_kv *kv) {
     if (!kv) return;
-    osc_dev_free(kv->p.dev, kv->k);
-    osc_dev_free(kv->p.dev, kv->v);
+    if (kv->k) osc_dev_free(kv->p.dev, kv->k);
+    if (kv->v) osc_dev_free(kv->p.dev, kv->v);
+    free(kv->nq), free(kv->nres), free(kv->kw), free(kv->kp), free(kv->vw), free(kv->vp);
+    free(kv->k8), free(kv->v8), free(kv->k8s), free(kv->v8s), free(kv->norms), free(kv->rk), free(kv->rv);
     free(kv);
 }
 
@@ -59,11 +201,118 @@ size_t osc_kv_bytes(const osc_kv *kv) { return osc_kv_bytes_for(&kv->p); }
 int osc_kv_len(const osc_kv *kv) { return kv->len; }
 int osc_kv_capacity(const osc_kv *kv) { return kv->p.n_ctx; }
 
+/* ---- plain mode ------------------------------------------------------------------------- */
+
 static osc_tensor layer_view(const osc_kv *kv, void *base, int layer, int64_t r0, int64_t n) {
     size_t es = osc_dtype_size(kv->p.act_dt);
     char *p = (char *)base + ((size_t)layer * kv->layer_elems + (size_t)r0 * kv->p.n_kv_heads * kv->p.head_dim) * es;
     int64_t ne[3] = {n, kv->p.n_kv_heads, kv->p.head_dim};
     return osc_tensor_make(p, kv->p.act_dt, kv->p.dev, 3, ne);
+}
+
+/* ---- quantised modes: addressing -------------------------------------------------------- */
+
+#define HKV (kv->p.n_kv_heads)
+#define HD (kv->p.head_dim)
+#define CTX ((size_t)kv->p.n_ctx)
+
+static uint32_t *kw_at(const osc_kv *kv, int l, int h, int g) {
+    return kv->kw + (((size_t)l * HKV + h) * kv->n_groups + g) * (size_t)kv->m.bits * HD;
+}
+static uint16_t *kp_at(const osc_kv *kv, int l, int h, int g) {
+    return kv->kp + (((size_t)l * HKV + h) * kv->n_groups + g) * (size_t)HD * 2;
+}
+static uint32_t *vw_at(const osc_kv *kv, int l, int h, int t) {
+    return kv->vw + (((size_t)l * HKV + h) * CTX + t) * (size_t)(HD * kv->m.bits / 32);
+}
+static uint16_t *vp_at(const osc_kv *kv, int l, int h, int t) {
+    return kv->vp + (((size_t)l * HKV + h) * CTX + t) * (size_t)(HD / OSC_KV_G) * 2;
+}
+static size_t i8_row(const osc_kv *kv, int l, int h, int t) { return ((size_t)l * HKV + h) * CTX + t; }
+/* residual row of slot r: [Hkv][hd] */
+static float *rk_at(const osc_kv *kv, int l, int r) { return kv->rk + ((size_t)l * kv->R_alloc + r) * HKV * HD; }
+static float *rv_at(const osc_kv *kv, int l, int r) { return kv->rv + ((size_t)l * kv->R_alloc + r) * HKV * HD; }
+
+/* Quantise residual slots [0, R) of layer l into packed tokens [nq, nq + R). */
+static void flush_block(osc_kv *kv, int l) {
+    const int H = HKV, hd = HD, b = kv->m.bits, t0 = kv->nq[l];
+    for (int g = 0; g < kv->R / OSC_KV_G; g++)
+        for (int h = 0; h < H; h++)
+            osc_kvq_quant_k_group(rk_at(kv, l, g * OSC_KV_G) + (size_t)h * hd, OSC_KV_G, H * hd, hd, b,
+                                  kw_at(kv, l, h, t0 / OSC_KV_G + g), kp_at(kv, l, h, t0 / OSC_KV_G + g));
+    for (int r = 0; r < kv->R; r++)
+        for (int h = 0; h < H; h++)
+            osc_kvq_quant_v_row(rv_at(kv, l, r) + (size_t)h * hd, hd, b, vw_at(kv, l, h, t0 + r), vp_at(kv, l, h, t0 + r));
+    kv->nq[l] += kv->R;
+    kv->nres[l] = 0;
+}
+
+/* Forget layer l's tokens from n on (n <= stored). Packed tokens of a partly kept block are
+ * dequantised back into the residual window (lossy: they were already quantised). */
+static void truncate_layer(osc_kv *kv, int l, int n) {
+    if (n >= kv->nq[l] + kv->nres[l]) return;
+    if (kv->m.kind == KV_INT8) {
+        kv->nq[l] = n;
+        return;
+    }
+    if (n >= kv->nq[l]) {
+        kv->nres[l] = n - kv->nq[l];
+        return;
+    }
+    const int H = HKV, hd = HD, b = kv->m.bits;
+    int nq = n / kv->R * kv->R;
+    for (int t = nq; t < n; t += OSC_KV_G) {
+        int g = t / OSC_KV_G, cnt = n - t < OSC_KV_G ? n - t : OSC_KV_G;
+        for (int h = 0; h < H; h++)
+            osc_kvq_dequant_k_group(kw_at(kv, l, h, g), kp_at(kv, l, h, g), cnt, hd, b, rk_at(kv, l, t - nq) + (size_t)h * hd,
+                                    H * hd);
+    }
+    for (int t = nq; t < n; t++)
+        for (int h = 0; h < H; h++)
+            osc_kvq_dequant_v_row(vw_at(kv, l, h, t), vp_at(kv, l, h, t), hd, b, rv_at(kv, l, t - nq) + (size_t)h * hd);
+    kv->nq[l] = nq;
+    kv->nres[l] = n - nq;
+}
+
+static osc_status store_quant(osc_kv *kv, int l, const osc_tensor *k, const osc_tensor *v) {
+    const int H = HKV, hd = HD, S = (int)k->ne[0];
+    const size_t row = (size_t)H * hd;
+    if (k->dev != OSC_DEV_CPU || v->dev != OSC_DEV_CPU || k->dt != OSC_F32 || v->dt != OSC_F32 || k->nd != 3 ||
+        v->nd != 3 || k->ne[1] != H || k->ne[2] != hd || v->ne[0] != S || v->ne[1] != H || v->ne[2] != hd)
+        return osc_error(OSC_ERR_INVALID_ARG, "kv store (%s): k and v must be float32 CPU [S, %d, %d]", kv->m.name, H, hd);
+    int stored = kv->nq[l] + kv->nres[l];
+    if (stored > kv->len) truncate_layer(kv, l, kv->len); /* a repeated store of this forward */
+    else if (stored < kv->len)
+        return osc_error(OSC_ERR_INVALID_ARG, "kv store: layer %d holds %d tokens, cache length %d", l, stored, kv->len);
+    const float *kin = k->data, *vin = v->data;
+    for (int s = 0; s < S; s++) {
+        int t = kv->nq[l] + kv->nres[l];
+        if (kv->m.kind == KV_INT8) {
+            for (int h = 0; h < H; h++) {
+                size_t r = i8_row(kv, l, h, t);
+                osc_kvq_quant_i8_row(kin + s * row + (size_t)h * hd, hd, kv->k8 + r * hd, kv->k8s + r);
+                osc_kvq_quant_i8_row(vin + s * row + (size_t)h * hd, hd, kv->v8 + r * hd, kv->v8s + r);
+            }
+            kv->nq[l]++;
+            continue;
+        }
+        float *dk = rk_at(kv, l, kv->nres[l]);
+        memcpy(dk, kin + s * row, row * sizeof(float));
+        memcpy(rv_at(kv, l, kv->nres[l]), vin + s * row, row * sizeof(float));
+        if (kv->m.rotate)
+            for (int h = 0; h < H; h++) osc_kvq_hadamard(dk + (size_t)h * hd, hd);
+        if (kv->m.norm) {
+            float n = osc_kvq_token_norm(dk, H * hd);
+            kv->norms[(size_t)l * CTX + t] = n;
+            for (size_t i = 0; i < row; i++) dk[i] /= n;
+        }
+        if (++kv->nres[l] == kv->R) flush_block(kv, l);
+    }
+    kv->cur_k = kin;
+    kv->cur_v = vin;
+    kv->cur_S = S;
+    kv->cur_layer = l;
+    return OSC_OK;
 }
 
 osc_status osc_kv_store(osc_kv *kv, int layer, const osc_tensor *k, const osc_tensor *v) {
@@ -73,13 +322,130 @@ osc_status osc_kv_store(osc_kv *kv, int layer, const osc_tensor *k, const osc_te
         return osc_error(OSC_ERR_CONTEXT, "context full: %d tokens cached + %d new > context size %d",
                          kv->len, S, kv->p.n_ctx);
     kv->pending = S;
+    if (kv->m.kind != KV_PLAIN) return store_quant(kv, layer, k, v);
     osc_tensor dk = layer_view(kv, kv->k, layer, kv->len, S);
     osc_tensor dv = layer_view(kv, kv->v, layer, kv->len, S);
     OSC_TRY(osc_op_convert(&dk, k));
     return osc_op_convert(&dv, v);
 }
 
+/* ---- quantised attention (CPU reference) -------------------------------------------------- */
+
+/* Online-softmax state of the gq query heads sharing one kv head. */
+typedef struct sm_state {
+    float m, l;
+} sm_state;
+
+/* Fold n logits lg[n] (already scaled) with value rows vrow(j) = vbase + j*vld into (st, acc). */
+static void sm_update(sm_state *st, float *acc, int hd, const float *lg, int n, const float *vbase, size_t vld) {
+    float mx = st->m;
+    for (int j = 0; j < n; j++)
+        if (lg[j] > mx) mx = lg[j];
+    if (mx > st->m) {
+        float c = expf(st->m - mx); /* 0 when st->m = -inf */
+        st->l *= c;
+        for (int d = 0; d < hd; d++) acc[d] *= c;
+        st->m = mx;
+    }
+    for (int j = 0; j < n; j++) {
+        float p = expf(lg[j] - st->m);
+        st->l += p;
+        const float *vr = vbase + (size_t)j * vld;
+        for (int d = 0; d < hd; d++) acc[d] += p * vr[d];
+    }
+}
+
+static float dotf(const float *a, const float *b, int n) {
+    float s = 0;
+    for (int i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* Query row i (absolute position len + i) against kv head h, for its gq query heads.
+ * q: [gq][hd] raw queries; out: [gq][hd]. */
+static void attend_one(const osc_kv *kv, int l, int i, int h, int gq, const float *q, float *out, float scale) {
+    const int H = HKV, hd = HD, len = kv->len, nq = kv->nq[l];
+    const size_t row = (size_t)H * hd;
+    float qr[gq * hd]; /* rotated queries (rotating modes), once per query head */
+    float kb[OSC_KV_G * hd], vb[OSC_KV_G * hd], lg[OSC_KV_G];
+    sm_state st[gq];
+    memcpy(qr, q, sizeof qr);
+    if (kv->m.rotate)
+        for (int a = 0; a < gq; a++) osc_kvq_hadamard(qr + a * hd, hd);
+    for (int a = 0; a < gq; a++) {
+        st[a].m = -INFINITY;
+        st[a].l = 0;
+        memset(out + a * hd, 0, sizeof(float) * hd);
+    }
+    const float *nrm = kv->m.norm ? kv->norms + (size_t)l * CTX : NULL;
+    /* 1. packed tokens [0, min(nq, len)) in groups of 32 */
+    int pend = nq < len ? nq : len;
+    for (int t0 = 0; t0 < pend; t0 += OSC_KV_G) {
+        int n = pend - t0 < OSC_KV_G ? pend - t0 : OSC_KV_G;
+        if (kv->m.kind == KV_INT8) {
+            for (int j = 0; j < n; j++) {
+                size_t r = i8_row(kv, l, h, t0 + j);
+                osc_kvq_dequant_i8_row(kv->k8 + r * hd, kv->k8s[r], hd, kb + j * hd);
+                osc_kvq_dequant_i8_row(kv->v8 + r * hd, kv->v8s[r], hd, vb + j * hd);
+            }
+        } else {
+            int g = t0 / OSC_KV_G;
+            osc_kvq_dequant_k_group(kw_at(kv, l, h, g), kp_at(kv, l, h, g), n, hd, kv->m.bits, kb, hd);
+            for (int j = 0; j < n; j++) osc_kvq_dequant_v_row(vw_at(kv, l, h, t0 + j), vp_at(kv, l, h, t0 + j), hd, kv->m.bits, vb + j * hd);
+        }
+        for (int a = 0; a < gq; a++) {
+            for (int j = 0; j < n; j++) lg[j] = dotf(qr + a * hd, kb + j * hd, hd) * (nrm ? nrm[t0 + j] : 1.0f) * scale;
+            sm_update(&st[a], out + a * hd, hd, lg, n, vb, hd);
+        }
+    }
+    /* 2. residual tokens [nq, len): stored rotated (and normalised) in float32 */
+    for (int t0 = nq; t0 < len; t0 += OSC_KV_G) {
+        int n = len - t0 < OSC_KV_G ? len - t0 : OSC_KV_G;
+        for (int a = 0; a < gq; a++) {
+            for (int j = 0; j < n; j++)
+                lg[j] = dotf(qr + a * hd, rk_at(kv, l, t0 + j - nq) + (size_t)h * hd, hd) * (nrm ? nrm[t0 + j] : 1.0f) * scale;
+            sm_update(&st[a], out + a * hd, hd, lg, n, rv_at(kv, l, t0 - nq) + (size_t)h * hd, row);
+        }
+    }
+    /* 3. this forward's tokens [len, len + i] in full precision from the store's inputs */
+    for (int s0 = 0; s0 <= i; s0 += OSC_KV_G) {
+        int n = i + 1 - s0 < OSC_KV_G ? i + 1 - s0 : OSC_KV_G;
+        for (int a = 0; a < gq; a++) {
+            for (int j = 0; j < n; j++) lg[j] = dotf(q + a * hd, kv->cur_k + (s0 + j) * row + (size_t)h * hd, hd) * scale;
+            sm_update(&st[a], out + a * hd, hd, lg, n, kv->cur_v + s0 * row + (size_t)h * hd, row);
+        }
+    }
+    for (int a = 0; a < gq; a++) {
+        float inv = 1.0f / st[a].l;
+        for (int d = 0; d < hd; d++) out[a * hd + d] *= inv;
+    }
+}
+
+static osc_status attend_quant(osc_kv *kv, int l, const osc_tensor *q, osc_tensor *out, float scale) {
+    const int H = HKV, hd = HD;
+    const int S = (int)q->ne[0];
+    if (q->dev != OSC_DEV_CPU || out->dev != OSC_DEV_CPU || q->dt != OSC_F32 || out->dt != OSC_F32 || q->nd != 3 ||
+        out->nd != 3 || q->ne[2] != hd || q->ne[1] % H || out->ne[0] != S || out->ne[1] != q->ne[1] || out->ne[2] != hd)
+        return osc_error(OSC_ERR_INVALID_ARG, "kv attend (%s): q/out must be float32 CPU [S, Hq, %d], Hq %% %d == 0",
+                         kv->m.name, hd, H);
+    if (kv->cur_layer != l || kv->cur_S != S || kv->pending != S)
+        return osc_error(OSC_ERR_INVALID_ARG, "kv attend (%s): layer %d, %d rows must follow the store of the same layer and rows",
+                         kv->m.name, l, S);
+    const int Hq = (int)q->ne[1], gq = Hq / H;
+    const float *qd = q->data;
+    float *od = out->data;
+#pragma omp parallel for collapse(2) schedule(dynamic, 1)
+    for (int i = 0; i < S; i++)
+        for (int h = 0; h < H; h++) {
+            size_t off = ((size_t)i * Hq + (size_t)h * gq) * hd;
+            attend_one(kv, l, i, h, gq, qd + off, od + off, scale);
+        }
+    return OSC_OK;
+}
+
 osc_status osc_kv_attend(osc_kv *kv, int layer, const osc_tensor *q, osc_tensor *out, float scale) {
+    if (layer < 0 || layer >= kv->p.n_layers) return osc_error(OSC_ERR_INVALID_ARG, "kv attend: layer %d", layer);
+    if (kv->m.kind != KV_PLAIN) return attend_quant(kv, layer, q, out, scale);
     int T = kv->len + kv->pending;
     osc_tensor k = layer_view(kv, kv->k, layer, 0, T);
     osc_tensor v = layer_view(kv, kv->v, layer, 0, T);
@@ -89,9 +455,86 @@ osc_status osc_kv_attend(osc_kv *kv, int layer, const osc_tensor *q, osc_tensor 
 void osc_kv_advance(osc_kv *kv, int n) {
     kv->len += n;
     kv->pending = 0;
+    kv->cur_layer = -1;
 }
 
 void osc_kv_truncate(osc_kv *kv, int n) {
     if (n < kv->len) kv->len = n < 0 ? 0 : n;
     kv->pending = 0;
+    kv->cur_layer = -1;
+    if (kv->m.kind != KV_PLAIN)
+        for (int l = 0; l < kv->p.n_layers; l++) truncate_layer(kv, l, kv->len);
+}
+
+/* ---- debug + offline fold --------------------------------------------------------------- */
+
+osc_status osc_kv_debug_dequant(const osc_kv *kv, int l, int t0, int n, float *k, float *v) {
+    if (kv->m.kind == KV_PLAIN) {
+        if (kv->p.dev != OSC_DEV_CPU || kv->p.act_dt != OSC_F32)
+            return osc_error(OSC_ERR_UNSUPPORTED, "kv debug dequant: CPU float32 caches only");
+        if (l < 0 || l >= kv->p.n_layers || t0 < 0 || n < 0 || t0 + n > kv->len + kv->pending)
+            return osc_error(OSC_ERR_INVALID_ARG, "kv debug dequant: layer %d tokens [%d, %d)", l, t0, t0 + n);
+        osc_tensor tk = layer_view(kv, kv->k, l, t0, n), tv = layer_view(kv, kv->v, l, t0, n);
+        memcpy(k, tk.data, osc_tensor_nbytes(&tk));
+        memcpy(v, tv.data, osc_tensor_nbytes(&tv));
+        return OSC_OK;
+    }
+    const int H = HKV, hd = HD;
+    const size_t row = (size_t)H * hd;
+    if (l < 0 || l >= kv->p.n_layers || t0 < 0 || n < 0 || t0 + n > kv->nq[l] + kv->nres[l])
+        return osc_error(OSC_ERR_INVALID_ARG, "kv debug dequant: layer %d tokens [%d, %d)", l, t0, t0 + n);
+    float kb[OSC_KV_G * hd];
+    for (int t = t0; t < t0 + n; t++) {
+        float *kd = k + (size_t)(t - t0) * row, *vd = v + (size_t)(t - t0) * row;
+        if (t < kv->nq[l]) {
+            for (int h = 0; h < H; h++) {
+                if (kv->m.kind == KV_INT8) {
+                    size_t r = i8_row(kv, l, h, t);
+                    osc_kvq_dequant_i8_row(kv->k8 + r * hd, kv->k8s[r], hd, kd + (size_t)h * hd);
+                    osc_kvq_dequant_i8_row(kv->v8 + r * hd, kv->v8s[r], hd, vd + (size_t)h * hd);
+                } else {
+                    int g = t / OSC_KV_G;
+                    osc_kvq_dequant_k_group(kw_at(kv, l, h, g), kp_at(kv, l, h, g), t % OSC_KV_G + 1, hd, kv->m.bits, kb, hd);
+                    memcpy(kd + (size_t)h * hd, kb + (size_t)(t % OSC_KV_G) * hd, sizeof(float) * hd);
+                    osc_kvq_dequant_v_row(vw_at(kv, l, h, t), vp_at(kv, l, h, t), hd, kv->m.bits, vd + (size_t)h * hd);
+                }
+            }
+        } else {
+            memcpy(kd, rk_at(kv, l, t - kv->nq[l]), row * sizeof(float));
+            memcpy(vd, rv_at(kv, l, t - kv->nq[l]), row * sizeof(float));
+        }
+        if (kv->m.norm) {
+            float nt = kv->norms[(size_t)l * CTX + t];
+            for (size_t i = 0; i < row; i++) kd[i] *= nt;
+        }
+        if (kv->m.rotate)
+            for (int h = 0; h < H; h++) osc_kvq_hadamard(kd + (size_t)h * hd, hd);
+    }
+    return OSC_OK;
+}
+
+float osc_kv_debug_norm(const osc_kv *kv, int l, int t) {
+    int stored = kv->m.kind == KV_PLAIN ? kv->len + kv->pending : kv->nq[l] + kv->nres[l];
+    if (l < 0 || l >= kv->p.n_layers || t < 0 || t >= stored) return NAN;
+    return kv->m.norm ? kv->norms[(size_t)l * CTX + t] : 1.0f;
+}
+
+osc_status osc_kv_fold_v_hadamard(float *w_v, float *b_v, float *w_o, int Hkv, int Hq, int hd, int D) {
+    if (!osc_kvq_is_pow2(hd) || hd > OSC_KV_MAX_HD || Hkv <= 0 || Hq <= 0 || D <= 0)
+        return osc_error(OSC_ERR_UNSUPPORTED, "fold V Hadamard: head_dim %d must be a power of two <= %d", hd, OSC_KV_MAX_HD);
+    float col[OSC_KV_MAX_HD];
+    /* w_v: each head block [hd, D]; column j of the block <- H column */
+    for (int h = 0; h < Hkv; h++) {
+        float *blk = w_v + (size_t)h * hd * D;
+        for (int j = 0; j < D; j++) {
+            for (int r = 0; r < hd; r++) col[r] = blk[(size_t)r * D + j];
+            osc_kvq_hadamard(col, hd);
+            for (int r = 0; r < hd; r++) blk[(size_t)r * D + j] = col[r];
+        }
+        if (b_v) osc_kvq_hadamard(b_v + (size_t)h * hd, hd);
+    }
+    /* w_o: row i, columns of q head block h <- (row block) H = H (row block) (H symmetric) */
+    for (int i = 0; i < D; i++)
+        for (int h = 0; h < Hq; h++) osc_kvq_hadamard(w_o + (size_t)i * Hq * hd + (size_t)h * hd, hd);
+    return OSC_OK;
 }

@@ -6,8 +6,26 @@
  *   then once:      osc_kv_advance(kv, S)
  * Keys are stored after RoPE. Modes are chosen at run time by name; every mode has the same
  * API, so a comparison between modes changes nothing else.
- *   "bf16": unquantized, in the device's activation dtype (bf16 on CUDA, float32 on the CPU
- *           reference path).
+ *   "bf16":   unquantized, in the device's activation dtype (bf16 on CUDA, float32 on the CPU
+ *             reference path).
+ *   "int8":   K and V per (token, kv head) symmetric int8 with an fp16 scale; no residual window.
+ *   "kivi2", "kivi4": K per channel over groups of 32 tokens, V per token over groups of 32
+ *             channels, asymmetric 2/4-bit, fp16 (scale, zero); the newest tokens stay in a
+ *             float32 residual window of r_evict tokens. No rotation, no norm.
+ *   "rot2":   kivi2 on Hadamard-rotated keys (queries rotated alike): QuaRot-like.
+ *   "oscar2", "oscar4": rotation + omni-token norm scaling (docs/oscar-kv.md steps 1-4, 6-8).
+ * The quantised modes run on the CPU float32 path only for now (OSC_ERR_UNSUPPORTED on CUDA),
+ * need head_dim % 32 == 0 and head_dim <= 512; the rotating ones need head_dim a power of two.
+ * Packed layouts and the quantiser are documented in kv_quant.h.
+ * Flushing: when a layer's residual holds r_evict tokens they are quantised and appended, so a
+ * store of S tokens may flush several blocks; prefill keeps T mod r_evict tokens in the window.
+ * Current-token rule (oscar-kv.md step 8): osc_kv_attend always uses the S tokens of the current
+ * forward in full precision, read from the k/v tensors given to the matching osc_kv_store
+ * (unrotated, unnormalised), even if a flush inside that store already packed them; older
+ * tokens are read as the cache holds them (packed, or from the residual window). Hence for the
+ * quantised modes the k and v passed to osc_kv_store must stay valid and unchanged until
+ * osc_kv_attend of the same layer returns (the decoder's scratch does), and attend must follow
+ * the store of the same layer.
  * Memory is sized once at creation for n_ctx tokens. Errors: OSC_ERR_CONTEXT when a store would
  * pass n_ctx; OSC_ERR_UNSUPPORTED for an unknown mode (the message lists the known ones).
  * Not thread-safe; one sequence per cache. */
@@ -25,6 +43,7 @@ typedef struct osc_kv_params {
     int n_ctx;
     osc_dev dev;
     osc_dtype act_dt;   /* activation dtype of k/v/q tensors passed in */
+    int r_evict;        /* residual window of the kivi/rot/oscar modes: 0 = 256; a multiple of 32 */
 } osc_kv_params;
 
 /* Names of the modes this build offers, comma-separated. */
@@ -45,5 +64,32 @@ osc_status osc_kv_attend(osc_kv *kv, int layer, const osc_tensor *q, osc_tensor 
 void osc_kv_advance(osc_kv *kv, int n);
 /* Forget everything after the first n tokens. */
 void osc_kv_truncate(osc_kv *kv, int n);
+
+/* Memory per cached element (K and V elements both count; residual window excluded), in bits:
+ * the packed codes + fp16 (scale, zero) + the fp32 OScaR norm (32 bits per token per layer,
+ * spread over the 2 * n_kv_heads * head_dim elements of that token). oscar2/kivi2 at
+ * (8 heads, 128 dims): 3 + 32/2048 = 3.016. "bf16": 8 * sizeof(act_dt) (16 for OSC_BF16, 32 for
+ * the CPU's OSC_F32). 0 for an unknown mode. */
+double osc_kv_bits_per_element(const osc_kv_params *p);
+/* Bytes of quantised (or plain) storage per token per layer, K + V + norm, residual excluded. */
+size_t osc_kv_bytes_per_token_per_layer(const osc_kv_params *p);
+
+/* Offline value rotation (oscar-kv.md step 5), float32 host weights, in place:
+ *   w_v [Hkv*hd, D] (row-major, out x in): rows of each kv head block <- H w_v_block
+ *   b_v [Hkv*hd] or NULL: each head block <- H b_v_block
+ *   w_o [D, Hq*hd]: columns of each q head block <- w_o_block H
+ * with H = H_hd / sqrt(hd) (Sylvester, symmetric, its own inverse). The attention output then
+ * comes out rotated and w_o undoes it. OSC_ERR_UNSUPPORTED when hd is not a power of two. */
+osc_status osc_kv_fold_v_hadamard(float *w_v, float *b_v, float *w_o, int Hkv, int Hq, int hd, int D);
+
+/* Debug/test: tokens [t0, t0+n) of a layer as the cache holds them now (any token stored, even
+ * by a store not yet advanced): packed tokens dequantised, residual tokens as kept. K is
+ * returned in the ORIGINAL key domain: multiplied back by the OScaR norm n_t and un-rotated
+ * (H applied again), so it is directly comparable with the keys that were stored.
+ * k, v: [n, n_kv_heads, head_dim] float32 host. CPU caches only. */
+osc_status osc_kv_debug_dequant(const osc_kv *kv, int layer, int t0, int n, float *k, float *v);
+/* Debug/test: the OScaR norm n_t of token t of a layer (1 for the modes without norm; NaN when
+ * t is not stored). */
+float osc_kv_debug_norm(const osc_kv *kv, int layer, int t);
 
 #endif

@@ -292,7 +292,7 @@ void osc_llm_free(osc_llm *m) {
 }
 
 osc_status osc_llm_kv_new(const osc_llm *m, const char *mode, int n_ctx, osc_kv **out) {
-    osc_kv_params p = {mode, m->cfg.n_layers, m->cfg.n_kv_heads, m->cfg.head_dim, n_ctx, m->dev, m->act};
+    osc_kv_params p = {mode, m->cfg.n_layers, m->cfg.n_kv_heads, m->cfg.head_dim, n_ctx, m->dev, m->act, 0};
     return osc_kv_new(&p, out);
 }
 

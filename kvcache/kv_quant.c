@@ -1,0 +1,155 @@
+/* kvcache/kv_quant.c: see kv_quant.h. */
+#include "kv_quant.h"
+
+#include <math.h>
+
+#include "../core/tensor.h"
+
+int osc_kvq_is_pow2(int d) { return d > 0 && (d & (d - 1)) == 0; }
+
+void osc_kvq_hadamard(float *x, int d) {
+    /* in-place butterflies: after the pass with half-width h, x = (H_2h (x) I) x per block */
+    for (int h = 1; h < d; h <<= 1)
+        for (int i = 0; i < d; i += 2 * h)
+            for (int j = i; j < i + h; j++) {
+                float a = x[j], b = x[j + h];
+                x[j] = a + b;
+                x[j + h] = a - b;
+            }
+    float r = 1.0f / sqrtf((float)d);
+    for (int i = 0; i < d; i++) x[i] *= r;
+}
+
+float osc_kvq_token_norm(const float *x, int n) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += (double)x[i] * x[i];
+    float r = (float)sqrt(s);
+    if (!(r > 0) || isinf(r)) return 1.0f; /* 0 or NaN (comparison false) or inf */
+    return r;
+}
+
+/* fp16 of a positive value, rounded up (never below v); capped at the largest finite fp16 */
+static uint16_t f16_up(float v) {
+    if (!(v < 65504.0f)) return 0x7bffu;
+    uint16_t h = osc_f32_to_f16(v);
+    if (osc_f16_to_f32(h) < v) h++;
+    return h;
+}
+
+void osc_kvq_range(float lo, float hi, int bits, uint16_t prm[2], float *s_out, int *zint_out) {
+    const int qmax = (1 << bits) - 1;
+    if (!(hi > lo)) { /* constant (or NaN) group */
+        if (lo == 0.0f || isnan(lo)) {
+            lo = -1.0f;
+            hi = 1.0f;
+        } else {
+            float e = fabsf(lo) / 1024.0f;
+            float c = lo;
+            lo = c - e;
+            hi = c + e;
+        }
+    }
+    uint16_t s16 = f16_up((hi - lo) / (float)qmax);
+    float s = osc_f16_to_f32(s16);
+    int zint = (int)roundf(-lo / s);
+    prm[0] = s16;
+    prm[1] = osc_f32_to_f16((float)(-zint) * s); /* +0 when zint == 0 */
+    *s_out = s;
+    *zint_out = zint;
+}
+
+static inline uint32_t quant1(float x, float s, int zint, int qmax) {
+    float q = roundf(x / s) + (float)zint;
+    if (!(q >= 0.0f)) q = 0.0f; /* also NaN -> 0 */
+    if (q > (float)qmax) q = (float)qmax;
+    return (uint32_t)q;
+}
+
+void osc_kvq_quant_k_group(const float *x, int n, int ld, int nc, int bits, uint32_t *words, uint16_t *prm) {
+    const int per = 32 / bits, qmax = (1 << bits) - 1;
+    for (int c = 0; c < nc; c++) {
+        float lo = INFINITY, hi = -INFINITY;
+        for (int j = 0; j < n; j++) {
+            float v = x[(size_t)j * ld + c];
+            if (v < lo) lo = v;
+            if (v > hi) hi = v;
+        }
+        if (n == 0) lo = hi = 0.0f;
+        float s;
+        int zint;
+        osc_kvq_range(lo, hi, bits, prm + 2 * c, &s, &zint);
+        for (int w = 0; w < bits; w++) {
+            uint32_t word = 0;
+            for (int e = 0; e < per; e++) {
+                int j = w * per + e;
+                if (j < n) word |= quant1(x[(size_t)j * ld + c], s, zint, qmax) << (bits * e);
+            }
+            words[(size_t)w * nc + c] = word;
+        }
+    }
+}
+
+void osc_kvq_dequant_k_group(const uint32_t *words, const uint16_t *prm, int n, int nc, int bits, float *out, int ld) {
+    const int per = 32 / bits;
+    const uint32_t mask = (1u << bits) - 1u;
+    for (int c = 0; c < nc; c++) {
+        float s = osc_f16_to_f32(prm[2 * c]), z = osc_f16_to_f32(prm[2 * c + 1]);
+        for (int j = 0; j < n; j++) {
+            uint32_t code = (words[(size_t)(j / per) * nc + c] >> (bits * (j % per))) & mask;
+            out[(size_t)j * ld + c] = (float)code * s + z;
+        }
+    }
+}
+
+void osc_kvq_quant_v_row(const float *x, int hd, int bits, uint32_t *words, uint16_t *prm) {
+    const int per = 32 / bits, qmax = (1 << bits) - 1;
+    for (int i = 0; i < hd * bits / 32; i++) words[i] = 0;
+    for (int g = 0; g < hd / OSC_KV_G; g++) {
+        const float *xg = x + g * OSC_KV_G;
+        float lo = xg[0], hi = xg[0];
+        for (int c = 1; c < OSC_KV_G; c++) {
+            if (xg[c] < lo) lo = xg[c];
+            if (xg[c] > hi) hi = xg[c];
+        }
+        float s;
+        int zint;
+        osc_kvq_range(lo, hi, bits, prm + 2 * g, &s, &zint);
+        for (int c = 0; c < OSC_KV_G; c++) {
+            int e = g * OSC_KV_G + c;
+            words[e / per] |= quant1(xg[c], s, zint, qmax) << (bits * (e % per));
+        }
+    }
+}
+
+void osc_kvq_dequant_v_row(const uint32_t *words, const uint16_t *prm, int hd, int bits, float *out) {
+    const int per = 32 / bits;
+    const uint32_t mask = (1u << bits) - 1u;
+    for (int g = 0; g < hd / OSC_KV_G; g++) {
+        float s = osc_f16_to_f32(prm[2 * g]), z = osc_f16_to_f32(prm[2 * g + 1]);
+        for (int c = 0; c < OSC_KV_G; c++) {
+            int e = g * OSC_KV_G + c;
+            uint32_t code = (words[e / per] >> (bits * (e % per))) & mask;
+            out[e] = (float)code * s + z;
+        }
+    }
+}
+
+void osc_kvq_quant_i8_row(const float *x, int n, int8_t *codes, uint16_t *s16) {
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) amax = fabsf(x[i]);
+    uint16_t h = amax > 0.0f ? f16_up(amax / 127.0f) : osc_f32_to_f16(1.0f);
+    float s = osc_f16_to_f32(h);
+    for (int i = 0; i < n; i++) {
+        float q = roundf(x[i] / s);
+        if (!(q >= -127.0f)) q = q != q ? 0.0f : -127.0f;
+        if (q > 127.0f) q = 127.0f;
+        codes[i] = (int8_t)q;
+    }
+    *s16 = h;
+}
+
+void osc_kvq_dequant_i8_row(const int8_t *codes, uint16_t s16, int n, float *out) {
+    float s = osc_f16_to_f32(s16);
+    for (int i = 0; i < n; i++) out[i] = (float)codes[i] * s;
+}

@@ -1,0 +1,68 @@
+/* kvcache/kv_quant.h: the pure building blocks of the quantised KV cache modes (CPU, float32).
+ * No allocation, no global state, thread-safe. Used by kvcache.c and unit-tested directly.
+ *
+ * Quantiser (shared by K and V, b = 2 or 4 bits, asymmetric), over one group of values x:
+ *   lo = min x, hi = max x; if hi == lo == 0 the range is [-1, 1]; if hi == lo != 0 the range
+ *   is widened to [c - |c|/1024, c + |c|/1024] (c = lo) so the scale is never 0.
+ *   scale = (hi - lo) / (2^b - 1), stored as fp16 rounded UP (so (hi-lo)/s <= 2^b-1); all
+ *   further arithmetic uses that stored fp16 scale s.
+ *   zint  = round(-lo / s)                          (an integer, may be negative)
+ *   code  = clamp(round(x / s) + zint, 0, 2^b - 1)  (round = half away from zero, roundf)
+ *   zero  = fp16(-zint * s)                         ("lo-equivalent", in value units)
+ *   dequant: x_hat = code * s + zero                (one FMA on a GPU)
+ * Error: |x_hat - x| <= s/2 + |zero| * 2^-11 (fp16 rounding of zero) + fp32 rounding.
+ * Params are stored as pairs uint16 {scale, zero} (fp16 bits).
+ *
+ * Packed layouts (u32 words, little bit order: code of element e sits at bits b*(e % (32/b))
+ * of word e / (32/b)):
+ *   K block of one (kv head, group of G = 32 tokens): words[b][hd]; word w of channel c holds
+ *     the codes of tokens 32/b*w .. 32/b*w + 32/b - 1 of channel c (2-bit: 2 words = one u64
+ *     of 32 tokens per channel; 4-bit: 4 words). Channel is the fastest index so a GPU warp
+ *     with one lane per channel reads 128 contiguous bytes per word row (coalesced), and each
+ *     lane then holds all 32 tokens of its channel in b registers; the (scale, zero) of its
+ *     channel is one 32-bit load. Params: [hd][2] fp16.
+ *   V row of one (kv head, token): words[hd * b / 32]; channel c at word c / (32/b).
+ *     Params: [hd / 32][2] fp16 (one pair per group of 32 channels).
+ *   int8 row of one (kv head, token): int8[hd] symmetric, x_hat = code * s, s = fp16 of
+ *     max|x| / 127 rounded up (max|x| == 0 -> s = 1). */
+#ifndef OSC_KV_QUANT_H
+#define OSC_KV_QUANT_H
+#include <stddef.h>
+#include <stdint.h>
+
+#define OSC_KV_G 32        /* tokens per K group, channels per V group */
+#define OSC_KV_MAX_HD 512  /* largest head_dim of the quantised modes */
+
+int osc_kvq_is_pow2(int d);
+
+/* x[d] <- (H_d / sqrt(d)) x in place; H_d Sylvester order (H_2n = [[H, H], [H, -H]]),
+ * no random signs. d a power of two. H_d/sqrt(d) is symmetric and orthonormal: it is its own
+ * inverse. */
+void osc_kvq_hadamard(float *x, int d);
+
+/* ||x[0..n)||_2 in fp32 (accumulated in double); 0, NaN or inf -> 1. For OScaR, x is the
+ * rotated key of one token concatenated over all KV heads: n = Hkv * hd. */
+float osc_kvq_token_norm(const float *x, int n);
+
+/* (scale, zero) for range [lo, hi] at b bits, per the rule above. s: the fp16 scale as a float;
+ * zint: round(-lo/s). prm[0] = scale fp16 bits, prm[1] = zero fp16 bits. */
+void osc_kvq_range(float lo, float hi, int bits, uint16_t prm[2], float *s, int *zint);
+
+/* K: quantise one group of n <= 32 tokens (rows beyond n count as absent: they neither set the
+ * range nor get codes, their code bits are 0) per channel.
+ *   x: [n][ld] floats, channel c of token j at x[j*ld + c], nc channels.
+ *   words: [bits][nc] u32 (layout above).  prm: [nc][2] fp16. */
+void osc_kvq_quant_k_group(const float *x, int n, int ld, int nc, int bits, uint32_t *words, uint16_t *prm);
+/* Inverse: out[j*ld + c] for j < n, c < nc. */
+void osc_kvq_dequant_k_group(const uint32_t *words, const uint16_t *prm, int n, int nc, int bits, float *out, int ld);
+
+/* V: quantise one token row x[hd] (hd % 32 == 0) per group of 32 channels.
+ *   words: [hd*bits/32] u32.  prm: [hd/32][2] fp16. */
+void osc_kvq_quant_v_row(const float *x, int hd, int bits, uint32_t *words, uint16_t *prm);
+void osc_kvq_dequant_v_row(const uint32_t *words, const uint16_t *prm, int hd, int bits, float *out);
+
+/* int8, symmetric per row: x[n] -> codes[n], *s16 = fp16 scale. */
+void osc_kvq_quant_i8_row(const float *x, int n, int8_t *codes, uint16_t *s16);
+void osc_kvq_dequant_i8_row(const int8_t *codes, uint16_t s16, int n, float *out);
+
+#endif
