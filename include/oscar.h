@@ -47,6 +47,9 @@ typedef struct osc_session osc_session;
 typedef struct osc_model_params {
     osc_device_kind device; /* CPU by default */
     int n_threads;          /* CPU threads, 0 = all cores */
+    const char *kv_mode;    /* the KV cache mode sessions will use (NULL = "bf16"); a rotating
+                             * mode (rot2, oscar2, oscar4) folds the value rotation into the
+                             * weights at load */
 } osc_model_params;
 osc_model_params osc_model_default_params(void);
 
@@ -58,7 +61,9 @@ const char *osc_model_describe(const osc_model *m);
 
 typedef struct osc_session_params {
     int n_ctx;                 /* context length in tokens; 0 = min(model max, 4096) */
-    const char *kv_mode;       /* "bf16" (default: the plain cache) */
+    const char *kv_mode;       /* NULL: the model's (osc_model_params.kv_mode). One of bf16, int8,
+                                * kivi2, kivi4, rot2, oscar2, oscar4. A rotating mode needs a
+                                * model loaded with a rotating kv_mode. */
     const char *system_prompt; /* NULL: the model family's default */
 } osc_session_params;
 osc_session_params osc_session_default_params(void);

@@ -59,6 +59,11 @@ static const kv_mode *find_mode(const char *mode) {
     return NULL;
 }
 
+int osc_kv_mode_rotates(const char *mode) {
+    const kv_mode *m = find_mode(mode);
+    return m ? m->rotate : -1;
+}
+
 static osc_status check_mode(const char *mode) {
     if (find_mode(mode)) return OSC_OK;
     return osc_error(OSC_ERR_UNSUPPORTED, "unknown KV cache mode '%s' (known: %s)", mode, osc_kv_modes());

@@ -48,6 +48,9 @@ typedef struct osc_kv_params {
 
 /* Names of the modes this build offers, comma-separated. */
 const char *osc_kv_modes(void);
+/* 1 if the mode rotates keys with the Hadamard (rot2, oscar2, oscar4): such modes expect the value
+ * rotation folded into the weights at load (osc_kv_fold_v_hadamard); 0 if not; -1 unknown mode. */
+int osc_kv_mode_rotates(const char *mode);
 osc_status osc_kv_new(const osc_kv_params *p, osc_kv **out);
 void osc_kv_free(osc_kv *kv);
 /* Bytes this cache holds on its device for n_ctx tokens (for memory planning). */

@@ -28,6 +28,7 @@ struct osc_llm {
     int n_allocs, cap_allocs;
     size_t weight_bytes;
     osc_rope rope;
+    int v_rotated;
     char desc[256];
 };
 
@@ -45,6 +46,32 @@ osc_dev osc_llm_device(const osc_llm *m) { return m->dev; }
 osc_dtype osc_llm_act_dtype(const osc_llm *m) { return m->act; }
 size_t osc_llm_weight_bytes(const osc_llm *m) { return m->weight_bytes; }
 const char *osc_llm_describe(const osc_llm *m) { return m->desc; }
+int osc_llm_v_rotated(const osc_llm *m) { return m->v_rotated; }
+
+osc_status osc_llm_fold_v_rotation(osc_llm *m) {
+    if (m->v_rotated) return OSC_OK;
+    const osc_llm_config *c = &m->cfg;
+    const int64_t D = c->hidden_size, hd = c->head_dim;
+    const int64_t kd = (int64_t)c->n_kv_heads * hd, qd = (int64_t)c->n_heads * hd;
+    float *wv = malloc((size_t)(kd * D + kd + D * qd) * sizeof(float));
+    if (!wv) return osc_error(OSC_ERR_OOM, "value rotation: out of host memory");
+    float *bv = wv + kd * D, *wo = bv + kd;
+    osc_status s = OSC_OK;
+    /* weights move through host float32: exact on the CPU path, one bf16 rounding on CUDA */
+    for (int l = 0; l < c->n_layers && s == OSC_OK; l++) {
+        osc_layer_w *L = &m->layers[l];
+        s = osc_tensor_download_f32(wv, &L->wv, kd * D);
+        if (s == OSC_OK && c->attn_bias) s = osc_tensor_download_f32(bv, &L->bv, kd);
+        if (s == OSC_OK) s = osc_tensor_download_f32(wo, &L->wo, D * qd);
+        if (s == OSC_OK) s = osc_kv_fold_v_hadamard(wv, c->attn_bias ? bv : NULL, wo, c->n_kv_heads, c->n_heads, (int)hd, (int)D);
+        if (s == OSC_OK) s = osc_tensor_upload_f32(&L->wv, wv, kd * D);
+        if (s == OSC_OK && c->attn_bias) s = osc_tensor_upload_f32(&L->bv, bv, kd);
+        if (s == OSC_OK) s = osc_tensor_upload_f32(&L->wo, wo, D * qd);
+    }
+    free(wv);
+    if (s == OSC_OK) m->v_rotated = 1;
+    return s;
+}
 
 static osc_status track(osc_llm *m, void *p) {
     if (m->n_allocs == m->cap_allocs) {

@@ -26,6 +26,13 @@ osc_dtype osc_llm_act_dtype(const osc_llm *m);
 size_t osc_llm_weight_bytes(const osc_llm *m);
 const char *osc_llm_describe(const osc_llm *m);
 
+/* Fold the per-head value Hadamard into W_v, b_v and W_o (oscar-kv.md step 5), once, in place:
+ * the attention output then comes out rotated and W_o undoes it, so the rotating cache modes
+ * quantise rotated values with no per-token work. The model's outputs are unchanged up to
+ * rounding (bf16 weights are re-rounded on CUDA). Needs a power-of-two head_dim. */
+osc_status osc_llm_fold_v_rotation(osc_llm *m);
+int osc_llm_v_rotated(const osc_llm *m);
+
 /* A KV cache shaped for this model. mode NULL = "bf16". */
 osc_status osc_llm_kv_new(const osc_llm *m, const char *mode, int n_ctx, osc_kv **out);
 

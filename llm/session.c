@@ -20,6 +20,7 @@
 
 struct osc_model {
     osc_llm *llm;
+    char kv_mode[32];
     osc_tokenizer *tok;
     osc_gen_config gen;
     int chat_fmt; /* -1: none (raw text), else osc_chat_format */
@@ -37,6 +38,7 @@ struct osc_session {
     osc_model *m;
     osc_session_params p;
     char *system_prompt;
+    char kv_mode[32];
     osc_kv *kv;
     osc_llm_ctx *ctx;
     msg *msgs;
@@ -47,12 +49,12 @@ struct osc_session {
 };
 
 osc_model_params osc_model_default_params(void) {
-    osc_model_params p = {OSC_DEVICE_CPU, 0};
+    osc_model_params p = {OSC_DEVICE_CPU, 0, NULL};
     return p;
 }
 
 osc_session_params osc_session_default_params(void) {
-    osc_session_params p = {0, "bf16", NULL};
+    osc_session_params p = {0, NULL, NULL};
     return p;
 }
 
@@ -86,6 +88,12 @@ osc_status osc_model_load(const char *dir, const osc_model_params *params, osc_m
     osc_status s = osc_llm_load(dir, dev, &m->llm);
     if (s == OSC_OK) s = osc_tokenizer_load(osc_path_join(path, sizeof path, dir, "tokenizer.json"), &m->tok);
     if (s == OSC_OK) s = osc_gen_config_load(dir, &m->gen);
+    snprintf(m->kv_mode, sizeof m->kv_mode, "%s", p.kv_mode ? p.kv_mode : "bf16");
+    if (s == OSC_OK) {
+        int rot = osc_kv_mode_rotates(m->kv_mode);
+        if (rot < 0) s = osc_error(OSC_ERR_UNSUPPORTED, "unknown KV cache mode '%s' (known: %s)", m->kv_mode, osc_kv_modes());
+        else if (rot) s = osc_llm_fold_v_rotation(m->llm);
+    }
     if (s != OSC_OK) {
         osc_model_free(m);
         return s;
@@ -138,6 +146,16 @@ osc_status osc_session_new(osc_model *m, const osc_session_params *params, osc_s
     s->m = m;
     s->p = params ? *params : osc_session_default_params();
     const osc_llm_config *c = osc_llm_config_of(m->llm);
+    if (!s->p.kv_mode) s->p.kv_mode = m->kv_mode;
+    snprintf(s->kv_mode, sizeof s->kv_mode, "%s", s->p.kv_mode);
+    s->p.kv_mode = s->kv_mode;
+    if (osc_kv_mode_rotates(s->kv_mode) == 1 && !osc_llm_v_rotated(m->llm)) {
+        osc_status e = osc_error(OSC_ERR_INVALID_ARG, "KV mode '%s' needs the value rotation folded into the weights: "
+                                 "load the model with kv_mode '%s' (oscar --kv does this)", s->kv_mode, s->kv_mode);
+        free(s->system_prompt);
+        free(s);
+        return e;
+    }
     if (s->p.n_ctx <= 0) s->p.n_ctx = c->max_pos > 0 && c->max_pos < 4096 ? c->max_pos : 4096;
     if (s->p.system_prompt) s->system_prompt = strdup(s->p.system_prompt);
     s->p.system_prompt = s->system_prompt;

@@ -51,7 +51,8 @@ static void usage_chat(FILE *f) {
             "      --min-p P         drop tokens below P x the top probability (0 = off)\n"
             "      --repeat-penalty R  penalise tokens already seen (1 = off)\n"
             "      --seed S          random seed (default 0)\n"
-            "      --kv MODE         KV cache mode (default bf16)\n"
+            "      --kv MODE         KV cache mode: bf16, int8, kivi2, kivi4, rot2, oscar2, oscar4\n"
+            "                        (default bf16; the quantized modes run on the CPU path for now)\n"
             "      --device D        cpu, cuda or auto (default auto: cuda when a GPU is usable)\n"
             "  -t, --threads N       CPU threads (default: all cores)\n"
             "      --json            print one JSON object with the reply and statistics\n"
@@ -181,6 +182,7 @@ static int cmd_chat(int argc, char **argv) {
     osc_model_params mp = osc_model_default_params();
     mp.device = !strcmp(o.device, "cpu") ? OSC_DEVICE_CPU : !strcmp(o.device, "cuda") ? OSC_DEVICE_CUDA : OSC_DEVICE_AUTO;
     mp.n_threads = o.threads;
+    mp.kv_mode = o.kv;
     osc_model *m;
     if (osc_model_load(o.model, &mp, &m) != OSC_OK) return fail("cannot load the model");
     if (o.verbose) fprintf(stderr, "oscar: %s\n", osc_model_describe(m));

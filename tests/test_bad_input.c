@@ -200,9 +200,15 @@ int main(void) {
             {"chat -m x --temp abc", 2},
             {"chat -m x --bogus", 2},
             {"frobnicate", 2},
+            {"chat -m MODEL --kv bogus -p hi", 1},
+            {"chat -m MODEL --kv oscar2 -p hi", 1}, /* qwen2-tiny: head_dim 16 cannot be quantised */
         };
         for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-            snprintf(cmd, sizeof cmd, "%s/oscar %s >/dev/null 2>%s/cli_err.txt", bin, cases[i].args, g_tmp);
+            char args[1500];
+            const char *mm = strstr(cases[i].args, "MODEL");
+            if (mm) snprintf(args, sizeof args, "%.*s%s%s", (int)(mm - cases[i].args), cases[i].args, g_src, mm + 5);
+            else snprintf(args, sizeof args, "%s", cases[i].args);
+            snprintf(cmd, sizeof cmd, "%s/oscar %s >/dev/null 2>%s/cli_err.txt", bin, args, g_tmp);
             int r = system(cmd);
             int code = WIFEXITED(r) ? WEXITSTATUS(r) : -1;
             CHECK(code == cases[i].want, "oscar %s: exit %d, want %d", cases[i].args, code, cases[i].want);
