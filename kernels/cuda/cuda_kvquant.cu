@@ -1,0 +1,777 @@
+/* kernels/cuda/cuda_kvquant.cu: the OScaR / KIVI 2- and 4-bit KV cache on the GPU (layout and
+ * contracts in kvquant_launch.h; the CPU reference is kvcache/kv_quant.c).
+ *
+ * Pack (osc_cuda_kv_pack), up to three kernels on the library stream:
+ *   k_kv_norm   (norm_scale only) one warp per token: per KV head, the lane holds hd/32
+ *               consecutive channels, the fast Walsh-Hadamard transform runs in registers
+ *               (in-lane butterflies, then shfl_xor across lanes, the same butterflies in the
+ *               same order as osc_kvq_hadamard, so bit-identical), times 1/sqrt(hd); the sum
+ *               of squares over all heads in fp64 (as the CPU) -> kn[t].
+ *   k_kv_kquant one block per (group of 32 tokens, kv head): rotate + divide by kn into shared
+ *               [32][hd] fp32, then one thread per channel: min/max, range, codes, words.
+ *   k_kv_vquant one warp per (token, kv head): per 32-channel group warp min/max, codes,
+ *               words OR-reduced by shuffles.
+ *   Divisions use __fdiv_rn (the library builds with --use_fast_math) so every rounding
+ *   matches kv_quant.c.
+ *
+ * Decode attention (osc_cuda_kv_decode_attn): flash decoding, split-K.
+ *   k_kvq_decode<HD, BITS, GM>: grid (splits + residual, Hkv), 4 warps per block. A block
+ *   takes a contiguous range of 32-token groups of one KV head for all G = Hq/Hkv query heads
+ *   (GM = G rounded up to 1/2/4/8); its warps take every 4th group. Per group, each lane
+ *   issues 16-byte loads of the packed K words, K params, V words, V params (coalesced,
+ *   prefetched one group ahead into registers), parks them in the warp's shared tiles
+ *   (rows padded against bank conflicts) and then:
+ *     K (lane = token): dot_h = sum_c (q_h,c * S'_c) * f_c + sum_c q_h,c * Z'_c with
+ *       f = 1 + code/2^bits built from the code bits by one funnel shift + one LOP3 (no int->float
+ *       conversion), S' = 2^bits * scale, Z' = zero - S' (so code*scale+zero = f*S'+Z'); the
+ *       q*S' row lives in shared (broadcast reads). logit (log2 units) = n_t * dot.
+ *     online softmax per head over the 32 tokens (running max, per-lane sum), p -> shared.
+ *     V (lane = hd/32 consecutive channels): v = f*S'+Z' once per token, acc_h += p_h,t * v.
+ *   The residual (bf16, already rotated/normalised keys) is one more split, in full precision.
+ *   Warps merge inside the block by log-sum-exp, one partial (m, l, acc[hd]) per block and
+ *   query head goes to scratch, and k_kvq_combine merges the splits. */
+#include "kernels/cuda/cuda_common.cuh"
+
+#include <cuda_fp16.h>
+#include <math.h>
+
+extern "C" {
+#include "kernels/cuda/kvquant_launch.h"
+}
+
+namespace {
+
+const float kLog2e = 1.4426950408889634f;
+
+/* ------------------------------------------------------------------------------------------ */
+/* shared helpers                                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+/* x[E] = channels lane*E .. lane*E+E-1 of one hd = 32*E vector: Sylvester-order butterflies,
+ * half-width h = 1, 2, ... (in-lane while h < E, then across lanes), as osc_kvq_hadamard. */
+template <int E> __device__ __forceinline__ void fwht_warp(float (&x)[E], int lane) {
+#pragma unroll
+    for (int h = 1; h < E; h <<= 1) {
+#pragma unroll
+        for (int j = 0; j < E; j++)
+            if (!(j & h)) {
+                float a = x[j], b = x[j + h];
+                x[j] = a + b;
+                x[j + h] = a - b;
+            }
+    }
+#pragma unroll
+    for (int m = 1; m < 32; m <<= 1) {
+        bool up = (lane & m) != 0;
+#pragma unroll
+        for (int j = 0; j < E; j++) {
+            float p = __shfl_xor_sync(0xffffffffu, x[j], m);
+            x[j] = up ? __fsub_rn(p, x[j]) : __fadd_rn(x[j], p);
+        }
+    }
+}
+
+/* E consecutive bf16 -> float (16-byte aligned for E % 8 == 0, 8-byte for E == 4) */
+template <int E> __device__ __forceinline__ void load_bf16(const bf16 *p, float (&x)[E]) {
+    if constexpr (E % 8 == 0) {
+#pragma unroll
+        for (int j = 0; j < E; j += 8) {
+            uint4 u = *reinterpret_cast<const uint4 *>(p + j);
+            const __nv_bfloat162 *b = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                float2 f = __bfloat1622float2(b[i]);
+                x[j + 2 * i] = f.x;
+                x[j + 2 * i + 1] = f.y;
+            }
+        }
+    } else if constexpr (E == 4) {
+        uint2 u = *reinterpret_cast<const uint2 *>(p);
+        const __nv_bfloat162 *b = reinterpret_cast<const __nv_bfloat162 *>(&u);
+        float2 f0 = __bfloat1622float2(b[0]), f1 = __bfloat1622float2(b[1]);
+        x[0] = f0.x; x[1] = f0.y; x[2] = f1.x; x[3] = f1.y;
+    } else {
+#pragma unroll
+        for (int j = 0; j < E; j++) x[j] = bf2f(p[j]);
+    }
+}
+
+/* osc_kvq_range on the device (same rounding). Returns s (float of the fp16 scale), zint,
+ * and the fp16 bits of (scale, zero). */
+__device__ __forceinline__ void kv_range(float lo, float hi, int bits, float *s_out, int *zint_out,
+                                         uint32_t *prm) {
+    const int qmax = (1 << bits) - 1;
+    if (!(hi > lo)) {
+        if (lo == 0.0f || isnan(lo)) {
+            lo = -1.0f;
+            hi = 1.0f;
+        } else {
+            float e = __fdiv_rn(fabsf(lo), 1024.0f);
+            float c = lo;
+            lo = __fsub_rn(c, e);
+            hi = __fadd_rn(c, e);
+        }
+    }
+    float v = __fdiv_rn(__fsub_rn(hi, lo), (float)qmax);
+    unsigned short s16;
+    if (!(v < 65504.0f)) s16 = 0x7bffu;
+    else {
+        s16 = __half_as_ushort(__float2half_rn(v));
+        if (__half2float(__ushort_as_half(s16)) < v) s16++;
+    }
+    float s = __half2float(__ushort_as_half(s16));
+    int zint = (int)roundf(__fdiv_rn(-lo, s));
+    /* zint == 0 gives +0 (the CPU build folds -(float)zint to (float)-zint: +0, not -0) */
+    float zf = zint == 0 ? 0.0f : __fmul_rn(-(float)zint, s);
+    unsigned short z16 = __half_as_ushort(__float2half_rn(zf));
+    *s_out = s;
+    *zint_out = zint;
+    *prm = (uint32_t)s16 | ((uint32_t)z16 << 16);
+}
+
+__device__ __forceinline__ uint32_t kv_code(float x, float s, int zint, int qmax) {
+    float q = __fadd_rn(roundf(__fdiv_rn(x, s)), (float)zint);
+    if (!(q >= 0.0f)) q = 0.0f;
+    if (q > (float)qmax) q = (float)qmax;
+    return (uint32_t)q;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* pack                                                                                         */
+/* ------------------------------------------------------------------------------------------ */
+const int PK_THREADS = 256;
+
+template <int E>
+__global__ void __launch_bounds__(PK_THREADS)
+k_kv_norm(const bf16 *__restrict__ k, int n_tok, int Hkv, int rotate, float rsq, float *__restrict__ kn) {
+    const int lane = threadIdx.x & 31;
+    const int t = blockIdx.x * (PK_THREADS / 32) + (threadIdx.x >> 5);
+    if (t >= n_tok) return;
+    const int hd = 32 * E;
+    double ss = 0.0;
+    for (int h = 0; h < Hkv; h++) {
+        float x[E];
+        load_bf16<E>(k + ((size_t)t * Hkv + h) * hd + lane * E, x);
+        if (rotate) {
+            fwht_warp<E>(x, lane);
+#pragma unroll
+            for (int j = 0; j < E; j++) x[j] = __fmul_rn(x[j], rsq);
+        }
+#pragma unroll
+        for (int j = 0; j < E; j++) ss = __dadd_rn(ss, __dmul_rn((double)x[j], (double)x[j]));
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if (lane == 0) {
+        float r = (float)__dsqrt_rn(ss);
+        if (!(r > 0.0f) || isinf(r)) r = 1.0f;
+        kn[t] = r;
+    }
+}
+
+/* grid (n_groups, Hkv); shared xs[32][hd + 1] */
+template <int E, int BITS>
+__global__ void __launch_bounds__(PK_THREADS)
+k_kv_kquant(const bf16 *__restrict__ k, int Hkv, int rotate, int norm_scale, float rsq, uint32_t *__restrict__ kq,
+            uint16_t *__restrict__ kp, float *__restrict__ kn) {
+    extern __shared__ float xs[];
+    const int hd = 32 * E, LD = hd + 1;
+    const int g = blockIdx.x, h = blockIdx.y;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int NW = PK_THREADS / 32;
+    if (!norm_scale && h == 0 && threadIdx.x < 32) kn[(size_t)g * 32 + threadIdx.x] = 1.0f;
+    for (int j = warp; j < 32; j += NW) {
+        const size_t t = (size_t)g * 32 + j;
+        float x[E];
+        load_bf16<E>(k + (t * Hkv + h) * hd + lane * E, x);
+        if (rotate) {
+            fwht_warp<E>(x, lane);
+#pragma unroll
+            for (int i = 0; i < E; i++) x[i] = __fmul_rn(x[i], rsq);
+        }
+        if (norm_scale) {
+            float n = kn[t];
+#pragma unroll
+            for (int i = 0; i < E; i++) x[i] = __fdiv_rn(x[i], n);
+        }
+#pragma unroll
+        for (int i = 0; i < E; i++) xs[j * LD + lane * E + i] = x[i];
+    }
+    __syncthreads();
+    const int per = 32 / BITS, qmax = (1 << BITS) - 1;
+    const size_t blk = (size_t)g * Hkv + h;
+    for (int c = threadIdx.x; c < hd; c += PK_THREADS) {
+        float lo = INFINITY, hi = -INFINITY;
+#pragma unroll 8
+        for (int j = 0; j < 32; j++) {
+            float v = xs[j * LD + c];
+            lo = fminf(lo, v);
+            hi = fmaxf(hi, v);
+        }
+        float s;
+        int zint;
+        uint32_t prm;
+        kv_range(lo, hi, BITS, &s, &zint, &prm);
+        reinterpret_cast<uint32_t *>(kp)[blk * hd + c] = prm;
+#pragma unroll
+        for (int w = 0; w < BITS; w++) {
+            uint32_t word = 0;
+#pragma unroll
+            for (int e = 0; e < per; e++) word |= kv_code(xs[(w * per + e) * LD + c], s, zint, qmax) << (BITS * e);
+            kq[(blk * BITS + w) * hd + c] = word;
+        }
+    }
+}
+
+/* one warp per (token, kv head) row of hd channels */
+template <int BITS>
+__global__ void __launch_bounds__(PK_THREADS)
+k_kv_vquant(const bf16 *__restrict__ v, int rows, int hd, uint32_t *__restrict__ vq, uint16_t *__restrict__ vp) {
+    const int lane = threadIdx.x & 31;
+    const int row = blockIdx.x * (PK_THREADS / 32) + (threadIdx.x >> 5);
+    if (row >= rows) return;
+    const int per = 32 / BITS, qmax = (1 << BITS) - 1;
+    const bf16 *x = v + (size_t)row * hd;
+    uint32_t *words = vq + (size_t)row * (hd * BITS / 32);
+    uint32_t *prm = reinterpret_cast<uint32_t *>(vp) + (size_t)row * (hd / 32);
+    for (int gi = 0; gi < hd / 32; gi++) {
+        float xv = bf2f(x[gi * 32 + lane]);
+        float lo = xv, hi = xv;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, o));
+            hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, o));
+        }
+        float s;
+        int zint;
+        uint32_t pr;
+        kv_range(lo, hi, BITS, &s, &zint, &pr);
+        uint32_t word = kv_code(xv, s, zint, qmax) << (BITS * (lane % per));
+#pragma unroll
+        for (int o = 1; o < per; o <<= 1) word |= __shfl_xor_sync(0xffffffffu, word, o);
+        if (lane % per == 0) words[gi * BITS + lane / per] = word;
+        if (lane == 0) prm[gi] = pr;
+    }
+}
+
+template <int E>
+osc_status launch_pack_e(const bf16 *k, const bf16 *v, int n_tok, int Hkv, int bits, int rotate, int norm_scale,
+                         uint32_t *kq, uint16_t *kp, uint32_t *vq, uint16_t *vp, float *kn, cudaStream_t st) {
+    const int hd = 32 * E;
+    float sq = sqrtf((float)hd);
+    float rsq = 1.0f / sq; /* as osc_kvq_hadamard */
+    const int tpb = PK_THREADS / 32;
+    if (norm_scale) {
+        k_kv_norm<E><<<(unsigned)((n_tok + tpb - 1) / tpb), PK_THREADS, 0, st>>>(k, n_tok, Hkv, rotate, rsq, kn);
+        OSC_CU_LAUNCH("k_kv_norm");
+    }
+    size_t smem = (size_t)32 * (hd + 1) * sizeof(float);
+    dim3 grid((unsigned)(n_tok / 32), (unsigned)Hkv);
+    if (bits == 2) {
+        if (smem > 48 * 1024)
+            OSC_CU_CHECK(cudaFuncSetAttribute(k_kv_kquant<E, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        k_kv_kquant<E, 2><<<grid, PK_THREADS, smem, st>>>(k, Hkv, rotate, norm_scale, rsq, kq, kp, kn);
+    } else {
+        if (smem > 48 * 1024)
+            OSC_CU_CHECK(cudaFuncSetAttribute(k_kv_kquant<E, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        k_kv_kquant<E, 4><<<grid, PK_THREADS, smem, st>>>(k, Hkv, rotate, norm_scale, rsq, kq, kp, kn);
+    }
+    OSC_CU_LAUNCH("k_kv_kquant");
+    int rows = n_tok * Hkv;
+    unsigned vb = (unsigned)((rows + tpb - 1) / tpb);
+    if (bits == 2) k_kv_vquant<2><<<vb, PK_THREADS, 0, st>>>(v, rows, hd, vq, vp);
+    else k_kv_vquant<4><<<vb, PK_THREADS, 0, st>>>(v, rows, hd, vq, vp);
+    OSC_CU_LAUNCH("k_kv_vquant");
+    return OSC_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* decode attention                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+const int DQ_NW = 4; /* warps per block */
+const int DQ_THREADS = DQ_NW * 32;
+
+template <int HD, int BITS, int GM> struct dq_cfg {
+    static_assert(HD == 128 || HD == 256, "decode: hd 128 or 256");
+    static const int CPL = HD / 32;            /* channels per lane (V, q) */
+    static const int PER = 32 / BITS;          /* codes per word */
+    static const int KLD = HD + 4;             /* K words row stride in shared (u32) */
+    static const int VW = HD * BITS / 32;      /* V words per token */
+    static const int VG = HD / 32;             /* V groups per token */
+    /* 16-byte chunks of one group's packed data (per kv head) */
+    static const int NKW = BITS * HD / 4;
+    static const int NVW = 32 * VW / 4;
+    static const int NVP = 32 * VG / 4;
+    static const int RKW = (NKW + 31) / 32, RVW = (NVW + 31) / 32, RVP = (NVP + 31) / 32;
+    /* per-warp shared floats/words */
+    static const int QS_OFF = 0;                            /* float qs[GM][HD] */
+    static const int KW_OFF = QS_OFF + GM * HD;             /* u32 kw[BITS][KLD] */
+    static const int VW_OFF = KW_OFF + BITS * KLD;          /* u32 vw[32][VW] */
+    static const int VS_OFF = VW_OFF + 32 * VW;             /* float2 vsz[32][VG] */
+    static const int P_OFF = VS_OFF + 32 * VG * 2;          /* float p[GM][32] */
+    static const int WARP_WORDS = (P_OFF + GM * 32 + 3) & ~3;
+    static const size_t SMEM = (size_t)DQ_NW * WARP_WORDS * 4 + (size_t)DQ_NW * GM * 2 * 4;
+};
+
+__device__ __forceinline__ float code_f(uint32_t rot, int bits) {
+    /* rot has the code in bits [23-bits, 23): float 1 + code / 2^bits */
+    uint32_t m = ((1u << bits) - 1u) << (23 - bits);
+    return __uint_as_float((rot & m) | 0x3F800000u);
+}
+
+/* online softmax update over one 32-token chunk; sc = this lane's token logit (log2 units) */
+template <int GM, int CPL>
+__device__ __forceinline__ void chunk_softmax(float (&sc)[GM], float (&m)[GM], float (&l)[GM], float (&acc)[GM][CPL],
+                                              float *pbuf, int lane) {
+#pragma unroll
+    for (int h = 0; h < GM; h++) {
+        float mx = warp_max(sc[h]);
+        float mn = fmaxf(m[h], mx);
+        float p = 0.f, alpha = 1.f;
+        if (mn != -INFINITY) {
+            p = exp2f(sc[h] - mn);
+            alpha = exp2f(m[h] - mn);
+        }
+        m[h] = mn;
+        l[h] = l[h] * alpha + p;
+#pragma unroll
+        for (int i = 0; i < CPL; i++) acc[h][i] *= alpha;
+        pbuf[h * 32 + lane] = p;
+    }
+    __syncwarp();
+}
+
+template <int HD, int BITS, int GM>
+__global__ void __launch_bounds__(DQ_THREADS)
+k_kvq_decode(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const bf16 *__restrict__ q, int G, int Hkv,
+             int rotate, float rsq, float qscale, const uint32_t *__restrict__ kq, const uint16_t *__restrict__ kp,
+             const uint32_t *__restrict__ vq, const uint16_t *__restrict__ vp, const float *__restrict__ kn,
+             int n_groups, int gpb, int nsq, const bf16 *__restrict__ rk, const bf16 *__restrict__ rv,
+             const float *__restrict__ rn, int n_res) {
+    typedef dq_cfg<HD, BITS, GM> C;
+    const int CPL = C::CPL;
+    extern __shared__ __align__(16) uint32_t smq[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int split = blockIdx.x, kvh = blockIdx.y, NS = gridDim.x;
+    uint32_t *ws = smq + warp * C::WARP_WORDS;
+    float *qs = reinterpret_cast<float *>(ws + C::QS_OFF);
+    uint32_t *kw = ws + C::KW_OFF;
+    uint32_t *vw = ws + C::VW_OFF;
+    float2 *vsz = reinterpret_cast<float2 *>(ws + C::VS_OFF);
+    float *pbuf = reinterpret_cast<float *>(ws + C::P_OFF);
+    float *mlb = reinterpret_cast<float *>(smq + DQ_NW * C::WARP_WORDS); /* [NW][GM][2] */
+
+    /* q rows of this kv head, rotated, times scale*log2(e); lane holds channels lane*CPL.. */
+    float qr[GM][CPL];
+#pragma unroll
+    for (int h = 0; h < GM; h++) {
+        if (h < G) {
+            load_bf16<CPL>(q + ((size_t)kvh * G + h) * HD + lane * CPL, qr[h]);
+            if (rotate) {
+                fwht_warp<CPL>(qr[h], lane);
+#pragma unroll
+                for (int i = 0; i < CPL; i++) qr[h][i] *= rsq;
+            }
+#pragma unroll
+            for (int i = 0; i < CPL; i++) qr[h][i] *= qscale;
+        } else {
+#pragma unroll
+            for (int i = 0; i < CPL; i++) qr[h][i] = 0.f;
+        }
+    }
+    float m[GM], l[GM], acc[GM][CPL];
+#pragma unroll
+    for (int h = 0; h < GM; h++) {
+        m[h] = -INFINITY;
+        l[h] = 0.f;
+#pragma unroll
+        for (int i = 0; i < CPL; i++) acc[h][i] = 0.f;
+    }
+
+    const int per = C::PER;
+    const int krow = lane / per;
+    /* rotate right so that the code of token `lane` lands at bits [23-BITS, 23) */
+    const uint32_t krot = (uint32_t)(BITS * (lane % per) - (23 - BITS)) & 31u;
+    const int vword = lane * CPL * BITS / 32;           /* V word holding this lane's channels */
+    const int vbit0 = (lane * CPL * BITS) % 32;          /* bit of its first channel */
+    const int vgrp = lane * CPL / 32;
+
+    if (split < nsq) {
+        const int g0 = split * gpb, g1 = min(g0 + gpb, n_groups);
+        uint4 rkw[C::RKW], rvw[C::RVW], rvp[C::RVP];
+        uint32_t rkp[CPL];
+        float rkn = 0.f;
+        auto load_group = [&](int g) {
+            const size_t blk = (size_t)g * Hkv + kvh;
+            const uint4 *pk = reinterpret_cast<const uint4 *>(kq + blk * BITS * HD);
+#pragma unroll
+            for (int r = 0; r < C::RKW; r++)
+                if (r * 32 + lane < C::NKW) rkw[r] = __ldcs(pk + r * 32 + lane);
+            const uint32_t *pp = reinterpret_cast<const uint32_t *>(kp) + blk * HD + lane * CPL;
+#pragma unroll
+            for (int i = 0; i < CPL; i += 4) {
+                uint4 u = __ldcs(reinterpret_cast<const uint4 *>(pp + i));
+                rkp[i] = u.x; rkp[i + 1] = u.y; rkp[i + 2] = u.z; rkp[i + 3] = u.w;
+            }
+            /* V rows of the group's 32 tokens for this kv head: [32][VW] words, token stride Hkv*VW */
+#pragma unroll
+            for (int r = 0; r < C::RVW; r++) {
+                int idx = r * 32 + lane;
+                if (idx < C::NVW) {
+                    int t = idx / (C::VW / 4), c = idx % (C::VW / 4);
+                    rvw[r] = __ldcs(reinterpret_cast<const uint4 *>(vq + (((size_t)g * 32 + t) * Hkv + kvh) * C::VW) + c);
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < C::RVP; r++) {
+                int idx = r * 32 + lane;
+                if (idx < C::NVP) {
+                    int t = idx / (C::VG / 4), c = idx % (C::VG / 4);
+                    rvp[r] = __ldcs(reinterpret_cast<const uint4 *>(reinterpret_cast<const uint32_t *>(vp) +
+                                                                   (((size_t)g * 32 + t) * Hkv + kvh) * C::VG) + c);
+                }
+            }
+            rkn = __ldcs(kn + (size_t)g * 32 + lane);
+        };
+        int g = g0 + warp;
+        if (g < g1) load_group(g);
+        for (; g < g1; g += DQ_NW) {
+            /* park the group in shared */
+#pragma unroll
+            for (int r = 0; r < C::RKW; r++) {
+                int idx = r * 32 + lane;
+                if (idx < C::NKW) {
+                    int w = idx / (HD / 4), c = idx % (HD / 4);
+                    *reinterpret_cast<uint4 *>(kw + w * C::KLD + c * 4) = rkw[r];
+                }
+            }
+#pragma unroll
+            for (int r = 0; r < C::RVW; r++)
+                if (r * 32 + lane < C::NVW) reinterpret_cast<uint4 *>(vw)[r * 32 + lane] = rvw[r];
+#pragma unroll
+            for (int r = 0; r < C::RVP; r++) {
+                int idx = r * 32 + lane;
+                if (idx < C::NVP) {
+                    uint32_t pw[4] = {rvp[r].x, rvp[r].y, rvp[r].z, rvp[r].w};
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        __half2 hz = *reinterpret_cast<__half2 *>(&pw[e]);
+                        float s = __low2float(hz), z = __high2float(hz);
+                        float sp = s * (float)(1 << BITS);
+                        vsz[idx * 4 + e] = make_float2(sp, z - sp);
+                    }
+                }
+            }
+            /* q * S' rows and the zero term */
+            float zq[GM];
+            {
+                float sp[CPL], zp[CPL];
+#pragma unroll
+                for (int i = 0; i < CPL; i++) {
+                    __half2 hz = *reinterpret_cast<__half2 *>(&rkp[i]);
+                    float s = __low2float(hz), z = __high2float(hz);
+                    sp[i] = s * (float)(1 << BITS);
+                    zp[i] = z - sp[i];
+                }
+#pragma unroll
+                for (int h = 0; h < GM; h++) {
+                    float a = 0.f;
+#pragma unroll
+                    for (int i = 0; i < CPL; i++) {
+                        qs[h * HD + lane * CPL + i] = qr[h][i] * sp[i];
+                        a = fmaf(qr[h][i], zp[i], a);
+                    }
+                    zq[h] = warp_sum(a);
+                }
+            }
+            const float nt = rkn;
+            __syncwarp();
+            /* prefetch the next group */
+            if (g + DQ_NW < g1) load_group(g + DQ_NW);
+
+            /* K: lane = token */
+            float dot[GM];
+#pragma unroll
+            for (int h = 0; h < GM; h++) dot[h] = 0.f;
+            const uint32_t *kr = kw + krow * C::KLD;
+#pragma unroll 4
+            for (int c = 0; c < HD; c += 4) {
+                uint4 w4 = *reinterpret_cast<const uint4 *>(kr + c);
+                float f0 = code_f(__funnelshift_r(w4.x, w4.x, krot), BITS);
+                float f1 = code_f(__funnelshift_r(w4.y, w4.y, krot), BITS);
+                float f2 = code_f(__funnelshift_r(w4.z, w4.z, krot), BITS);
+                float f3 = code_f(__funnelshift_r(w4.w, w4.w, krot), BITS);
+#pragma unroll
+                for (int h = 0; h < GM; h++) {
+                    float4 q4 = *reinterpret_cast<const float4 *>(qs + h * HD + c);
+                    dot[h] = fmaf(q4.x, f0, dot[h]);
+                    dot[h] = fmaf(q4.y, f1, dot[h]);
+                    dot[h] = fmaf(q4.z, f2, dot[h]);
+                    dot[h] = fmaf(q4.w, f3, dot[h]);
+                }
+            }
+            float sc[GM];
+#pragma unroll
+            for (int h = 0; h < GM; h++) sc[h] = nt * (dot[h] + zq[h]);
+            chunk_softmax<GM, CPL>(sc, m, l, acc, pbuf, lane);
+
+            /* V: lane = CPL channels */
+#pragma unroll 4
+            for (int t = 0; t < 32; t++) {
+                uint32_t x = vw[t * C::VW + vword] >> vbit0;
+                float2 sz = vsz[t * C::VG + vgrp];
+                float vv[CPL];
+#pragma unroll
+                for (int i = 0; i < CPL; i++) {
+                    const int sh = (23 - BITS) - BITS * i;
+                    uint32_t r = sh >= 0 ? (x << (sh & 31)) : (x >> ((-sh) & 31));
+                    vv[i] = fmaf(code_f(r, BITS), sz.x, sz.y);
+                }
+#pragma unroll
+                for (int h = 0; h < GM; h++) {
+                    float p = pbuf[h * 32 + t];
+#pragma unroll
+                    for (int i = 0; i < CPL; i++) acc[h][i] = fmaf(p, vv[i], acc[h][i]);
+                }
+            }
+            __syncwarp();
+        }
+    } else {
+        /* residual split: full precision, chunks of 32 tokens over the warps */
+#pragma unroll
+        for (int h = 0; h < GM; h++)
+#pragma unroll
+            for (int i = 0; i < CPL; i++) qs[h * HD + lane * CPL + i] = qr[h][i];
+        __syncwarp();
+        for (int r0 = warp * 32; r0 < n_res; r0 += DQ_NW * 32) {
+            const int cnt = min(32, n_res - r0);
+            float sc[GM];
+            if (lane < cnt) {
+                const bf16 *kr = rk + ((size_t)(r0 + lane) * Hkv + kvh) * HD;
+                float dot[GM];
+#pragma unroll
+                for (int h = 0; h < GM; h++) dot[h] = 0.f;
+                for (int c = 0; c < HD; c += 8) {
+                    float kx[8];
+                    load_bf16<8>(kr + c, kx);
+#pragma unroll
+                    for (int h = 0; h < GM; h++) {
+                        float4 qa = *reinterpret_cast<const float4 *>(qs + h * HD + c);
+                        float4 qb = *reinterpret_cast<const float4 *>(qs + h * HD + c + 4);
+                        dot[h] = fmaf(qa.x, kx[0], dot[h]);
+                        dot[h] = fmaf(qa.y, kx[1], dot[h]);
+                        dot[h] = fmaf(qa.z, kx[2], dot[h]);
+                        dot[h] = fmaf(qa.w, kx[3], dot[h]);
+                        dot[h] = fmaf(qb.x, kx[4], dot[h]);
+                        dot[h] = fmaf(qb.y, kx[5], dot[h]);
+                        dot[h] = fmaf(qb.z, kx[6], dot[h]);
+                        dot[h] = fmaf(qb.w, kx[7], dot[h]);
+                    }
+                }
+                float nt = rn ? rn[r0 + lane] : 1.f;
+#pragma unroll
+                for (int h = 0; h < GM; h++) sc[h] = nt * dot[h];
+            } else {
+#pragma unroll
+                for (int h = 0; h < GM; h++) sc[h] = -INFINITY;
+            }
+            chunk_softmax<GM, CPL>(sc, m, l, acc, pbuf, lane);
+            for (int t = 0; t < cnt; t++) {
+                float vv[CPL];
+                load_bf16<CPL>(rv + ((size_t)(r0 + t) * Hkv + kvh) * HD + lane * CPL, vv);
+#pragma unroll
+                for (int h = 0; h < GM; h++) {
+                    float p = pbuf[h * 32 + t];
+#pragma unroll
+                    for (int i = 0; i < CPL; i++) acc[h][i] = fmaf(p, vv[i], acc[h][i]);
+                }
+            }
+            __syncwarp();
+        }
+    }
+
+    /* merge the warps of the block */
+#pragma unroll
+    for (int h = 0; h < GM; h++) {
+        float ls = warp_sum(l[h]);
+        if (lane == 0) {
+            mlb[(warp * GM + h) * 2] = m[h];
+            mlb[(warp * GM + h) * 2 + 1] = ls;
+        }
+    }
+    __syncthreads(); /* every warp is done with its tiles: reuse qs as the acc buffer */
+#pragma unroll
+    for (int h = 0; h < GM; h++)
+#pragma unroll
+        for (int i = 0; i < CPL; i++) qs[h * HD + lane * CPL + i] = acc[h][i];
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < G * HD; idx += DQ_THREADS) {
+        const int h = idx / HD, c = idx % HD;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < DQ_NW; w++) M = fmaxf(M, mlb[(w * GM + h) * 2]);
+        float a = 0.f, L = 0.f;
+#pragma unroll
+        for (int w = 0; w < DQ_NW; w++) {
+            float mw = mlb[(w * GM + h) * 2];
+            float wt = (mw == -INFINITY) ? 0.f : exp2f(mw - M);
+            a += wt * reinterpret_cast<const float *>(smq + w * C::WARP_WORDS + C::QS_OFF)[h * HD + c];
+            L += wt * mlb[(w * GM + h) * 2 + 1];
+        }
+        const size_t pi = ((size_t)kvh * NS + split) * G + h;
+        part_acc[pi * HD + c] = a;
+        if (c == 0) part_ml[pi] = make_float2(M, L);
+    }
+}
+
+/* one block per query head: merge the splits by log-sum-exp */
+__global__ void k_kvq_combine(bf16 *__restrict__ out, const float *__restrict__ part_acc,
+                              const float2 *__restrict__ part_ml, int NS, int G, int HD) {
+    extern __shared__ float wts[];
+    __shared__ float red[32];
+    __shared__ float s_inv;
+    const int kvh = blockIdx.x / G, h = blockIdx.x % G;
+    float M = -INFINITY;
+    for (int i = threadIdx.x; i < NS; i += blockDim.x) M = fmaxf(M, part_ml[((size_t)kvh * NS + i) * G + h].x);
+    M = block_max(M, red);
+    float L = 0.f;
+    for (int i = threadIdx.x; i < NS; i += blockDim.x) {
+        float2 ml = part_ml[((size_t)kvh * NS + i) * G + h];
+        float w = (ml.x == -INFINITY) ? 0.f : exp2f(ml.x - M);
+        wts[i] = w;
+        L += w * ml.y;
+    }
+    L = block_sum(L, red);
+    if (threadIdx.x == 0) s_inv = L > 0.f ? 1.f / L : 0.f;
+    __syncthreads();
+    bf16 *o = out + ((size_t)kvh * G + h) * HD;
+    for (int c = threadIdx.x; c < HD; c += blockDim.x) {
+        float a = 0.f;
+        for (int i = 0; i < NS; i++) {
+            float w = wts[i];
+            if (w != 0.f) a += w * part_acc[(((size_t)kvh * NS + i) * G + h) * HD + c];
+        }
+        o[c] = f2bf(a * s_inv);
+    }
+}
+
+template <int HD, int BITS, int GM>
+osc_status launch_decode(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, int rotate, float rsq, float qscale,
+                         const uint32_t *kq, const uint16_t *kp, const uint32_t *vq, const uint16_t *vp, const float *kn,
+                         int n_groups, int gpb, int nsq, int NS, const bf16 *rk, const bf16 *rv, const float *rn, int n_res,
+                         cudaStream_t st) {
+    typedef dq_cfg<HD, BITS, GM> C;
+    static bool attr = false;
+    if (!attr) {
+        OSC_CU_CHECK(cudaFuncSetAttribute(k_kvq_decode<HD, BITS, GM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                          (int)C::SMEM));
+        attr = true;
+    }
+    dim3 grid((unsigned)NS, (unsigned)Hkv);
+    k_kvq_decode<HD, BITS, GM><<<grid, DQ_THREADS, C::SMEM, st>>>(pacc, pml, q, G, Hkv, rotate, rsq, qscale, kq, kp, vq,
+                                                                   vp, kn, n_groups, gpb, nsq, rk, rv, rn, n_res);
+    OSC_CU_LAUNCH("k_kvq_decode");
+    return OSC_OK;
+}
+
+template <int HD, int BITS>
+osc_status pick_gm(int GM, float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, int rotate, float rsq, float qscale,
+                   const uint32_t *kq, const uint16_t *kp, const uint32_t *vq, const uint16_t *vp, const float *kn,
+                   int n_groups, int gpb, int nsq, int NS, const bf16 *rk, const bf16 *rv, const float *rn, int n_res,
+                   cudaStream_t st) {
+#define OSC_DQ(GV)                                                                                                      \
+    return launch_decode<HD, BITS, GV>(pacc, pml, q, G, Hkv, rotate, rsq, qscale, kq, kp, vq, vp, kn, n_groups, gpb, \
+                                       nsq, NS, rk, rv, rn, n_res, st)
+    if (GM == 1) OSC_DQ(1);
+    if (GM == 2) OSC_DQ(2);
+    if (GM == 4) OSC_DQ(4);
+    OSC_DQ(8);
+#undef OSC_DQ
+}
+
+} // namespace
+
+extern "C" size_t osc_kvq_bytes_kq(int n_tok, int Hkv, int hd, int bits) {
+    return (size_t)(n_tok / 32) * Hkv * bits * hd * 4;
+}
+extern "C" size_t osc_kvq_bytes_kp(int n_tok, int Hkv, int hd) { return (size_t)(n_tok / 32) * Hkv * hd * 4; }
+extern "C" size_t osc_kvq_bytes_vq(int n_tok, int Hkv, int hd, int bits) {
+    return (size_t)n_tok * Hkv * (hd * bits / 32) * 4;
+}
+extern "C" size_t osc_kvq_bytes_vp(int n_tok, int Hkv, int hd) { return (size_t)n_tok * Hkv * (hd / 32) * 4; }
+
+extern "C" osc_status osc_cuda_kv_pack(const void *k, const void *v, int n_tok, int Hkv, int hd, int bits, int rotate,
+                                       int norm_scale, uint32_t *kq, uint16_t *kp, uint32_t *vq, uint16_t *vp,
+                                       float *kn) {
+    if (n_tok < 0 || n_tok % 32) return osc_error(OSC_ERR_INVALID_ARG, "kv_pack: n_tok %d not a multiple of 32", n_tok);
+    if (bits != 2 && bits != 4) return osc_error(OSC_ERR_INVALID_ARG, "kv_pack: bits %d", bits);
+    if (Hkv <= 0) return osc_error(OSC_ERR_INVALID_ARG, "kv_pack: Hkv %d", Hkv);
+    if (n_tok == 0) return OSC_OK;
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    const bf16 *kb = (const bf16 *)k, *vb = (const bf16 *)v;
+    switch (hd) {
+    case 32: return launch_pack_e<1>(kb, vb, n_tok, Hkv, bits, rotate, norm_scale, kq, kp, vq, vp, kn, st);
+    case 64: return launch_pack_e<2>(kb, vb, n_tok, Hkv, bits, rotate, norm_scale, kq, kp, vq, vp, kn, st);
+    case 128: return launch_pack_e<4>(kb, vb, n_tok, Hkv, bits, rotate, norm_scale, kq, kp, vq, vp, kn, st);
+    case 256: return launch_pack_e<8>(kb, vb, n_tok, Hkv, bits, rotate, norm_scale, kq, kp, vq, vp, kn, st);
+    case 512: return launch_pack_e<16>(kb, vb, n_tok, Hkv, bits, rotate, norm_scale, kq, kp, vq, vp, kn, st);
+    default: return osc_error(OSC_ERR_UNSUPPORTED, "kv_pack: head_dim %d (need a power of two 32..512)", hd);
+    }
+}
+
+extern "C" osc_status osc_cuda_kv_decode_attn(void *out, const void *q, int Hq, int Hkv, int hd, int bits, int rotate,
+                                              int norm_scale, const uint32_t *kq, const uint16_t *kp,
+                                              const uint32_t *vq, const uint16_t *vp, const float *kn, int n_quant,
+                                              const void *rk, const void *rv, const float *rn, int n_res,
+                                              float scale) {
+    (void)norm_scale; /* kn holds 1.0 without it */
+    if (Hkv <= 0 || Hq % Hkv) return osc_error(OSC_ERR_INVALID_ARG, "kv_decode_attn: Hq %d / Hkv %d", Hq, Hkv);
+    const int G = Hq / Hkv;
+    if (G > 8) return osc_error(OSC_ERR_UNSUPPORTED, "kv_decode_attn: %d query heads per kv head (max 8)", G);
+    if (bits != 2 && bits != 4) return osc_error(OSC_ERR_INVALID_ARG, "kv_decode_attn: bits %d", bits);
+    if (hd != 128 && hd != 256)
+        return osc_error(OSC_ERR_UNSUPPORTED, "kv_decode_attn: head_dim %d (128 or 256)", hd);
+    if (n_quant < 0 || n_quant % 32 || n_res < 0)
+        return osc_error(OSC_ERR_INVALID_ARG, "kv_decode_attn: n_quant %d / n_res %d", n_quant, n_res);
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    if (n_quant == 0 && n_res == 0) {
+        OSC_CU_CHECK(cudaMemsetAsync(out, 0, (size_t)Hq * hd * 2, st));
+        return OSC_OK;
+    }
+    const int n_groups = n_quant / 32;
+    int nsq = 0, gpb = 1;
+    if (n_groups > 0) {
+        int want = (4 * osc_cu_num_sms() + Hkv - 1) / Hkv; /* ~4 blocks of 4 warps per SM */
+        if (want < 1) want = 1;
+        gpb = (n_groups + want - 1) / want;
+        if (gpb < DQ_NW) gpb = DQ_NW;
+        nsq = (n_groups + gpb - 1) / gpb;
+    }
+    const int NS = nsq + (n_res > 0 ? 1 : 0);
+    const int GM = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8;
+    size_t acc_n = (size_t)Hkv * NS * G * hd, ml_n = (size_t)Hkv * NS * G;
+    void *wsp;
+    OSC_TRY(osc_cu_scratch(acc_n * sizeof(float) + ml_n * sizeof(float2), &wsp));
+    float *pacc = (float *)wsp;
+    float2 *pml = (float2 *)(pacc + acc_n);
+    float sq = sqrtf((float)hd);
+    float rsq = 1.0f / sq;
+    float qscale = scale * kLog2e;
+    const bf16 *qb = (const bf16 *)q, *rkb = (const bf16 *)rk, *rvb = (const bf16 *)rv;
+    osc_status s;
+#define OSC_HDB(HDV, BV)                                                                                               \
+    s = pick_gm<HDV, BV>(GM, pacc, pml, qb, G, Hkv, rotate, rsq, qscale, kq, kp, vq, vp, kn, n_groups, gpb, nsq, NS, rkb, \
+                         rvb, rn, n_res, st)
+    if (hd == 128) {
+        if (bits == 2) OSC_HDB(128, 2); else OSC_HDB(128, 4);
+    } else {
+        if (bits == 2) OSC_HDB(256, 2); else OSC_HDB(256, 4);
+    }
+#undef OSC_HDB
+    if (s != OSC_OK) return s;
+    k_kvq_combine<<<(unsigned)(Hkv * G), 128, (size_t)NS * sizeof(float), st>>>((bf16 *)out, pacc, pml, NS, G, hd);
+    OSC_CU_LAUNCH("k_kvq_combine");
+    return OSC_OK;
+}

@@ -1,0 +1,63 @@
+/* kernels/cuda/kvquant_launch.h: CUDA kernels of the OScaR / KIVI 2- and 4-bit KV cache
+ * (kernels/cuda/cuda_kvquant.cu), as C launchers on raw device pointers. Only compiled/linked
+ * when OSC_HAVE_CUDA is defined. Everything runs on the library stream (osc_cu_stream), so the
+ * launches are ordered with every other op; nothing here synchronises.
+ *
+ * Device layout of ONE layer of ONE sequence's quantised part (n_tok tokens, n_tok % 32 == 0,
+ * n_groups = n_tok / 32; bits = 2 or 4; hd a power of two, 128 or 256 for attention, 32..512
+ * for pack). It is kvcache/kv_quant.h's per-block layout, blocks stored back to back:
+ *   kq: u32  [n_groups][Hkv][bits][hd]   K codes of one (group of 32 tokens, kv head) = one
+ *                                         osc_kvq_quant_k_group block (word w of channel c holds
+ *                                         tokens 32/bits*w .. +32/bits-1, code of token j of the
+ *                                         word at bits bits*(j % (32/bits)))
+ *   kp: fp16 [n_groups][Hkv][hd][2]      (scale, zero) per channel of that block
+ *   vq: u32  [n_tok][Hkv][hd*bits/32]    V codes of one (token, kv head) = osc_kvq_quant_v_row
+ *   vp: fp16 [n_tok][Hkv][hd/32][2]      (scale, zero) per group of 32 channels
+ *   kn: f32  [n_tok]                     OScaR token norm n_t over all KV heads of the rotated
+ *                                         key (norm_scale); 1.0 when norm_scale == 0
+ * Dequantisation: x_hat = code * scale + zero. Keys hold k_hat = (H k) / n_t (H = Sylvester
+ * Walsh-Hadamard / sqrt(hd) when rotate, identity otherwise; n_t = 1 when !norm_scale).
+ * Bytes per token per kv head at hd = 128, 2 bits: 32 (K codes) + 16 (K params, amortised)
+ * + 32 (V codes) + 16 (V params) + 4 / Hkv (norm). */
+#ifndef OSC_KERNELS_CUDA_KVQUANT_LAUNCH_H
+#define OSC_KERNELS_CUDA_KVQUANT_LAUNCH_H
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+#include "../../core/status.h"
+
+/* Bytes of each array above for n_tok tokens (n_tok % 32 == 0). */
+size_t osc_kvq_bytes_kq(int n_tok, int Hkv, int hd, int bits);
+size_t osc_kvq_bytes_kp(int n_tok, int Hkv, int hd);
+size_t osc_kvq_bytes_vq(int n_tok, int Hkv, int hd, int bits);
+size_t osc_kvq_bytes_vp(int n_tok, int Hkv, int hd);
+
+/* Quantise and pack n_tok tokens (n_tok % 32 == 0).
+ *   k: bf16 [n_tok][Hkv][hd] keys after RoPE (NOT rotated); v: bf16 [n_tok][Hkv][hd].
+ *   rotate: apply H per head to the keys; norm_scale: divide each token's (rotated) key by its
+ *   norm over all KV heads and store the norm in kn (else kn = 1).
+ *   Outputs as in the layout above; codes and params are bit-identical to kv_quant.c on the
+ *   same bf16 inputs (up to ties at fp32 rounding of the norm). */
+osc_status osc_cuda_kv_pack(const void *k, const void *v, int n_tok, int Hkv, int hd, int bits, int rotate,
+                            int norm_scale, uint32_t *kq, uint16_t *kp, uint32_t *vq, uint16_t *vp, float *kn);
+
+/* One decode step (one query token) over the quantised part plus a full-precision residual.
+ *   out: bf16 [Hq][hd]; q: bf16 [Hq][hd] after RoPE, not rotated (rotated inside when rotate);
+ *   Hq % Hkv == 0, Hq / Hkv <= 8; hd in {128, 256}.
+ *   kq/kp/vq/vp/kn: n_quant tokens (n_quant % 32 == 0; may be 0, pointers then unused).
+ *   rk: bf16 [n_res][Hkv][hd] residual keys, already rotated and divided by their norm when
+ *   rotate/norm_scale; rv: bf16 [n_res][Hkv][hd]; rn: f32 [n_res] their norms or NULL (= 1).
+ *   Logits: s_t = n_t * (q_rot . k_hat_t) * scale, softmax in fp32. With no keys at all the
+ *   output is zero. Uses the library's split-K scratch (osc_cu_scratch). */
+osc_status osc_cuda_kv_decode_attn(void *out, const void *q, int Hq, int Hkv, int hd, int bits, int rotate,
+                                   int norm_scale, const uint32_t *kq, const uint16_t *kp, const uint32_t *vq,
+                                   const uint16_t *vp, const float *kn, int n_quant, const void *rk,
+                                   const void *rv, const float *rn, int n_res, float scale);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
