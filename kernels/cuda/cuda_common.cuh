@@ -65,6 +65,25 @@ __device__ __forceinline__ bf16 f2bf(float x) { return __float2bfloat16_rn(x); }
 /* Round a float to the nearest bf16 value and return it as float. */
 __device__ __forceinline__ float round_bf(float x) { return __bfloat162float(__float2bfloat16_rn(x)); }
 
+/* 8 bf16 <-> 8 floats with one 16-byte access (p must be 16-byte aligned). */
+__device__ __forceinline__ void load8(const bf16 *p, float f[8]) {
+    uint4 u = *reinterpret_cast<const uint4 *>(p);
+    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        float2 t = __bfloat1622float2(h[i]);
+        f[2 * i] = t.x;
+        f[2 * i + 1] = t.y;
+    }
+}
+__device__ __forceinline__ void store8(bf16 *p, const float f[8]) {
+    uint4 u;
+    __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
+    *reinterpret_cast<uint4 *>(p) = u;
+}
+
 /* Generic element access for BF16 or F32 buffers. */
 template <typename T> __device__ __forceinline__ float ld_f(const T *p, int64_t i);
 template <> __device__ __forceinline__ float ld_f<float>(const float *p, int64_t i) { return p[i]; }

@@ -9,23 +9,6 @@ namespace {
 
 bool al16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
 
-__device__ __forceinline__ void load8(const bf16 *p, float f[8]) {
-    uint4 u = *reinterpret_cast<const uint4 *>(p);
-    const __nv_bfloat162 *h = reinterpret_cast<const __nv_bfloat162 *>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-        float2 t = __bfloat1622float2(h[i]);
-        f[2 * i] = t.x;
-        f[2 * i + 1] = t.y;
-    }
-}
-__device__ __forceinline__ void store8(bf16 *p, const float f[8]) {
-    uint4 u;
-    __nv_bfloat162 *h = reinterpret_cast<__nv_bfloat162 *>(&u);
-#pragma unroll
-    for (int i = 0; i < 4; i++) h[i] = __floats2bfloat162_rn(f[2 * i], f[2 * i + 1]);
-    *reinterpret_cast<uint4 *>(p) = u;
-}
 
 /* ---- binary element-wise: out = op(a, b) ---- */
 struct op_silu_mul {
