@@ -117,6 +117,10 @@ extern "C" osc_status osc_cuda_malloc(void **p, size_t n) {
     if (e != cudaSuccess) {
         *p = nullptr;
         cudaGetLastError();
+        size_t fr = 0, tot = 0;
+        if (e == cudaErrorMemoryAllocation && cudaMemGetInfo(&fr, &tot) == cudaSuccess)
+            return osc_error(OSC_ERR_OOM, "out of GPU memory: needed %.1f MiB more, %.1f MiB free of %.1f MiB",
+                             n / 1048576.0, fr / 1048576.0, tot / 1048576.0);
         return osc_error(e == cudaErrorMemoryAllocation ? OSC_ERR_OOM : OSC_ERR_DEVICE,
                          "cudaMalloc(%zu bytes) failed: %s at %s:%d", n, cudaGetErrorString(e),
                          __FILE__, __LINE__);
