@@ -3,6 +3,7 @@
 #ifndef OSC_TESTS_CHECK_H
 #define OSC_TESTS_CHECK_H
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -35,6 +36,14 @@ static inline double rel_l2(const float *a, const float *b, long n) {
 static inline int check_done(const char *name) {
     printf("%s: %d passed, %d failed\n", name, g_pass, g_fail);
     return g_fail ? 1 : 0;
+}
+
+/* xorshift64 test inputs, uniform in [-1, 1): fixed seeds, no zeros, no libc rand state. */
+static inline float check_frand(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return (float)((*s >> 40) * (1.0 / 16777216.0)) * 2.f - 1.f;
 }
 
 /* A GPU test exits with this when no GPU is present; ctest maps it to "skipped". */

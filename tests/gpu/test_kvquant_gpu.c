@@ -35,10 +35,7 @@ int main(void) {
 
 static uint64_t g_rng = 0x243F6A8885A308D3ull;
 static float frand(void) { /* uniform in [-1, 1) */
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (float)((g_rng >> 40) * (1.0 / 16777216.0)) * 2.f - 1.f;
+    return check_frand(&g_rng);
 }
 static float rbf(float x) { return osc_bf16_to_f32(osc_f32_to_bf16(x)); }
 

@@ -32,10 +32,7 @@ int main(void) {
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 static float frand(void) { /* uniform in [-1, 1) */
-    g_rng ^= g_rng << 13;
-    g_rng ^= g_rng >> 7;
-    g_rng ^= g_rng << 17;
-    return (float)((g_rng >> 40) * (1.0 / 16777216.0)) * 2.f - 1.f;
+    return check_frand(&g_rng);
 }
 static uint32_t urand(uint32_t n) { frand(); return (uint32_t)((g_rng >> 11) % n); }
 
