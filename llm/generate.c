@@ -46,7 +46,7 @@ osc_status osc_generate_batch(osc_llm *m, osc_llm_ctx *c, osc_gen_request *r, in
     for (int i = 0; i < n; i++) {
         if (r[i].max_new <= 0) continue;
         int st[2] = {0, r[i].n_prompt};
-        osc_llm_batch b = {1, st, r[i].prompt, NULL, &r[i].kv, 0};
+        osc_llm_batch b = {.n_seq = 1, .seq_start = st, .tokens = r[i].prompt, .kv = &r[i].kv, .all_logits = 0};
         s = osc_llm_forward(m, c, &b, logits);
         if (s != OSC_OK) goto done;
         int32_t t = pick(r[i].sampler, logits, V, hist[i], r[i].n_prompt);
@@ -76,7 +76,7 @@ osc_status osc_generate_batch(osc_llm *m, osc_llm_ctx *c, osc_gen_request *r, in
         int cap = osc_llm_ctx_max_tokens(c);
         for (int off = 0; off < na; off += cap) {
             int step = na - off < cap ? na - off : cap;
-            osc_llm_batch b = {step, start, tok + off, NULL, kv + off, 0};
+            osc_llm_batch b = {.n_seq = step, .seq_start = start, .tokens = tok + off, .kv = kv + off, .all_logits = 0};
             s = osc_llm_forward(m, c, &b, logits + (size_t)off * V);
             if (s != OSC_OK) goto done;
         }

@@ -86,10 +86,9 @@ static osc_status track(osc_llm *m, void *p) {
 }
 
 /* Load one weight (checked against the shape the config implies) onto the model's device. */
-static osc_status load_w(osc_llm *m, const osc_st *st, const char *name, int nd, const int64_t *shape,
+static osc_status load_w(osc_llm *m, const osc_wsrc *src, const char *name, int nd, const int64_t *shape,
                          osc_tensor *out) {
-    const osc_st_tensor *t;
-    OSC_TRY(osc_st_expect(st, name, nd, shape, &t));
+    if (!src->has(src->ctx, name)) return osc_error(OSC_ERR_FORMAT, "%s: missing tensor %s", src->what, name);
     int64_t n = 1;
     for (int i = 0; i < nd; i++) n *= shape[i];
     osc_tensor w = osc_tensor_make(NULL, m->act, m->dev, nd, shape);
@@ -102,14 +101,19 @@ static osc_status load_w(osc_llm *m, const osc_st *st, const char *name, int nd,
     }
     w.data = p;
     if (m->dev == OSC_DEV_CPU) {
-        OSC_TRY(osc_st_read_f32(t, p, n));
-    } else if (t->dt == OSC_BF16) {
-        OSC_TRY(osc_copy_bytes(p, m->dev, t->data, OSC_DEV_CPU, (size_t)n * 2));
+        OSC_TRY(src->read_f32(src->ctx, name, nd, shape, p));
     } else {
-        float *tmp = malloc((size_t)n * 4);
-        if (!tmp) return osc_error(OSC_ERR_OOM, "cannot stage tensor %s", name);
-        s = osc_st_read_f32(t, tmp, n);
-        if (s == OSC_OK) s = osc_tensor_upload_f32(&w, tmp, n);
+        /* stage on the host: raw bf16 when the source has it, else float32 converted on upload */
+        void *tmp = malloc((size_t)n * 4);
+        if (!tmp) return osc_error(OSC_ERR_OOM, "cannot stage tensor %s (%lld elements)", name, (long long)n);
+        s = src->read_bf16 ? src->read_bf16(src->ctx, name, nd, shape, tmp) : OSC_ERR_UNSUPPORTED;
+        if (s == OSC_OK) {
+            s = osc_copy_bytes(p, m->dev, tmp, OSC_DEV_CPU, (size_t)n * 2);
+        } else if (s == OSC_ERR_UNSUPPORTED) {
+            osc_clear_error();
+            s = src->read_f32(src->ctx, name, nd, shape, tmp);
+            if (s == OSC_OK) s = osc_tensor_upload_f32(&w, tmp, n);
+        }
         free(tmp);
         OSC_TRY(s);
     }
@@ -118,12 +122,12 @@ static osc_status load_w(osc_llm *m, const osc_st *st, const char *name, int nd,
     return OSC_OK;
 }
 
-static osc_status load_w1(osc_llm *m, const osc_st *st, const char *name, int64_t n0, osc_tensor *out) {
-    return load_w(m, st, name, 1, &n0, out);
+static osc_status load_w1(osc_llm *m, const osc_wsrc *src, const char *name, int64_t n0, osc_tensor *out) {
+    return load_w(m, src, name, 1, &n0, out);
 }
-static osc_status load_w2(osc_llm *m, const osc_st *st, const char *name, int64_t n0, int64_t n1, osc_tensor *out) {
+static osc_status load_w2(osc_llm *m, const osc_wsrc *src, const char *name, int64_t n0, int64_t n1, osc_tensor *out) {
     int64_t s[2] = {n0, n1};
-    return load_w(m, st, name, 2, s, out);
+    return load_w(m, src, name, 2, s, out);
 }
 
 /* Checkpoints name the decoder differently: plain LMs "model.", the Omni thinker
@@ -146,39 +150,93 @@ static const char *find_prefix(const osc_st *st, const char **lm_head) {
     return NULL;
 }
 
+/* The safetensors source: HF names under the checkpoint's decoder prefix. */
+typedef struct st_src {
+    const osc_st *st;
+    const char *prefix, *head;
+} st_src;
+
+static const osc_st_tensor *st_find(const st_src *c, const char *name) {
+    char full[320];
+    if (strcmp(name, "lm_head.weight") == 0) return osc_st_get(c->st, c->head);
+    snprintf(full, sizeof full, "%s%s", c->prefix, name);
+    return osc_st_get(c->st, full);
+}
+static int st_has(void *ctx, const char *name) { return st_find(ctx, name) != NULL; }
+static osc_status st_read_f32(void *ctx, const char *name, int nd, const int64_t *shape, float *dst) {
+    const st_src *c = ctx;
+    const osc_st_tensor *t = st_find(c, name);
+    OSC_TRY(osc_st_expect(c->st, t ? t->name : name, nd, shape, &t));
+    int64_t n = 1;
+    for (int i = 0; i < nd; i++) n *= shape[i];
+    return osc_st_read_f32(t, dst, n);
+}
+static osc_status st_read_bf16(void *ctx, const char *name, int nd, const int64_t *shape, uint16_t *dst) {
+    const st_src *c = ctx;
+    const osc_st_tensor *t = st_find(c, name);
+    OSC_TRY(osc_st_expect(c->st, t ? t->name : name, nd, shape, &t));
+    if (t->dt != OSC_BF16) return OSC_ERR_UNSUPPORTED;
+    memcpy(dst, t->data, t->nbytes);
+    return OSC_OK;
+}
+
 osc_status osc_llm_load(const char *dir, osc_dev dev, osc_llm **out) {
     *out = NULL;
+    osc_llm_config cfg;
+    osc_st *st = NULL;
+    osc_status s = osc_config_load(dir, &cfg);
+    if (s == OSC_OK) s = osc_st_open(dir, &st);
+    if (s != OSC_OK) return s;
+    st_src c = {st, NULL, NULL};
+    c.prefix = find_prefix(st, &c.head);
+    if (!c.prefix) {
+        osc_st_close(st);
+        return osc_error(OSC_ERR_FORMAT, "%s: no token embedding (model.embed_tokens.weight or a known prefix) in the checkpoint", dir);
+    }
+    osc_wsrc src = {&c, dir, st_has, st_read_f32, st_read_bf16};
+    s = osc_llm_load_src(&cfg, &src, dev, out);
+    osc_st_close(st);
+    return s;
+}
+
+static osc_status init_rope(osc_llm *m) {
+    const osc_llm_config *c = &m->cfg;
+    return osc_rope_init(&m->rope, c->head_dim, c->rope_theta, c->rope_type == OSC_ROPE_LLAMA3 ? 1 : 0, c->rope_factor,
+                         c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_orig_max_pos,
+                         c->rope_type == OSC_ROPE_MROPE ? c->mrope_section : NULL);
+}
+
+static void describe(osc_llm *m, const char *what) {
+    const osc_llm_config *c = &m->cfg;
+    snprintf(m->desc, sizeof m->desc, "%s%s: %d layers, hidden %d, heads %d/%d x %d, vocab %d, %.1f MiB of %s weights on %s",
+             c->model_type, what, c->n_layers, c->hidden_size, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size,
+             m->weight_bytes / 1048576.0, m->act == OSC_F32 ? "f32" : "bf16", m->dev == OSC_DEV_CPU ? "cpu" : "cuda");
+}
+
+osc_status osc_llm_load_src(const osc_llm_config *cfg, const osc_wsrc *src, osc_dev dev, osc_llm **out) {
+    *out = NULL;
+    OSC_TRY(osc_llm_config_validate(cfg, src->what));
     osc_llm *m = calloc(1, sizeof *m);
     if (!m) return osc_error(OSC_ERR_OOM, "out of host memory");
     m->dev = dev;
     m->act = dev == OSC_DEV_CPU ? OSC_F32 : OSC_BF16;
-    osc_st *st = NULL;
-    osc_status s = osc_config_load(dir, &m->cfg);
-    if (s == OSC_OK) s = osc_st_open(dir, &st);
-    if (s != OSC_OK) goto fail;
+    m->cfg = *cfg;
+    osc_status s;
     const osc_llm_config *c = &m->cfg;
-    const char *head_name = NULL;
-    const char *pre = find_prefix(st, &head_name);
-    if (!pre) {
-        s = osc_error(OSC_ERR_FORMAT, "%s: no token embedding (model.embed_tokens.weight or a known prefix) in the checkpoint", dir);
-        goto fail;
-    }
     const int64_t D = c->hidden_size, F = c->intermediate_size, hd = c->head_dim;
     const int64_t qd = (int64_t)c->n_heads * hd, kd = (int64_t)c->n_kv_heads * hd;
     char nm[320];
-#define W2(field, suffix, a, b) do { snprintf(nm, sizeof nm, "%s%s", lp, suffix); s = load_w2(m, st, nm, a, b, &L->field); if (s) goto fail; } while (0)
-#define W1(field, suffix, a) do { snprintf(nm, sizeof nm, "%s%s", lp, suffix); s = load_w1(m, st, nm, a, &L->field); if (s) goto fail; } while (0)
-    snprintf(nm, sizeof nm, "%sembed_tokens.weight", pre);
-    if ((s = load_w2(m, st, nm, c->vocab_size, D, &m->embed))) goto fail;
-    snprintf(nm, sizeof nm, "%snorm.weight", pre);
-    if ((s = load_w1(m, st, nm, D, &m->norm))) goto fail;
+#define W2(field, suffix, a, b) do { snprintf(nm, sizeof nm, "%s%s", lp, suffix); s = load_w2(m, src, nm, a, b, &L->field); if (s) goto fail; } while (0)
+#define W1(field, suffix, a) do { snprintf(nm, sizeof nm, "%s%s", lp, suffix); s = load_w1(m, src, nm, a, &L->field); if (s) goto fail; } while (0)
+    if ((s = load_w2(m, src, "embed_tokens.weight", c->vocab_size, D, &m->embed))) goto fail;
+    if ((s = load_w1(m, src, "norm.weight", D, &m->norm))) goto fail;
     if (c->tie_embeddings) {
         m->lm_head = m->embed;
-    } else if (osc_st_get(st, head_name)) {
-        if ((s = load_w2(m, st, head_name, c->vocab_size, D, &m->lm_head))) goto fail;
+    } else if (src->has(src->ctx, "lm_head.weight")) {
+        if ((s = load_w2(m, src, "lm_head.weight", c->vocab_size, D, &m->lm_head))) goto fail;
     } else {
         /* Some Omni-3B exports drop the untied head; the embedding is then the head. */
-        osc_log(OSC_LOG_WARN, "%s: no %s; using the token embedding as the output head", dir, head_name);
+        osc_log(OSC_LOG_WARN, "%s: no output head; using the token embedding as the output head", src->what);
         m->lm_head = m->embed;
     }
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
@@ -189,7 +247,7 @@ osc_status osc_llm_load(const char *dir, osc_dev dev, osc_llm **out) {
     for (int l = 0; l < c->n_layers; l++) {
         osc_layer_w *L = &m->layers[l];
         char lp[128];
-        snprintf(lp, sizeof lp, "%slayers.%d.", pre, l);
+        snprintf(lp, sizeof lp, "layers.%d.", l);
         W1(attn_norm, "input_layernorm.weight", D);
         W2(wq, "self_attn.q_proj.weight", qd, D);
         W2(wk, "self_attn.k_proj.weight", kd, D);
@@ -211,21 +269,15 @@ osc_status osc_llm_load(const char *dir, osc_dev dev, osc_llm **out) {
     }
 #undef W1
 #undef W2
-    s = osc_rope_init(&m->rope, (int)hd, c->rope_theta, c->rope_type == OSC_ROPE_LLAMA3 ? 1 : 0, c->rope_factor,
-                  c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_orig_max_pos,
-                  c->rope_type == OSC_ROPE_MROPE ? c->mrope_section : NULL);
+    s = init_rope(m);
     if (s != OSC_OK) {
-        osc_error_prefix(s, "%s/config.json", dir);
+        osc_error_prefix(s, "%s: config", src->what);
         goto fail;
     }
-    snprintf(m->desc, sizeof m->desc, "%s: %d layers, hidden %d, heads %d/%d x %d, vocab %d, %.1f MiB of %s weights on %s",
-             c->model_type, c->n_layers, c->hidden_size, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size,
-             m->weight_bytes / 1048576.0, m->act == OSC_F32 ? "f32" : "bf16", dev == OSC_DEV_CPU ? "cpu" : "cuda");
-    osc_st_close(st);
+    describe(m, "");
     *out = m;
     return OSC_OK;
 fail:
-    osc_st_close(st);
     osc_llm_free(m);
     return s;
 }
@@ -296,13 +348,9 @@ osc_status osc_llm_new_random(const osc_llm_config *cfg, osc_dev dev, uint64_t s
     }
 #undef R1
 #undef R2
-    s = osc_rope_init(&m->rope, (int)hd, c->rope_theta, c->rope_type == OSC_ROPE_LLAMA3 ? 1 : 0, c->rope_factor,
-                      c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_orig_max_pos,
-                      c->rope_type == OSC_ROPE_MROPE ? c->mrope_section : NULL);
+    s = init_rope(m);
     if (s != OSC_OK) goto fail;
-    snprintf(m->desc, sizeof m->desc, "%s (random weights): %d layers, hidden %d, heads %d/%d x %d, vocab %d, %.1f MiB of %s weights on %s",
-             c->model_type, c->n_layers, c->hidden_size, c->n_heads, c->n_kv_heads, c->head_dim, c->vocab_size,
-             m->weight_bytes / 1048576.0, m->act == OSC_F32 ? "f32" : "bf16", dev == OSC_DEV_CPU ? "cpu" : "cuda");
+    describe(m, " (random weights)");
     *out = m;
     return OSC_OK;
 fail:
@@ -378,8 +426,36 @@ static osc_tensor view3(const osc_tensor *t, int64_t n0, int64_t n1, int64_t n2)
 static osc_tensor rows2(const osc_tensor *t, int64_t r0, int64_t n) { return osc_tensor_rows(t, r0, n); }
 
 /* One forward over at most max_tokens rows. */
-static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, int n_seq, const int *seq_start, const int32_t *tokens,
-                                const int32_t *pos, int pos_stride, osc_kv **kv, int all_logits, float *logits) {
+/* Rows [base, base+N) of the batch: replace the embeddings of its multimodal rows, one copy per
+ * run of consecutive rows. */
+static osc_status scatter_mm(osc_llm *m, osc_tensor *x, const osc_llm_batch *b, int base, int N) {
+    const osc_tensor *e = b->mm_embeds;
+    const int64_t D = m->cfg.hidden_size;
+    if (e->nd != 2 || e->ne[0] < b->n_mm || e->ne[1] != D)
+        return osc_error(OSC_ERR_INVALID_ARG, "forward: multimodal embeddings must be [%d, %lld]", b->n_mm, (long long)D);
+    for (int j = 0; j < b->n_mm;) {
+        int r = b->mm_rows[j];
+        int n = 1;
+        while (j + n < b->n_mm && b->mm_rows[j + n] == r + n) n++;
+        int lo = r < base ? base : r, hi = r + n > base + N ? base + N : r + n;
+        if (lo < hi) {
+            osc_tensor dst = osc_tensor_rows(x, lo - base, hi - lo);
+            osc_tensor src = osc_tensor_rows(e, j + (lo - r), hi - lo);
+            if (e->dev == OSC_DEV_CPU && m->dev != OSC_DEV_CPU) {
+                if (e->dt != OSC_F32) return osc_error(OSC_ERR_INVALID_ARG, "forward: host multimodal embeddings must be float32");
+                OSC_TRY(osc_tensor_upload_f32(&dst, src.data, (int64_t)(hi - lo) * D));
+            } else {
+                OSC_TRY(osc_op_convert(&dst, &src));
+            }
+        }
+        j += n;
+    }
+    return OSC_OK;
+}
+
+static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, int n_seq, const int *seq_start,
+                                const int32_t *tokens, const int32_t *pos, int pos_stride, osc_kv **kv, int all_logits,
+                                float *logits) {
     const osc_llm_config *cf = &m->cfg;
     const int N = seq_start[n_seq] - seq_start[0];
     const int base = seq_start[0];
@@ -416,6 +492,7 @@ static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, int n_seq, const int
     osc_tensor q = rows2(&c->q, 0, N), k = rows2(&c->k, 0, N), v = rows2(&c->v, 0, N), att = rows2(&c->att, 0, N);
     osc_tensor g = rows2(&c->gate, 0, N), u = rows2(&c->up, 0, N);
     OSC_TRY(osc_op_embed(&x, &m->embed, &ids));
+    if (b->n_mm > 0) OSC_TRY(scatter_mm(m, &x, b, base, N));
     for (int l = 0; l < cf->n_layers; l++) {
         const osc_layer_w *L = &m->layers[l];
         OSC_TRY(osc_op_rmsnorm(&xn, &x, &L->attn_norm, cf->rms_eps));
@@ -476,6 +553,11 @@ osc_status osc_llm_forward(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, f
         if (t < 0 || t >= cf->vocab_size)
             return osc_error(OSC_ERR_INVALID_ARG, "token id %d outside the vocabulary (%d)", t, cf->vocab_size);
     }
+    for (int i = 0; i < b->n_mm; i++) {
+        int r = b->mm_rows[i];
+        if (r < b->seq_start[0] || r >= b->seq_start[b->n_seq] || (i > 0 && r <= b->mm_rows[i - 1]) || !b->mm_embeds)
+            return osc_error(OSC_ERR_INVALID_ARG, "forward: multimodal row %d out of order or outside the batch", r);
+    }
     for (int s = 0; s < b->n_seq; s++) {
         int n = b->seq_start[s + 1] - b->seq_start[s];
         if (osc_kv_len(b->kv[s]) + n > osc_kv_capacity(b->kv[s]))
@@ -483,7 +565,7 @@ osc_status osc_llm_forward(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, f
                              s, osc_kv_len(b->kv[s]), n, osc_kv_capacity(b->kv[s]));
     }
     if (n_tokens <= c->max_tokens)
-        return forward_chunk(m, c, b->n_seq, b->seq_start, b->tokens, b->pos, n_tokens, b->kv, b->all_logits, logits);
+        return forward_chunk(m, c, b, b->n_seq, b->seq_start, b->tokens, b->pos, n_tokens, b->kv, b->all_logits, logits);
     if (b->n_seq != 1)
         return osc_error(OSC_ERR_INVALID_ARG, "forward: a batch of %d sequences with %d tokens exceeds the %d-token scratch",
                          b->n_seq, n_tokens, c->max_tokens);
@@ -495,7 +577,7 @@ osc_status osc_llm_forward(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, f
         float *lg = NULL;
         if (logits && b->all_logits) lg = logits + (size_t)off * cf->vocab_size;
         else if (logits && last) lg = logits;
-        OSC_TRY(forward_chunk(m, c, 1, st, b->tokens, b->pos, n_tokens, b->kv, b->all_logits, lg));
+        OSC_TRY(forward_chunk(m, c, b, 1, st, b->tokens, b->pos, n_tokens, b->kv, b->all_logits, lg));
     }
     return OSC_OK;
 }

@@ -16,6 +16,23 @@ typedef struct osc_llm osc_llm;
 typedef struct osc_llm_ctx osc_llm_ctx;
 
 osc_status osc_llm_load(const char *dir, osc_dev dev, osc_llm **out);
+
+/* Where the loader reads weights from. Names are always the HuggingFace ones without the model
+ * prefix ("embed_tokens.weight", "layers.3.self_attn.q_proj.weight", "norm.weight") plus
+ * "lm_head.weight"; a source for another format (GGUF) maps them to its own names.
+ * has: 1 if the tensor exists. read_f32: check the tensor has exactly shape[nd] (else a clear
+ * OSC_ERR_FORMAT naming file and tensor) and convert it to float32 into dst.
+ * read_bf16: optional (NULL, or OSC_ERR_UNSUPPORTED for a tensor not stored as bf16): the raw
+ * bf16 values, used to upload without a float32 round trip. */
+typedef struct osc_wsrc {
+    void *ctx;
+    const char *what; /* for messages: the path */
+    int (*has)(void *ctx, const char *name);
+    osc_status (*read_f32)(void *ctx, const char *name, int nd, const int64_t *shape, float *dst);
+    osc_status (*read_bf16)(void *ctx, const char *name, int nd, const int64_t *shape, uint16_t *dst);
+} osc_wsrc;
+/* Load a decoder of config cfg from src (cfg is copied). */
+osc_status osc_llm_load_src(const osc_llm_config *cfg, const osc_wsrc *src, osc_dev dev, osc_llm **out);
 /* A model of the given shape with deterministic random weights (no checkpoint), for
  * benchmarks: U(-a, a) with a = sqrt(3 / fan_in) per weight, norms 1, biases small. */
 osc_status osc_llm_new_random(const osc_llm_config *cfg, osc_dev dev, uint64_t seed, osc_llm **out);
@@ -46,7 +63,11 @@ int osc_llm_ctx_max_tokens(const osc_llm_ctx *c);
  * pos: NULL for positions kv_len + i; else int32 [n_tokens] (or [3][n_tokens] for M-RoPE
  * models: three planes t, h, w) absolute positions.
  * logits (host, float32): all_logits = 0: one row per sequence (its last token),
- * [n_seq, vocab]; all_logits = 1: a row per token [n_tokens, vocab]. NULL: no logits. */
+ * [n_seq, vocab]; all_logits = 1: a row per token [n_tokens, vocab]. NULL: no logits.
+ * Multimodal input (images, audio): n_mm rows of mm_embeds [n_mm, hidden] (float32 host, or a
+ * tensor on the model's device in any float dtype) replace the token embeddings of rows
+ * mm_rows[0..n_mm) (indices into tokens, ascending); the token ids of those rows (the pad
+ * tokens) must still be valid ids. */
 typedef struct osc_llm_batch {
     int n_seq;
     const int *seq_start;
@@ -54,6 +75,9 @@ typedef struct osc_llm_batch {
     const int32_t *pos;
     osc_kv **kv;
     int all_logits;
+    int n_mm;
+    const int32_t *mm_rows;
+    const osc_tensor *mm_embeds;
 } osc_llm_batch;
 osc_status osc_llm_forward(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, float *logits);
 

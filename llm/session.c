@@ -292,7 +292,7 @@ osc_status osc_session_generate(osc_session *s, const osc_sampling_params *sp_in
 
     double t0 = now_s();
     int st2[2] = {0, n_ids - keep};
-    osc_llm_batch b = {1, st2, ids + keep, NULL, &s->kv, 0};
+    osc_llm_batch b = {.n_seq = 1, .seq_start = st2, .tokens = ids + keep, .kv = &s->kv, .all_logits = 0};
     rc = osc_llm_forward(m->llm, s->ctx, &b, s->logits);
     if (rc != OSC_OK) goto done;
     memcpy(s->cached + keep, ids + keep, (size_t)(n_ids - keep) * sizeof(int32_t));
@@ -333,7 +333,7 @@ osc_status osc_session_generate(osc_session *s, const osc_sampling_params *sp_in
             break;
         }
         int st3[2] = {0, 1};
-        osc_llm_batch b1 = {1, st3, &t, NULL, &s->kv, 0};
+        osc_llm_batch b1 = {.n_seq = 1, .seq_start = st3, .tokens = &t, .kv = &s->kv, .all_logits = 0};
         rc = osc_llm_forward(m->llm, s->ctx, &b1, s->logits);
         if (rc != OSC_OK) goto done;
         s->cached[s->n_cached++] = t;

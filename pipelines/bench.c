@@ -512,7 +512,7 @@ static osc_status bench_prefill(e2e_env *e, const char *mode, int P, double *tps
     OSC_TRY(osc_llm_kv_new(e->m, mode, P, &kv));
     random_tokens(e->tokens, P, e->c->vocab_size, &e->rng);
     int st[2] = {0, P};
-    osc_llm_batch b = {1, st, e->tokens, NULL, &kv, 0};
+    osc_llm_batch b = {.n_seq = 1, .seq_start = st, .tokens = e->tokens, .kv = &kv, .all_logits = 0};
     osc_status s = osc_device_sync(e->dev);
     double t0 = now_s();
     if (s == OSC_OK) s = osc_llm_forward(e->m, e->ctx, &b, e->logits);
@@ -548,7 +548,7 @@ static osc_status bench_decode(e2e_env *e, const bench_opts *o, const char *mode
         } else {
             random_tokens(e->tokens, C, c->vocab_size, &e->rng);
             int s2[2] = {0, C};
-            osc_llm_batch bb = {1, s2, e->tokens, NULL, &kvs[b], 0};
+            osc_llm_batch bb = {.n_seq = 1, .seq_start = s2, .tokens = e->tokens, .kv = &kvs[b], .all_logits = 0};
             s = osc_llm_forward(e->m, e->ctx, &bb, e->logits);
             if (s == OSC_OK) cur[b] = argmax_row(e->logits, c->vocab_size);
         }
@@ -563,7 +563,7 @@ static osc_status bench_decode(e2e_env *e, const bench_opts *o, const char *mode
     for (int b = 0; b <= B; b++) st[b] = b;
     double total = 0;
     for (int it = 0; it < warm + o->gen && s == OSC_OK; it++) {
-        osc_llm_batch bb = {B, st, cur, NULL, kvs, 0};
+        osc_llm_batch bb = {.n_seq = B, .seq_start = st, .tokens = cur, .kv = kvs, .all_logits = 0};
         s = osc_device_sync(e->dev);
         double a = now_s();
         if (s == OSC_OK) s = osc_llm_forward(e->m, e->ctx, &bb, e->logits);

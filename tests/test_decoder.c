@@ -79,7 +79,7 @@ static void test_model(const char *root, const char *name) {
             osc_kv *kv = NULL;
             CHECK(osc_llm_kv_new(m, NULL, S + 8, &kv) == OSC_OK, "%s", osc_last_error());
             int st[2] = {0, S};
-            osc_llm_batch b = {1, st, ids, NULL, &kv, 1};
+            osc_llm_batch b = {.n_seq = 1, .seq_start = st, .tokens = ids, .kv = &kv, .all_logits = 1};
             s = osc_llm_forward(m, pass ? small : ctx, &b, out);
             CHECK(s == OSC_OK, "%s p%d: forward: %s", name, p, osc_last_error());
             double e = max_row_rel(out, ref, S, V);
@@ -123,7 +123,7 @@ static void test_model(const char *root, const char *name) {
             float *all = malloc((size_t)T * V * 4), *ref = malloc((size_t)n * V * 4);
             osc_kv_truncate(kv[0], 0);
             int st[2] = {0, T};
-            osc_llm_batch b = {1, st, seq, NULL, &kv[0], 1};
+            osc_llm_batch b = {.n_seq = 1, .seq_start = st, .tokens = seq, .kv = &kv[0], .all_logits = 1};
             CHECK(osc_llm_forward(m, ctx, &b, all) == OSC_OK, "%s", osc_last_error());
             osc_st_read_f32(gl, ref, (int64_t)n * V);
             double e = max_row_rel(all + (size_t)(S0 - 1) * V, ref, n, V);
@@ -136,13 +136,13 @@ static void test_model(const char *root, const char *name) {
         osc_kv *tiny = NULL;
         osc_llm_kv_new(m, NULL, 4, &tiny);
         int st[2] = {0, (int)p0->shape[0]};
-        osc_llm_batch b = {1, st, p0->data, NULL, &tiny, 0};
+        osc_llm_batch b = {.n_seq = 1, .seq_start = st, .tokens = p0->data, .kv = &tiny, .all_logits = 0};
         float *lg = malloc((size_t)V * 4);
         s = osc_llm_forward(m, ctx, &b, lg);
         CHECK(s == OSC_ERR_CONTEXT && strstr(osc_last_error(), "context"), "%s: overlong prompt: %d %s", name, s, osc_last_error());
         int32_t bad = V + 5;
         int st1[2] = {0, 1};
-        osc_llm_batch bb = {1, st1, &bad, NULL, &kv[0], 0};
+        osc_llm_batch bb = {.n_seq = 1, .seq_start = st1, .tokens = &bad, .kv = &kv[0], .all_logits = 0};
         CHECK(osc_llm_forward(m, ctx, &bb, lg) == OSC_ERR_INVALID_ARG, "%s: out-of-vocab id accepted", name);
         free(lg);
         osc_kv_free(tiny);
@@ -188,7 +188,7 @@ static void test_kv_modes(const char *root) {
         if (!kv) continue;
         /* prefill in chunks of 64 (= R_evict) so later chunks read packed blocks */
         int st[2] = {0, S};
-        osc_llm_batch b = {1, st, ti->data, NULL, &kv, 1};
+        osc_llm_batch b = {.n_seq = 1, .seq_start = st, .tokens = ti->data, .kv = &kv, .all_logits = 1};
         CHECK(osc_llm_forward(m, ctx, &b, i ? out : base) == OSC_OK, "%s: %s", modes[i], osc_last_error());
         if (i == 0) {
             double e = 0;

@@ -68,7 +68,7 @@ int main(void) {
         CHECK(osc_llm_kv_new(m, NULL, 64, &kv) == OSC_OK, "%s", osc_last_error());
         int32_t toks[8] = {1, 5, 77, 300, 1023, 0, 42, 900};
         int st[2] = {0, 8};
-        osc_llm_batch b = {1, st, toks, NULL, &kv, 0};
+        osc_llm_batch b = {.n_seq = 1, .seq_start = st, .tokens = toks, .kv = &kv};
         float *lg = malloc(sizeof(float) * (size_t)c.vocab_size);
         if (ctx && kv && lg) {
             s = osc_llm_forward(m, ctx, &b, lg);

@@ -35,7 +35,7 @@ static void test_model(const char *root, const char *name) {
         osc_llm_kv_new(gm, NULL, S + 4, &kg);
         osc_llm_kv_new(cm, NULL, S + 4, &kc);
         int st[2] = {0, S};
-        osc_llm_batch bg = {1, st, ti->data, NULL, &kg, 1}, bc = {1, st, ti->data, NULL, &kc, 1};
+        osc_llm_batch bg = {.n_seq = 1, .seq_start = st, .tokens = ti->data, .kv = &kg, .all_logits = 1}, bc = {.n_seq = 1, .seq_start = st, .tokens = ti->data, .kv = &kc, .all_logits = 1};
         CHECK(osc_llm_forward(gm, gc, &bg, a) == OSC_OK, "%s p%d cuda: %s", name, p, osc_last_error());
         CHECK(osc_llm_forward(cm, cc, &bc, b) == OSC_OK, "%s p%d cpu: %s", name, p, osc_last_error());
         /* VERIFY.md: ||out - ref|| / ||ref|| over the logits <= 2e-2; the worst single row is
@@ -108,7 +108,7 @@ static void test_random_model(void) {
         osc_llm_kv_new(gm, NULL, 64, &kg);
         osc_llm_kv_new(cm, NULL, 64, &kc);
         int st[2] = {0, S};
-        osc_llm_batch bg = {1, st, ids, NULL, &kg, 1}, bc = {1, st, ids, NULL, &kc, 1};
+        osc_llm_batch bg = {.n_seq = 1, .seq_start = st, .tokens = ids, .kv = &kg, .all_logits = 1}, bc = {.n_seq = 1, .seq_start = st, .tokens = ids, .kv = &kc, .all_logits = 1};
         CHECK(osc_llm_forward(gm, gc, &bg, a) == OSC_OK, "%s", osc_last_error());
         CHECK(osc_llm_forward(cm, cc, &bc, b) == OSC_OK, "%s", osc_last_error());
         double e = rel_l2(a, b, (long)S * c.vocab_size);
