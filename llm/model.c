@@ -39,7 +39,14 @@ struct osc_llm_ctx {
     /* scratch, sized for max_tokens rows */
     osc_tensor x, xn, q, k, v, att, o, gate, up, ids, pos, last, logits;
     float *logits_host; /* unused on CPU (logits land in the caller's buffer directly) */
+    osc_llm_probe_fn probe;
+    void *probe_user;
 };
+
+void osc_llm_ctx_set_probe(osc_llm_ctx *c, osc_llm_probe_fn fn, void *user) {
+    c->probe = fn;
+    c->probe_user = user;
+}
 
 const osc_llm_config *osc_llm_config_of(const osc_llm *m) { return &m->cfg; }
 osc_dev osc_llm_device(const osc_llm *m) { return m->dev; }
@@ -426,6 +433,8 @@ static osc_tensor view3(const osc_tensor *t, int64_t n0, int64_t n1, int64_t n2)
 static osc_tensor rows2(const osc_tensor *t, int64_t r0, int64_t n) { return osc_tensor_rows(t, r0, n); }
 
 /* One forward over at most max_tokens rows. */
+#define OSC_PROBE_MAX_SEQ 256
+
 /* Rows [base, base+N) of the batch: replace the embeddings of its multimodal rows, one copy per
  * run of consecutive rows. */
 static osc_status scatter_mm(osc_llm *m, osc_tensor *x, const osc_llm_batch *b, int base, int N) {
@@ -515,6 +524,12 @@ static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch 
             osc_tensor qs = osc_tensor_rows(&q3, r0, n), as = osc_tensor_rows(&a3, r0, n);
             OSC_TRY(osc_kv_store(kv[s2], l, &ks, &vs));
             OSC_TRY(osc_kv_attend(kv[s2], l, &qs, &as, scale));
+        }
+        if (c->probe) {
+            int rel[OSC_PROBE_MAX_SEQ + 1];
+            if (n_seq > OSC_PROBE_MAX_SEQ) return osc_error(OSC_ERR_UNSUPPORTED, "probe: more than %d sequences", OSC_PROBE_MAX_SEQ);
+            for (int s2 = 0; s2 <= n_seq; s2++) rel[s2] = seq_start[s2] - base;
+            OSC_TRY(c->probe(c->probe_user, l, n_seq, rel, kv, &q3, &k3, &v3, &a3, scale));
         }
         OSC_TRY(osc_op_matmul(&o, &att, &L->wo, NULL));
         OSC_TRY(osc_op_add(&x, &x, &o));

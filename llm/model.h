@@ -57,6 +57,18 @@ osc_status osc_llm_ctx_new(osc_llm *m, int max_tokens, osc_llm_ctx **out);
 void osc_llm_ctx_free(osc_llm_ctx *c);
 int osc_llm_ctx_max_tokens(const osc_llm_ctx *c);
 
+/* Analysis probe (oscar kvstat): called in every forward right after a layer's attention, with
+ * that chunk's rows: q [N, Hq, hd] after q-norm and RoPE, k and v [N, Hkv, hd] as given to the
+ * cache (k after RoPE), att [N, Hq, hd] the attention output before o_proj (in the rotated value
+ * basis when the V rotation is folded), seq_start[n_seq+1] chunk-relative row starts, kv the
+ * caches (already holding these rows, not yet advanced), scale the softmax scale. Tensors live
+ * on the model's device and are valid only during the call. A non-OK return stops the forward
+ * with that status. NULL fn removes the probe. */
+typedef osc_status (*osc_llm_probe_fn)(void *user, int layer, int n_seq, const int *seq_start, osc_kv **kv,
+                                       const osc_tensor *q, const osc_tensor *k, const osc_tensor *v,
+                                       const osc_tensor *att, float scale);
+void osc_llm_ctx_set_probe(osc_llm_ctx *c, osc_llm_probe_fn fn, void *user);
+
 /* One forward over a batch of sequences.
  * tokens[n_tokens]: the new tokens of all sequences back to back; sequence s owns rows
  * [seq_start[s], seq_start[s+1]) and appends them to kv[s].

@@ -10,8 +10,7 @@
 
 #define OSC_VERSION "0.1.0"
 
-/* pipelines/bench.c */
-int osc_cli_bench(int argc, char **argv);
+#include "cli.h"
 
 typedef struct chat_opts {
     const char *model, *prompt, *system, *kv, *device;
