@@ -7,48 +7,10 @@
 #include <string.h>
 
 #include "../core/arena.h"
+#include "../core/device.h"
 #include "../kernels/ops.h"
+#include "kv_internal.h"
 #include "kv_quant.h"
-
-enum { KV_PLAIN = 0, KV_INT8, KV_BLOCK };
-
-typedef struct kv_mode {
-    const char *name;
-    int kind, bits, rotate, norm;
-} kv_mode;
-
-static const kv_mode k_modes[] = {
-    {"bf16", KV_PLAIN, 16, 0, 0},  {"int8", KV_INT8, 8, 0, 0},    {"kivi2", KV_BLOCK, 2, 0, 0},
-    {"kivi4", KV_BLOCK, 4, 0, 0},  {"rot2", KV_BLOCK, 2, 1, 0},   {"oscar2", KV_BLOCK, 2, 1, 1},
-    {"oscar4", KV_BLOCK, 4, 1, 1},
-};
-#define N_MODES ((int)(sizeof k_modes / sizeof k_modes[0]))
-
-struct osc_kv {
-    osc_kv_params p;
-    kv_mode m;
-    int len;     /* committed tokens */
-    int pending; /* tokens stored by the current forward (same for every layer) */
-    /* plain ("bf16") */
-    void *k, *v; /* [n_layers][n_ctx][n_kv_heads][head_dim] in act_dt */
-    size_t layer_elems;
-    /* quantised modes (CPU, float32) */
-    int R;          /* residual window (tokens); flush when full */
-    int R_alloc;    /* rows allocated for it: min(R, n_ctx) */
-    int n_groups;   /* ceil(n_ctx / 32) */
-    int *nq, *nres; /* per layer: packed tokens [0, nq), residual tokens [nq, nq + nres) */
-    uint32_t *kw;   /* block: [L][Hkv][n_groups][bits][hd] packed K (kv_quant.h) */
-    uint16_t *kp;   /* block: [L][Hkv][n_groups][hd][2] fp16 (scale, zero) */
-    uint32_t *vw;   /* block: [L][Hkv][n_ctx][hd*bits/32] packed V */
-    uint16_t *vp;   /* block: [L][Hkv][n_ctx][hd/32][2] */
-    int8_t *k8, *v8;     /* int8: [L][Hkv][n_ctx][hd] */
-    uint16_t *k8s, *v8s; /* int8: [L][Hkv][n_ctx] fp16 scales */
-    float *norms;   /* oscar: [L][n_ctx] n_t, fp32 */
-    float *rk, *rv; /* block: [L][R_alloc][Hkv][hd]; rk rotated (and / n_t for oscar) */
-    /* the k, v of the last store (full precision, for the current-token rule) */
-    const float *cur_k, *cur_v; /* [cur_S][Hkv][hd] */
-    int cur_layer, cur_S;
-};
 
 const char *osc_kv_modes(void) { return "bf16,int8,kivi2,kivi4,rot2,oscar2,oscar4"; }
 
@@ -117,6 +79,9 @@ static kv_sizes sizes_of(const osc_kv_params *p, const kv_mode *m) {
 size_t osc_kv_bytes_for(const osc_kv_params *p) {
     const kv_mode *m = find_mode(p->mode);
     if (!m) return 0;
+#ifdef OSC_HAVE_CUDA
+    if (m->kind != KV_PLAIN && p->dev != OSC_DEV_CPU) return osc_kvg_bytes(p, m->kind, m->bits, m->norm);
+#endif
     if (m->kind == KV_PLAIN)
         return 2ull * (size_t)p->n_layers * (size_t)p->n_ctx * (size_t)p->n_kv_heads * (size_t)p->head_dim *
                osc_dtype_size(p->act_dt);
@@ -131,9 +96,12 @@ size_t osc_kv_bytes_for(const osc_kv_params *p) {
 static osc_status new_quant(osc_kv *kv) {
     const osc_kv_params *p = &kv->p;
     const kv_mode *m = &kv->m;
-    if (p->dev != OSC_DEV_CPU || p->act_dt != OSC_F32)
-        return osc_error(OSC_ERR_UNSUPPORTED,
-                         "kv cache mode '%s' runs on the CPU float32 path only for now (use bf16 on CUDA)", m->name);
+    if (p->dev == OSC_DEV_CPU ? p->act_dt != OSC_F32 : p->act_dt != OSC_BF16)
+        return osc_error(OSC_ERR_UNSUPPORTED, "kv cache mode '%s' takes float32 tensors on the CPU and bf16 on CUDA", m->name);
+#ifndef OSC_HAVE_CUDA
+    if (p->dev != OSC_DEV_CPU)
+        return osc_error(OSC_ERR_UNSUPPORTED, "kv cache mode '%s': this build has no CUDA", m->name);
+#endif
     if (p->head_dim % OSC_KV_G || p->head_dim > OSC_KV_MAX_HD)
         return osc_error(OSC_ERR_UNSUPPORTED, "kv cache mode '%s' needs head_dim a multiple of %d and <= %d (got %d)",
                          m->name, OSC_KV_G, OSC_KV_MAX_HD, p->head_dim);
@@ -151,7 +119,11 @@ static osc_status new_quant(osc_kv *kv) {
     size_t L = p->n_layers;
     kv->nq = calloc(L, sizeof(int));
     kv->nres = calloc(L, sizeof(int));
-    int ok = kv->nq && kv->nres;
+    if (!kv->nq || !kv->nres) return osc_error(OSC_ERR_OOM, "kv cache: out of host memory");
+#ifdef OSC_HAVE_CUDA
+    if (p->dev != OSC_DEV_CPU) return osc_kvg_new(kv);
+#endif
+    int ok = 1;
 #define ALLOC(f, n) if (ok && (n)) { kv->f = calloc(L * (n), sizeof *kv->f); ok = kv->f != NULL; }
     ALLOC(kw, z.kw) ALLOC(kp, z.kp) ALLOC(vw, z.vw) ALLOC(vp, z.vp)
     ALLOC(k8, z.k8) ALLOC(v8, z.k8) ALLOC(k8s, z.k8s) ALLOC(v8s, z.k8s)
@@ -195,6 +167,9 @@ osc_status osc_kv_new(const osc_kv_params *p, osc_kv **out) {
 
 void osc_kv_free(osc_kv *kv) {
     if (!kv) return;
+#ifdef OSC_HAVE_CUDA
+    if (kv->g) osc_kvg_free(kv);
+#endif
     if (kv->k) osc_dev_free(kv->p.dev, kv->k);
     if (kv->v) osc_dev_free(kv->p.dev, kv->v);
     free(kv->nq), free(kv->nres), free(kv->kw), free(kv->kp), free(kv->vw), free(kv->vp);
@@ -301,6 +276,7 @@ static osc_status store_quant(osc_kv *kv, int l, const osc_tensor *k, const osc_
             kv->nq[l]++;
             continue;
         }
+        if (kv->nres[l] == kv->R) flush_block(kv, l); /* lazy: the newest token always stays in the window */
         float *dk = rk_at(kv, l, kv->nres[l]);
         memcpy(dk, kin + s * row, row * sizeof(float));
         memcpy(rv_at(kv, l, kv->nres[l]), vin + s * row, row * sizeof(float));
@@ -311,7 +287,7 @@ static osc_status store_quant(osc_kv *kv, int l, const osc_tensor *k, const osc_
             kv->norms[(size_t)l * CTX + t] = n;
             for (size_t i = 0; i < row; i++) dk[i] /= n;
         }
-        if (++kv->nres[l] == kv->R) flush_block(kv, l);
+        kv->nres[l]++;
     }
     kv->cur_k = kin;
     kv->cur_v = vin;
@@ -327,6 +303,9 @@ osc_status osc_kv_store(osc_kv *kv, int layer, const osc_tensor *k, const osc_te
         return osc_error(OSC_ERR_CONTEXT, "context full: %d tokens cached + %d new > context size %d",
                          kv->len, S, kv->p.n_ctx);
     kv->pending = S;
+#ifdef OSC_HAVE_CUDA
+    if (kv->g) return osc_kvg_store(kv, layer, k, v);
+#endif
     if (kv->m.kind != KV_PLAIN) return store_quant(kv, layer, k, v);
     osc_tensor dk = layer_view(kv, kv->k, layer, kv->len, S);
     osc_tensor dv = layer_view(kv, kv->v, layer, kv->len, S);
@@ -413,11 +392,12 @@ static void attend_one(const osc_kv *kv, int l, int i, int h, int gq, const floa
         }
     }
     /* 3. this forward's tokens [len, len + i] in full precision from the store's inputs */
+    const float *ck = kv->cur_k, *cv = kv->cur_v;
     for (int s0 = 0; s0 <= i; s0 += OSC_KV_G) {
         int n = i + 1 - s0 < OSC_KV_G ? i + 1 - s0 : OSC_KV_G;
         for (int a = 0; a < gq; a++) {
-            for (int j = 0; j < n; j++) lg[j] = dotf(q + a * hd, kv->cur_k + (s0 + j) * row + (size_t)h * hd, hd) * scale;
-            sm_update(&st[a], out + a * hd, hd, lg, n, kv->cur_v + s0 * row + (size_t)h * hd, row);
+            for (int j = 0; j < n; j++) lg[j] = dotf(q + a * hd, ck + (s0 + j) * row + (size_t)h * hd, hd) * scale;
+            sm_update(&st[a], out + a * hd, hd, lg, n, cv + s0 * row + (size_t)h * hd, row);
         }
     }
     for (int a = 0; a < gq; a++) {
@@ -450,6 +430,9 @@ static osc_status attend_quant(osc_kv *kv, int l, const osc_tensor *q, osc_tenso
 
 osc_status osc_kv_attend(osc_kv *kv, int layer, const osc_tensor *q, osc_tensor *out, float scale) {
     if (layer < 0 || layer >= kv->p.n_layers) return osc_error(OSC_ERR_INVALID_ARG, "kv attend: layer %d", layer);
+#ifdef OSC_HAVE_CUDA
+    if (kv->g) return osc_kvg_attend(kv, layer, q, out, scale);
+#endif
     if (kv->m.kind != KV_PLAIN) return attend_quant(kv, layer, q, out, scale);
     int T = kv->len + kv->pending;
     osc_tensor k = layer_view(kv, kv->k, layer, 0, T);
@@ -468,21 +451,31 @@ void osc_kv_truncate(osc_kv *kv, int n) {
     kv->pending = 0;
     kv->cur_layer = -1;
     if (kv->m.kind != KV_PLAIN)
-        for (int l = 0; l < kv->p.n_layers; l++) truncate_layer(kv, l, kv->len);
+        for (int l = 0; l < kv->p.n_layers; l++) {
+#ifdef OSC_HAVE_CUDA
+            if (kv->g) {
+                /* only fails on a device error, which the next op on the stream reports again */
+                if (osc_kvg_truncate_layer(kv, l, kv->len) != OSC_OK) osc_log(OSC_LOG_WARN, "kv truncate: %s", osc_last_error());
+                continue;
+            }
+#endif
+            truncate_layer(kv, l, kv->len);
+        }
 }
 
 /* ---- debug + offline fold --------------------------------------------------------------- */
 
 osc_status osc_kv_debug_dequant(const osc_kv *kv, int l, int t0, int n, float *k, float *v) {
+#ifdef OSC_HAVE_CUDA
+    if (kv->g) return osc_kvg_debug_dequant(kv, l, t0, n, k, v);
+#endif
     if (kv->m.kind == KV_PLAIN) {
-        if (kv->p.dev != OSC_DEV_CPU || kv->p.act_dt != OSC_F32)
-            return osc_error(OSC_ERR_UNSUPPORTED, "kv debug dequant: CPU float32 caches only");
         if (l < 0 || l >= kv->p.n_layers || t0 < 0 || n < 0 || t0 + n > kv->len + kv->pending)
             return osc_error(OSC_ERR_INVALID_ARG, "kv debug dequant: layer %d tokens [%d, %d)", l, t0, t0 + n);
         osc_tensor tk = layer_view(kv, kv->k, l, t0, n), tv = layer_view(kv, kv->v, l, t0, n);
-        memcpy(k, tk.data, osc_tensor_nbytes(&tk));
-        memcpy(v, tv.data, osc_tensor_nbytes(&tv));
-        return OSC_OK;
+        int64_t cnt = (int64_t)n * kv->p.n_kv_heads * kv->p.head_dim;
+        OSC_TRY(osc_tensor_download_f32(k, &tk, cnt));
+        return osc_tensor_download_f32(v, &tv, cnt);
     }
     const int H = HKV, hd = HD;
     const size_t row = (size_t)H * hd;
@@ -519,6 +512,9 @@ osc_status osc_kv_debug_dequant(const osc_kv *kv, int l, int t0, int n, float *k
 }
 
 float osc_kv_debug_norm(const osc_kv *kv, int l, int t) {
+#ifdef OSC_HAVE_CUDA
+    if (kv->g) return osc_kvg_debug_norm(kv, l, t);
+#endif
     int stored = kv->m.kind == KV_PLAIN ? kv->len + kv->pending : kv->nq[l] + kv->nres[l];
     if (l < 0 || l >= kv->p.n_layers || t < 0 || t >= stored) return NAN;
     return kv->m.norm ? kv->norms[(size_t)l * CTX + t] : 1.0f;

@@ -347,7 +347,7 @@ k_kvq_decode(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const b
              int rotate, float rsq, float qscale, const uint32_t *__restrict__ kq, const uint16_t *__restrict__ kp,
              const uint32_t *__restrict__ vq, const uint16_t *__restrict__ vp, const float *__restrict__ kn,
              int n_groups, int gpb, int nsq, const bf16 *__restrict__ rk, const bf16 *__restrict__ rv,
-             const float *__restrict__ rn, int n_res) {
+             const float *__restrict__ rn, int n_res, int res_raw) {
     typedef dq_cfg<HD, BITS, GM> C;
     const int CPL = C::CPL;
     extern __shared__ __align__(16) uint32_t smq[];
@@ -537,7 +537,17 @@ k_kvq_decode(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const b
             __syncwarp();
         }
     } else {
-        /* residual split: full precision, chunks of 32 tokens over the warps */
+        /* residual split: full precision, chunks of 32 tokens over the warps. Raw residual keys
+         * (res_raw: neither rotated nor normalised) take the unrotated query. */
+        if (res_raw && rotate) {
+#pragma unroll
+            for (int h = 0; h < GM; h++)
+                if (h < G) {
+                    load_bf16<CPL>(q + ((size_t)kvh * G + h) * HD + lane * CPL, qr[h]);
+#pragma unroll
+                    for (int i = 0; i < CPL; i++) qr[h][i] *= qscale;
+                }
+        }
 #pragma unroll
         for (int h = 0; h < GM; h++)
 #pragma unroll
@@ -568,7 +578,7 @@ k_kvq_decode(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const b
                         dot[h] = fmaf(qb.w, kx[7], dot[h]);
                     }
                 }
-                float nt = rn ? rn[r0 + lane] : 1.f;
+                float nt = (rn && !res_raw) ? rn[r0 + lane] : 1.f;
 #pragma unroll
                 for (int h = 0; h < GM; h++) sc[h] = nt * dot[h];
             } else {
@@ -659,7 +669,7 @@ template <int HD, int BITS, int GM>
 osc_status launch_decode(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, int rotate, float rsq, float qscale,
                          const uint32_t *kq, const uint16_t *kp, const uint32_t *vq, const uint16_t *vp, const float *kn,
                          int n_groups, int gpb, int nsq, int NS, const bf16 *rk, const bf16 *rv, const float *rn, int n_res,
-                         cudaStream_t st) {
+                         int res_raw, cudaStream_t st) {
     typedef dq_cfg<HD, BITS, GM> C;
     static bool attr = false;
     if (!attr) {
@@ -669,7 +679,7 @@ osc_status launch_decode(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv
     }
     dim3 grid((unsigned)NS, (unsigned)Hkv);
     k_kvq_decode<HD, BITS, GM><<<grid, DQ_THREADS, C::SMEM, st>>>(pacc, pml, q, G, Hkv, rotate, rsq, qscale, kq, kp, vq,
-                                                                   vp, kn, n_groups, gpb, nsq, rk, rv, rn, n_res);
+                                                                   vp, kn, n_groups, gpb, nsq, rk, rv, rn, n_res, res_raw);
     OSC_CU_LAUNCH("k_kvq_decode");
     return OSC_OK;
 }
@@ -678,15 +688,88 @@ template <int HD, int BITS>
 osc_status pick_gm(int GM, float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, int rotate, float rsq, float qscale,
                    const uint32_t *kq, const uint16_t *kp, const uint32_t *vq, const uint16_t *vp, const float *kn,
                    int n_groups, int gpb, int nsq, int NS, const bf16 *rk, const bf16 *rv, const float *rn, int n_res,
-                   cudaStream_t st) {
+                   int res_raw, cudaStream_t st) {
 #define OSC_DQ(GV)                                                                                                      \
     return launch_decode<HD, BITS, GV>(pacc, pml, q, G, Hkv, rotate, rsq, qscale, kq, kp, vq, vp, kn, n_groups, gpb, \
-                                       nsq, NS, rk, rv, rn, n_res, st)
+                                       nsq, NS, rk, rv, rn, n_res, res_raw, st)
     if (GM == 1) OSC_DQ(1);
     if (GM == 2) OSC_DQ(2);
     if (GM == 4) OSC_DQ(4);
     OSC_DQ(8);
 #undef OSC_DQ
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* dequantisation back to bf16 (prefill over a quantised cache, truncation, debugging)          */
+/* ------------------------------------------------------------------------------------------ */
+/* One warp per (token, kv head); lane holds channels lane*E .. lane*E+E-1. Keys come back in
+ * the original domain: H (k_hat * n_t) (H is its own inverse). */
+template <int E>
+__global__ void k_kv_dequant(const uint32_t *__restrict__ kq, const uint16_t *__restrict__ kp,
+                             const uint32_t *__restrict__ vq, const uint16_t *__restrict__ vp,
+                             const float *__restrict__ kn, int t0, int n, int Hkv, int bits, int rotate, float rsq,
+                             bf16 *__restrict__ ok, bf16 *__restrict__ ov) {
+    const int HD = 32 * E;
+    const int lane = threadIdx.x & 31;
+    const long wid = ((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    if (wid >= (long)n * Hkv) return;
+    const int i = (int)(wid / Hkv), h = (int)(wid % Hkv), t = t0 + i;
+    const int g = t >> 5, j = t & 31, per = 32 / bits;
+    const uint32_t mask = (1u << bits) - 1u;
+    const uint32_t *kw = kq + ((size_t)g * Hkv + h) * bits * HD + (size_t)(j / per) * HD;
+    const __half *kpp = reinterpret_cast<const __half *>(kp) + ((size_t)g * Hkv + h) * HD * 2;
+    const int sh = bits * (j % per);
+    const float nt = kn ? kn[t] : 1.f;
+    float x[E];
+#pragma unroll
+    for (int e = 0; e < E; e++) {
+        const int c = lane * E + e;
+        uint32_t code = (kw[c] >> sh) & mask;
+        x[e] = ((float)code * __half2float(kpp[2 * c]) + __half2float(kpp[2 * c + 1])) * nt;
+    }
+    if (rotate) {
+        fwht_warp<E>(x, lane);
+#pragma unroll
+        for (int e = 0; e < E; e++) x[e] *= rsq;
+    }
+    const size_t orow = ((size_t)i * Hkv + h) * HD;
+    const uint32_t *vw = vq + ((size_t)t * Hkv + h) * (HD * bits / 32);
+    const __half *vpp = reinterpret_cast<const __half *>(vp) + ((size_t)t * Hkv + h) * (HD / 32) * 2;
+#pragma unroll
+    for (int e = 0; e < E; e++) {
+        const int c = lane * E + e;
+        ok[orow + c] = f2bf(x[e]);
+        uint32_t code = (vw[c / per] >> (bits * (c % per))) & mask;
+        ov[orow + c] = f2bf((float)code * __half2float(vpp[2 * (c / 32)]) + __half2float(vpp[2 * (c / 32) + 1]));
+    }
+}
+
+/* int8 per (token, kv head) row, symmetric: scale = amax / 127 rounded UP to fp16 (1 for a zero
+ * row), code = round(x / scale) clamped to [-127, 127] -- kv_quant.c's osc_kvq_quant_i8_row. */
+__global__ void k_kv_i8_quant(const bf16 *__restrict__ x, long rows, int hd, int8_t *__restrict__ q,
+                              uint16_t *__restrict__ sc) {
+    const int lane = threadIdx.x & 31;
+    const long r = ((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    if (r >= rows) return;
+    const bf16 *xr = x + r * hd;
+    float amax = 0.f;
+    for (int c = lane; c < hd; c += 32) amax = fmaxf(amax, fabsf(__bfloat162float(xr[c])));
+    amax = warp_max(amax);
+    __half h = amax > 0.f ? __float2half_ru(__fdiv_rn(amax, 127.0f)) : __float2half(1.0f);
+    const float s = __half2float(h);
+    for (int c = lane; c < hd; c += 32) {
+        float v = roundf(__fdiv_rn(__bfloat162float(xr[c]), s));
+        v = fminf(fmaxf(v, -127.f), 127.f);
+        q[r * hd + c] = (int8_t)v;
+    }
+    if (lane == 0) sc[r] = __half_as_ushort(h);
+}
+
+__global__ void k_kv_i8_dequant(const int8_t *__restrict__ q, const uint16_t *__restrict__ sc, long rows, int hd,
+                                bf16 *__restrict__ out) {
+    const long i = (long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= rows * hd) return;
+    out[i] = f2bf((float)q[i] * __half2float(__ushort_as_half(sc[i / hd])));
 }
 
 } // namespace
@@ -725,6 +808,15 @@ extern "C" osc_status osc_cuda_kv_decode_attn(void *out, const void *q, int Hq, 
                                               const uint32_t *vq, const uint16_t *vp, const float *kn, int n_quant,
                                               const void *rk, const void *rv, const float *rn, int n_res,
                                               float scale) {
+    return osc_cuda_kv_decode_attn_ex(out, q, Hq, Hkv, hd, bits, rotate, norm_scale, kq, kp, vq, vp, kn, n_quant, rk, rv,
+                                      rn, n_res, scale, 0);
+}
+
+extern "C" osc_status osc_cuda_kv_decode_attn_ex(void *out, const void *q, int Hq, int Hkv, int hd, int bits,
+                                                 int rotate, int norm_scale, const uint32_t *kq, const uint16_t *kp,
+                                                 const uint32_t *vq, const uint16_t *vp, const float *kn, int n_quant,
+                                                 const void *rk, const void *rv, const float *rn, int n_res,
+                                                 float scale, int res_raw) {
     (void)norm_scale; /* kn holds 1.0 without it */
     if (Hkv <= 0 || Hq % Hkv) return osc_error(OSC_ERR_INVALID_ARG, "kv_decode_attn: Hq %d / Hkv %d", Hq, Hkv);
     const int G = Hq / Hkv;
@@ -763,7 +855,7 @@ extern "C" osc_status osc_cuda_kv_decode_attn(void *out, const void *q, int Hq, 
     osc_status s;
 #define OSC_HDB(HDV, BV)                                                                                               \
     s = pick_gm<HDV, BV>(GM, pacc, pml, qb, G, Hkv, rotate, rsq, qscale, kq, kp, vq, vp, kn, n_groups, gpb, nsq, NS, rkb, \
-                         rvb, rn, n_res, st)
+                         rvb, rn, n_res, res_raw, st)
     if (hd == 128) {
         if (bits == 2) OSC_HDB(128, 2); else OSC_HDB(128, 4);
     } else {
@@ -773,5 +865,50 @@ extern "C" osc_status osc_cuda_kv_decode_attn(void *out, const void *q, int Hq, 
     if (s != OSC_OK) return s;
     k_kvq_combine<<<(unsigned)(Hkv * G), 128, (size_t)NS * sizeof(float), st>>>((bf16 *)out, pacc, pml, NS, G, hd);
     OSC_CU_LAUNCH("k_kvq_combine");
+    return OSC_OK;
+}
+
+extern "C" osc_status osc_cuda_kv_dequant(const uint32_t *kq, const uint16_t *kp, const uint32_t *vq, const uint16_t *vp,
+                                          const float *kn, int t0, int n, int Hkv, int hd, int bits, int rotate,
+                                          void *out_k, void *out_v) {
+    if (t0 < 0 || n < 0 || Hkv <= 0 || (bits != 2 && bits != 4))
+        return osc_error(OSC_ERR_INVALID_ARG, "kv_dequant: t0 %d n %d Hkv %d bits %d", t0, n, Hkv, bits);
+    if (n == 0) return OSC_OK;
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    const long warps = (long)n * Hkv;
+    const unsigned blocks = (unsigned)((warps * 32 + 255) / 256);
+    const float rsq = 1.0f / sqrtf((float)hd);
+    bf16 *ok = (bf16 *)out_k, *ov = (bf16 *)out_v;
+#define OSC_DQK(EV) k_kv_dequant<EV><<<blocks, 256, 0, st>>>(kq, kp, vq, vp, kn, t0, n, Hkv, bits, rotate, rsq, ok, ov)
+    switch (hd) {
+    case 32: OSC_DQK(1); break;
+    case 64: OSC_DQK(2); break;
+    case 128: OSC_DQK(4); break;
+    case 256: OSC_DQK(8); break;
+    case 512: OSC_DQK(16); break;
+    default: return osc_error(OSC_ERR_UNSUPPORTED, "kv_dequant: head_dim %d (need a power of two 32..512)", hd);
+    }
+#undef OSC_DQK
+    OSC_CU_LAUNCH("k_kv_dequant");
+    return OSC_OK;
+}
+
+extern "C" osc_status osc_cuda_kv_i8_quant(const void *x, long rows, int hd, int8_t *q, uint16_t *scales) {
+    if (rows <= 0) return OSC_OK;
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    k_kv_i8_quant<<<(unsigned)((rows * 32 + 255) / 256), 256, 0, st>>>((const bf16 *)x, rows, hd, q, scales);
+    OSC_CU_LAUNCH("k_kv_i8_quant");
+    return OSC_OK;
+}
+
+extern "C" osc_status osc_cuda_kv_i8_dequant(const int8_t *q, const uint16_t *scales, long rows, int hd, void *out) {
+    if (rows <= 0) return OSC_OK;
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    long n = rows * hd;
+    k_kv_i8_dequant<<<(unsigned)((n + 255) / 256), 256, 0, st>>>(q, scales, rows, hd, (bf16 *)out);
+    OSC_CU_LAUNCH("k_kv_i8_dequant");
     return OSC_OK;
 }

@@ -57,6 +57,25 @@ osc_status osc_cuda_kv_decode_attn(void *out, const void *q, int Hq, int Hkv, in
                                    const uint16_t *vp, const float *kn, int n_quant, const void *rk,
                                    const void *rv, const float *rn, int n_res, float scale);
 
+/* As osc_cuda_kv_decode_attn; res_raw = 1: the residual keys are raw (after RoPE, neither
+ * rotated nor normalised; rn ignored), so they are scored against the unrotated query. The KV
+ * cache keeps its residual window raw. */
+osc_status osc_cuda_kv_decode_attn_ex(void *out, const void *q, int Hq, int Hkv, int hd, int bits, int rotate,
+                                      int norm_scale, const uint32_t *kq, const uint16_t *kp, const uint32_t *vq,
+                                      const uint16_t *vp, const float *kn, int n_quant, const void *rk,
+                                      const void *rv, const float *rn, int n_res, float scale, int res_raw);
+
+/* Tokens [t0, t0+n) of a packed region (any t0, n) back to bf16 [n][Hkv][hd]: keys in the
+ * ORIGINAL domain H (k_hat * n_t) when rotate (kn may be NULL = 1), values as stored. */
+osc_status osc_cuda_kv_dequant(const uint32_t *kq, const uint16_t *kp, const uint32_t *vq, const uint16_t *vp,
+                               const float *kn, int t0, int n, int Hkv, int hd, int bits, int rotate, void *out_k,
+                               void *out_v);
+
+/* int8 mode: rows of hd bf16 values <-> int8 codes [rows][hd] + fp16 scales [rows] (the CPU
+ * reference's rule, kv_quant.h osc_kvq_quant_i8_row). */
+osc_status osc_cuda_kv_i8_quant(const void *x, long rows, int hd, int8_t *q, uint16_t *scales);
+osc_status osc_cuda_kv_i8_dequant(const int8_t *q, const uint16_t *scales, long rows, int hd, void *out);
+
 #ifdef __cplusplus
 }
 #endif

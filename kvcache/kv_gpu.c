@@ -1,0 +1,304 @@
+/* kvcache/kv_gpu.c: the quantised cache modes (int8, kivi2/4, rot2, oscar2/4) on CUDA, with the
+ * same bookkeeping as the CPU reference in kvcache.c (nq packed tokens, nres in the residual
+ * window, lazy flush of a full window when the next token arrives) and the kernels of
+ * kernels/cuda/cuda_kvquant.cu.
+ *
+ * Per layer, back to back, sized once for n_ctx tokens:
+ *   kq/kp/vq/vp/kn  the packed layout of kvquant_launch.h for ceil(n_ctx/32) groups
+ *   rk/rv           bf16 [R][Hkv][hd] residual window, RAW keys (after RoPE, not rotated or
+ *                   normalised: the fused decode kernel scores them against the unrotated
+ *                   query, and the pack kernel rotates/normalises them when the window is full)
+ *   int8: k8/v8 int8 [n_ctx][Hkv][hd], k8s/v8s fp16 [n_ctx][Hkv]; no residual window.
+ * Attention:
+ *   one query row, head_dim 128/256, kivi/rot/oscar: the fused split-K kernel over the packed
+ *     tokens + the residual (the current token is always in the window: lazy flush);
+ *   anything else (prefill chunks, int8, other head sizes): the cached tokens are dequantised
+ *     to bf16 into a shared scratch, this forward's tokens are copied in at full precision
+ *     (the current-token rule), and the ordinary causal attention op runs over it. */
+#ifdef OSC_HAVE_CUDA
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../core/device.h"
+#include "../kernels/cuda/kvquant_launch.h"
+#include "../kernels/ops.h"
+#include "kv_internal.h"
+#include "kv_quant.h"
+
+struct kv_gpu {
+    void *mem;          /* one allocation holding everything below */
+    uint32_t *kq, *vq;
+    uint16_t *kp, *vp;
+    float *kn;
+    uint16_t *rk, *rv;  /* bf16 */
+    int8_t *k8, *v8;
+    uint16_t *k8s, *v8s;
+    size_t kq_l, kp_l, vq_l, vp_l, res_l, i8_l; /* elements per layer */
+};
+
+/* One scratch pair of bf16 [rows][Hkv][hd] K and V shared by every GPU cache: all work runs on
+ * the library stream in order, so reuse between layers and caches is safe. */
+static void *g_tmp;
+static size_t g_tmp_bytes;
+static int g_users;
+
+static osc_status tmp_get(size_t bytes, void **out) {
+    if (bytes > g_tmp_bytes) {
+        if (g_tmp) osc_dev_free(OSC_DEV_CUDA, g_tmp);
+        g_tmp = NULL;
+        g_tmp_bytes = 0;
+        OSC_TRY(osc_dev_malloc(OSC_DEV_CUDA, bytes, &g_tmp));
+        g_tmp_bytes = bytes;
+    }
+    *out = g_tmp;
+    return OSC_OK;
+}
+
+typedef struct gsz {
+    size_t kq, kp, vq, vp, kn, res, i8, i8s; /* elements per layer */
+} gsz;
+
+static gsz gsizes(const osc_kv_params *p, int kind, int bits) {
+    gsz z = {0};
+    size_t H = p->n_kv_heads, hd = p->head_dim, C = p->n_ctx;
+    size_t ng = (C + OSC_KV_G - 1) / OSC_KV_G, C32 = ng * OSC_KV_G;
+    if (kind == KV_INT8) {
+        z.i8 = C * H * hd;
+        z.i8s = C * H;
+        return z;
+    }
+    int R = p->r_evict > 0 ? p->r_evict : 256;
+    size_t Ra = (size_t)(R < p->n_ctx ? R : p->n_ctx);
+    z.kq = ng * H * bits * hd;      /* u32 */
+    z.kp = ng * H * hd * 2;         /* u16 */
+    z.vq = C32 * H * hd * bits / 32;
+    z.vp = C32 * H * (hd / 32) * 2;
+    z.kn = C32;
+    z.res = Ra * H * hd;            /* bf16 */
+    return z;
+}
+
+static size_t al256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+static size_t layer_bytes(const gsz *z) {
+    return al256(z->kq * 4) + al256(z->kp * 2) + al256(z->vq * 4) + al256(z->vp * 2) + al256(z->kn * 4) +
+           2 * al256(z->res * 2) + 2 * al256(z->i8) + 2 * al256(z->i8s * 2);
+}
+
+size_t osc_kvg_bytes(const osc_kv_params *p, int kind, int bits, int norm) {
+    (void)norm;
+    gsz z = gsizes(p, kind, bits);
+    return (size_t)p->n_layers * layer_bytes(&z);
+}
+
+osc_status osc_kvg_new(osc_kv *kv) {
+    const osc_kv_params *p = &kv->p;
+    struct kv_gpu *g = calloc(1, sizeof *g);
+    if (!g) return osc_error(OSC_ERR_OOM, "kv cache: out of host memory");
+    kv->g = g;
+    gsz z = gsizes(p, kv->m.kind, kv->m.bits);
+    size_t L = p->n_layers, total = L * layer_bytes(&z);
+    osc_status s = osc_dev_malloc(p->dev, total, &g->mem);
+    if (s != OSC_OK)
+        return osc_error_prefix(s, "kv cache '%s' of %d tokens x %d layers (%.1f MiB)", kv->m.name, p->n_ctx, p->n_layers,
+                                total / 1048576.0);
+    char *c = g->mem;
+#define CARVE(f, n, es) do { g->f = (void *)c; c += L * al256((n) * (es)); } while (0)
+    /* each array holds its L layers back to back, layer stride = the aligned per-layer size */
+    CARVE(kq, z.kq, 4); CARVE(kp, z.kp, 2); CARVE(vq, z.vq, 4); CARVE(vp, z.vp, 2); CARVE(kn, z.kn, 4);
+    CARVE(rk, z.res, 2); CARVE(rv, z.res, 2); CARVE(k8, z.i8, 1); CARVE(v8, z.i8, 1); CARVE(k8s, z.i8s, 2);
+    CARVE(v8s, z.i8s, 2);
+#undef CARVE
+    g->kq_l = al256(z.kq * 4) / 4;
+    g->kp_l = al256(z.kp * 2) / 2;
+    g->vq_l = al256(z.vq * 4) / 4;
+    g->vp_l = al256(z.vp * 2) / 2;
+    g->res_l = al256(z.res * 2) / 2;
+    g->i8_l = al256(z.i8);
+    kv->n_groups = (p->n_ctx + OSC_KV_G - 1) / OSC_KV_G;
+    g_users++;
+    return OSC_OK;
+}
+
+void osc_kvg_free(osc_kv *kv) {
+    struct kv_gpu *g = kv->g;
+    if (g->mem) {
+        osc_dev_free(kv->p.dev, g->mem);
+        if (--g_users == 0 && g_tmp) {
+            osc_dev_free(OSC_DEV_CUDA, g_tmp);
+            g_tmp = NULL;
+            g_tmp_bytes = 0;
+        }
+    }
+    free(g);
+    kv->g = NULL;
+}
+
+/* ---- addressing (layer l) ---------------------------------------------------------------- */
+
+#define HKV (kv->p.n_kv_heads)
+#define HD (kv->p.head_dim)
+#define ROW ((size_t)HKV * HD)
+
+static uint32_t *g_kq(const osc_kv *kv, int l) { return kv->g->kq + (size_t)l * kv->g->kq_l; }
+static uint16_t *g_kp(const osc_kv *kv, int l) { return kv->g->kp + (size_t)l * kv->g->kp_l; }
+static uint32_t *g_vq(const osc_kv *kv, int l) { return kv->g->vq + (size_t)l * kv->g->vq_l; }
+static uint16_t *g_vp(const osc_kv *kv, int l) { return kv->g->vp + (size_t)l * kv->g->vp_l; }
+static float *g_kn(const osc_kv *kv, int l) { return kv->g->kn + (size_t)l * (al256((size_t)kv->n_groups * OSC_KV_G * 4) / 4); }
+static uint16_t *g_rk(const osc_kv *kv, int l, int r) { return kv->g->rk + (size_t)l * kv->g->res_l + (size_t)r * ROW; }
+static uint16_t *g_rv(const osc_kv *kv, int l, int r) { return kv->g->rv + (size_t)l * kv->g->res_l + (size_t)r * ROW; }
+static int8_t *g_k8(const osc_kv *kv, int l, int t) { return kv->g->k8 + (size_t)l * kv->g->i8_l + (size_t)t * ROW; }
+static int8_t *g_v8(const osc_kv *kv, int l, int t) { return kv->g->v8 + (size_t)l * kv->g->i8_l + (size_t)t * ROW; }
+static size_t i8s_l(const osc_kv *kv) { return al256((size_t)kv->p.n_ctx * HKV * 2) / 2; }
+static uint16_t *g_k8s(const osc_kv *kv, int l, int t) { return kv->g->k8s + (size_t)l * i8s_l(kv) + (size_t)t * HKV; }
+static uint16_t *g_v8s(const osc_kv *kv, int l, int t) { return kv->g->v8s + (size_t)l * i8s_l(kv) + (size_t)t * HKV; }
+
+static osc_tensor rows3(void *p, int64_t n, const osc_kv *kv) {
+    int64_t ne[3] = {n, HKV, HD};
+    return osc_tensor_make(p, OSC_BF16, kv->p.dev, 3, ne);
+}
+
+/* Dequantise packed tokens [t0, t0+n) of layer l into bf16 rows dk, dv (original key domain). */
+static osc_status dequant_packed(const osc_kv *kv, int l, int t0, int n, void *dk, void *dv) {
+    if (n <= 0) return OSC_OK;
+    if (kv->m.kind == KV_INT8) {
+        OSC_TRY(osc_cuda_kv_i8_dequant(g_k8(kv, l, t0), g_k8s(kv, l, t0), (long)n * HKV, HD, dk));
+        return osc_cuda_kv_i8_dequant(g_v8(kv, l, t0), g_v8s(kv, l, t0), (long)n * HKV, HD, dv);
+    }
+    return osc_cuda_kv_dequant(g_kq(kv, l), g_kp(kv, l), g_vq(kv, l), g_vp(kv, l), kv->m.norm ? g_kn(kv, l) : NULL, t0, n,
+                               HKV, HD, kv->m.bits, kv->m.rotate, dk, dv);
+}
+
+/* Pack the full residual window of layer l (R tokens) into packed tokens [nq, nq + R). */
+static osc_status flush_window(osc_kv *kv, int l) {
+    const int nq = kv->nq[l], b = kv->m.bits, H = HKV, hd = HD;
+    const size_t g0 = (size_t)nq / OSC_KV_G;
+    OSC_TRY(osc_cuda_kv_pack(g_rk(kv, l, 0), g_rv(kv, l, 0), kv->R, H, hd, b, kv->m.rotate, kv->m.norm,
+                             g_kq(kv, l) + g0 * H * b * hd, g_kp(kv, l) + g0 * H * hd * 2,
+                             g_vq(kv, l) + (size_t)nq * H * (hd * b / 32), g_vp(kv, l) + (size_t)nq * H * (hd / 32) * 2,
+                             g_kn(kv, l) + nq));
+    kv->nq[l] += kv->R;
+    kv->nres[l] = 0;
+    return OSC_OK;
+}
+
+osc_status osc_kvg_truncate_layer(osc_kv *kv, int l, int n) {
+    if (n >= kv->nq[l] + kv->nres[l]) return OSC_OK;
+    if (kv->m.kind == KV_INT8) {
+        kv->nq[l] = n;
+        return OSC_OK;
+    }
+    if (n >= kv->nq[l]) {
+        kv->nres[l] = n - kv->nq[l];
+        return OSC_OK;
+    }
+    /* a partly kept block goes back into the window (lossy: it was quantised already) */
+    int nq = n / kv->R * kv->R;
+    OSC_TRY(dequant_packed(kv, l, nq, n - nq, g_rk(kv, l, 0), g_rv(kv, l, 0)));
+    kv->nq[l] = nq;
+    kv->nres[l] = n - nq;
+    return OSC_OK;
+}
+
+osc_status osc_kvg_store(osc_kv *kv, int l, const osc_tensor *k, const osc_tensor *v) {
+    const int H = HKV, hd = HD, S = (int)k->ne[0];
+    if (k->dev != kv->p.dev || v->dev != kv->p.dev || k->dt != OSC_BF16 || v->dt != OSC_BF16 || k->nd != 3 ||
+        v->nd != 3 || k->ne[1] != H || k->ne[2] != hd || v->ne[0] != S || v->ne[1] != H || v->ne[2] != hd)
+        return osc_error(OSC_ERR_INVALID_ARG, "kv store (%s): k and v must be bf16 CUDA [S, %d, %d]", kv->m.name, H, hd);
+    int stored = kv->nq[l] + kv->nres[l];
+    if (stored > kv->len) OSC_TRY(osc_kvg_truncate_layer(kv, l, kv->len)); /* a repeated store of this forward */
+    else if (stored < kv->len)
+        return osc_error(OSC_ERR_INVALID_ARG, "kv store: layer %d holds %d tokens, cache length %d", l, stored, kv->len);
+    if (kv->m.kind == KV_INT8) {
+        int t = kv->nq[l];
+        OSC_TRY(osc_cuda_kv_i8_quant(k->data, (long)S * H, hd, g_k8(kv, l, t), g_k8s(kv, l, t)));
+        OSC_TRY(osc_cuda_kv_i8_quant(v->data, (long)S * H, hd, g_v8(kv, l, t), g_v8s(kv, l, t)));
+        kv->nq[l] += S;
+    } else {
+        for (int off = 0; off < S;) {
+            if (kv->nres[l] == kv->R) OSC_TRY(flush_window(kv, l)); /* lazy: the newest token stays in the window */
+            int n = kv->R - kv->nres[l];
+            if (n > S - off) n = S - off;
+            size_t bytes = (size_t)n * ROW * 2, src = (size_t)off * ROW * 2;
+            OSC_TRY(osc_copy_bytes(g_rk(kv, l, kv->nres[l]), kv->p.dev, (const char *)k->data + src, kv->p.dev, bytes));
+            OSC_TRY(osc_copy_bytes(g_rv(kv, l, kv->nres[l]), kv->p.dev, (const char *)v->data + src, kv->p.dev, bytes));
+            kv->nres[l] += n;
+            off += n;
+        }
+    }
+    kv->cur_k = k->data;
+    kv->cur_v = v->data;
+    kv->cur_S = S;
+    kv->cur_layer = l;
+    return OSC_OK;
+}
+
+osc_status osc_kvg_attend(osc_kv *kv, int l, const osc_tensor *q, osc_tensor *out, float scale) {
+    const int H = HKV, hd = HD, S = (int)q->ne[0], len = kv->len;
+    if (q->dev != kv->p.dev || out->dev != kv->p.dev || q->dt != OSC_BF16 || out->dt != OSC_BF16 || q->nd != 3 ||
+        out->nd != 3 || q->ne[2] != hd || q->ne[1] % H || out->ne[0] != S || out->ne[1] != q->ne[1] || out->ne[2] != hd)
+        return osc_error(OSC_ERR_INVALID_ARG, "kv attend (%s): q/out must be bf16 CUDA [S, Hq, %d], Hq %% %d == 0",
+                         kv->m.name, hd, H);
+    if (kv->cur_layer != l || kv->cur_S != S || kv->pending != S)
+        return osc_error(OSC_ERR_INVALID_ARG, "kv attend (%s): layer %d, %d rows must follow the store of the same layer and rows",
+                         kv->m.name, l, S);
+    const int Hq = (int)q->ne[1], nq = kv->nq[l];
+    if (S == 1 && kv->m.kind == KV_BLOCK && (hd == 128 || hd == 256) && Hq / H <= 8 && nq <= len) {
+        /* decode: the current token is in the window (lazy flush), so packed + window is exactly
+         * the cache plus this token */
+        return osc_cuda_kv_decode_attn_ex(out->data, q->data, Hq, H, hd, kv->m.bits, kv->m.rotate, kv->m.norm, g_kq(kv, l),
+                                          g_kp(kv, l), g_vq(kv, l), g_vp(kv, l), g_kn(kv, l), nq, g_rk(kv, l, 0),
+                                          g_rv(kv, l, 0), NULL, kv->nres[l], scale, 1);
+    }
+    /* general path: [dequantised cache | window | this forward at full precision] in bf16 */
+    const int T = len + S;
+    void *tmp;
+    OSC_TRY(tmp_get((size_t)T * ROW * 2 * 2, &tmp));
+    char *tk = tmp, *tv = (char *)tmp + (size_t)T * ROW * 2;
+    const int P = nq < len ? nq : len;
+    OSC_TRY(dequant_packed(kv, l, 0, P, tk, tv));
+    if (nq < len && kv->m.kind == KV_BLOCK) {
+        size_t bytes = (size_t)(len - nq) * ROW * 2;
+        OSC_TRY(osc_copy_bytes(tk + (size_t)nq * ROW * 2, kv->p.dev, g_rk(kv, l, 0), kv->p.dev, bytes));
+        OSC_TRY(osc_copy_bytes(tv + (size_t)nq * ROW * 2, kv->p.dev, g_rv(kv, l, 0), kv->p.dev, bytes));
+    }
+    size_t cb = (size_t)S * ROW * 2;
+    OSC_TRY(osc_copy_bytes(tk + (size_t)len * ROW * 2, kv->p.dev, kv->cur_k, kv->p.dev, cb));
+    OSC_TRY(osc_copy_bytes(tv + (size_t)len * ROW * 2, kv->p.dev, kv->cur_v, kv->p.dev, cb));
+    osc_tensor K = rows3(tk, T, kv), V = rows3(tv, T, kv);
+    return osc_op_attention(out, q, &K, &V, len, scale, 1);
+}
+
+osc_status osc_kvg_debug_dequant(const osc_kv *kv, int l, int t0, int n, float *k, float *v) {
+    const int stored = kv->nq[l] + kv->nres[l];
+    if (l < 0 || l >= kv->p.n_layers || t0 < 0 || n < 0 || t0 + n > stored)
+        return osc_error(OSC_ERR_INVALID_ARG, "kv debug dequant: layer %d tokens [%d, %d)", l, t0, t0 + n);
+    if (n == 0) return OSC_OK;
+    void *tmp;
+    OSC_TRY(tmp_get((size_t)n * ROW * 2 * 2, &tmp));
+    char *tk = tmp, *tv = (char *)tmp + (size_t)n * ROW * 2;
+    const int nq = kv->nq[l];
+    int a = t0 < nq ? t0 : nq, b = t0 + n < nq ? t0 + n : nq; /* packed part [a, b) */
+    OSC_TRY(dequant_packed(kv, l, a, b - a, tk, tv));
+    if (t0 + n > nq) {
+        int r0 = (t0 > nq ? t0 : nq) - nq, cnt = t0 + n - (t0 > nq ? t0 : nq);
+        size_t off = (size_t)(b - a) * ROW * 2, bytes = (size_t)cnt * ROW * 2;
+        OSC_TRY(osc_copy_bytes(tk + off, kv->p.dev, g_rk(kv, l, r0), kv->p.dev, bytes));
+        OSC_TRY(osc_copy_bytes(tv + off, kv->p.dev, g_rv(kv, l, r0), kv->p.dev, bytes));
+    }
+    osc_tensor K = rows3(tk, n, kv), V = rows3(tv, n, kv);
+    OSC_TRY(osc_tensor_download_f32(k, &K, (int64_t)n * ROW));
+    return osc_tensor_download_f32(v, &V, (int64_t)n * ROW);
+}
+
+float osc_kvg_debug_norm(const osc_kv *kv, int l, int t) {
+    if (l < 0 || l >= kv->p.n_layers || t < 0 || t >= kv->nq[l] + kv->nres[l]) return NAN;
+    if (!kv->m.norm) return 1.0f;
+    if (t >= kv->nq[l]) return NAN; /* the window keeps raw keys: no norm until packed */
+    float x;
+    if (osc_copy_bytes(&x, OSC_DEV_CPU, g_kn(kv, l) + t, kv->p.dev, 4) != OSC_OK) return NAN;
+    return x;
+}
+
+#endif /* OSC_HAVE_CUDA */
