@@ -125,6 +125,75 @@ static void test_random_model(void) {
     osc_llm_free(cm);
 }
 
+/* The quantised cache modes through the whole decoder: a random model with head_dim 128 (the
+ * fused decode kernel), the V rotation folded on both devices, a 96-token prompt and 48
+ * teacher-forced decode steps with a 32-token window (so most of the cache is packed). CUDA
+ * and CPU quantise different activations (bf16 vs float32), so their logits are compared
+ * through each device's own bf16/float32 cache: the GPU's error from quantisation must be of
+ * the CPU reference's size (<= 1.5x + 0.02), and a broken GPU path would give errors near 1. */
+static void run_mode(osc_llm *m, const char *mode, const int32_t *ids, int P, int D, float *out) {
+    const osc_llm_config *c = osc_llm_config_of(m);
+    osc_kv_params kp = {mode, c->n_layers, c->n_kv_heads, c->head_dim, P + D + 8, osc_llm_device(m),
+                        osc_llm_act_dtype(m), 32};
+    osc_kv *kv = NULL;
+    osc_llm_ctx *x = NULL;
+    CHECK(osc_kv_new(&kp, &kv) == OSC_OK && osc_llm_ctx_new(m, 128, &x) == OSC_OK, "%s: %s", mode, osc_last_error());
+    if (!kv || !x) return;
+    int st[2] = {0, P};
+    osc_llm_batch b = {.n_seq = 1, .seq_start = st, .tokens = ids, .kv = &kv};
+    CHECK(osc_llm_forward(m, x, &b, NULL) == OSC_OK, "%s prefill: %s", mode, osc_last_error());
+    for (int i = 0; i < D; i++) {
+        int s1[2] = {P + i, P + i + 1};
+        osc_llm_batch d = {.n_seq = 1, .seq_start = s1, .tokens = ids, .kv = &kv};
+        if (osc_llm_forward(m, x, &d, out + (size_t)i * c->vocab_size) != OSC_OK) {
+            CHECK(0, "%s decode %d: %s", mode, i, osc_last_error());
+            break;
+        }
+    }
+    osc_kv_free(kv);
+    osc_llm_ctx_free(x);
+}
+
+static void test_quant_modes(void) {
+    osc_llm_config c;
+    memset(&c, 0, sizeof c);
+    c.arch = OSC_ARCH_QWEN2;
+    snprintf(c.model_type, sizeof c.model_type, "qwen2");
+    c.vocab_size = 512; c.hidden_size = 256; c.intermediate_size = 512; c.n_layers = 2;
+    c.n_heads = 8; c.n_kv_heads = 2; c.head_dim = 128; c.rms_eps = 1e-6f; c.rope_theta = 10000;
+    c.rope_type = OSC_ROPE_DEFAULT; c.max_pos = 1024; c.attn_bias = 1; c.bos_id = c.pad_id = -1;
+    c.image_token_id = c.video_token_id = c.audio_token_id = -1;
+    c.vision_start_id = c.vision_end_id = c.audio_start_id = c.audio_end_id = -1;
+    osc_llm *gm = NULL, *cm = NULL;
+    CHECK(osc_llm_new_random(&c, OSC_DEV_CUDA, 11, &gm) == OSC_OK, "random cuda: %s", osc_last_error());
+    CHECK(osc_llm_new_random(&c, OSC_DEV_CPU, 11, &cm) == OSC_OK, "random cpu: %s", osc_last_error());
+    if (!gm || !cm || osc_llm_fold_v_rotation(gm) != OSC_OK || osc_llm_fold_v_rotation(cm) != OSC_OK) {
+        CHECK(0, "quant modes: setup: %s", osc_last_error());
+        osc_llm_free(gm);
+        osc_llm_free(cm);
+        return;
+    }
+    enum { P = 96, D = 48 };
+    int32_t ids[P + D];
+    for (int i = 0; i < P + D; i++) ids[i] = (i * 131 + 7) % c.vocab_size;
+    size_t n = (size_t)D * c.vocab_size;
+    float *gref = malloc(n * 4), *cref = malloc(n * 4), *g = malloc(n * 4), *cc = malloc(n * 4);
+    run_mode(gm, "bf16", ids, P, D, gref);
+    run_mode(cm, "bf16", ids, P, D, cref);
+    printf("quantised modes, random qwen2 shape (hd 128, window 32), %d decode steps:\n", D);
+    const char *modes[] = {"int8", "kivi4", "kivi2", "rot2", "oscar4", "oscar2"};
+    for (size_t i = 0; i < sizeof modes / sizeof modes[0]; i++) {
+        run_mode(gm, modes[i], ids, P, D, g);
+        run_mode(cm, modes[i], ids, P, D, cc);
+        double eg = rel_l2(g, gref, n), ec = rel_l2(cc, cref, n), x = rel_l2(g, cc, n);
+        CHECK(eg <= 1.5 * ec + 0.02, "%s: cuda error vs its bf16 cache %.3g, cpu %.3g", modes[i], eg, ec);
+        printf("  %-6s logits rel. error vs bf16 cache: cuda %.3e  cpu %.3e   (cuda vs cpu %.3e)\n", modes[i], eg, ec, x);
+    }
+    free(gref), free(cref), free(g), free(cc);
+    osc_llm_free(gm);
+    osc_llm_free(cm);
+}
+
 int main(void) {
     if (!osc_device_cuda_available()) {
         printf("no GPU: skipped\n");
@@ -136,5 +205,6 @@ int main(void) {
     test_model(root, "qwen3-tiny");
     test_model(root, "llama-tiny");
     test_random_model();
+    test_quant_modes();
     return check_done("test_decoder_gpu");
 }
