@@ -105,9 +105,9 @@ static osc_status st_parse_entry(osc_st *st, const st_file *f, const cJSON *e,
     if (!cJSON_IsArray(jshape))
         return osc_error(OSC_ERR_FORMAT, "%s: tensor %s: shape is not a list", path, name);
     int nd = cJSON_GetArraySize(jshape);
-    if (nd > OSC_MAX_DIMS)
+    if (nd > OSC_ST_MAX_DIMS)
         return osc_error(OSC_ERR_FORMAT, "%s: tensor %s: shape has %d dims, more than the %d supported",
-                         path, name, nd, OSC_MAX_DIMS);
+                         path, name, nd, OSC_ST_MAX_DIMS);
     osc_st_tensor t;
     memset(&t, 0, sizeof t);
     t.dt = dt;
@@ -393,7 +393,7 @@ static void st_fmt_shape(char *buf, size_t n, int nd, const int64_t *shape) {
 osc_status osc_st_expect(const osc_st *st, const char *name, int nd, const int64_t *shape,
                          const osc_st_tensor **out) {
     if (out) *out = NULL;
-    if (!st || !name || nd < 0 || nd > OSC_MAX_DIMS || (nd && !shape))
+    if (!st || !name || nd < 0 || nd > OSC_ST_MAX_DIMS || (nd && !shape))
         return osc_error(OSC_ERR_INVALID_ARG, "osc_st_expect: bad arguments");
     const osc_st_tensor *t = osc_st_get(st, name);
     if (!t) return osc_error(OSC_ERR_FORMAT, "%s: missing tensor %s", st->path, name);

@@ -18,11 +18,14 @@
 #include <stdint.h>
 #include "tensor.h"
 
+/* Tensors in a file may have more dims than osc_tensor (Conv3d weights are 5-D). */
+#define OSC_ST_MAX_DIMS 6
+
 typedef struct osc_st_tensor {
     const char *name;
     osc_dtype dt;
     int nd;
-    int64_t shape[OSC_MAX_DIMS]; /* shape[0] outermost; unused entries are 0 */
+    int64_t shape[OSC_ST_MAX_DIMS]; /* shape[0] outermost; unused entries are 0 */
     const void *data;            /* inside the mapped file; may be unaligned */
     size_t nbytes;
     const char *file;            /* path of the file holding it */

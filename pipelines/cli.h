@@ -5,5 +5,6 @@
 #define OSC_PIPELINES_CLI_H
 
 int osc_cli_bench(int argc, char **argv); /* bench.c */
+int osc_cli_vqa(int argc, char **argv);   /* vqa.c */
 
 #endif

@@ -25,6 +25,7 @@ static void usage_main(FILE *f) {
             "usage: oscar <command> [options]\n\n"
             "commands:\n"
             "  chat     chat with a model (one prompt with -p, or interactive)\n"
+            "  vqa      answer a question about images (Qwen2.5-Omni, Qwen2.5-VL)\n"
             "  bench    measure prefill/decode speed and decode attention (random weights of a named shape)\n"
             "  help     show this help, or `oscar help <command>`\n\n"
             "Run `oscar <command> --help` for the options of a command.\n",
@@ -278,6 +279,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "chat")) return cmd_chat(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return osc_cli_bench(argc - 2, argv + 2);
+    if (!strcmp(cmd, "vqa")) return osc_cli_vqa(argc - 2, argv + 2);
     fprintf(stderr, "oscar: unknown command '%s'\n\n", cmd);
     usage_main(stderr);
     return 2;

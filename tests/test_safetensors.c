@@ -314,8 +314,8 @@ static void test_bad_files(void) {
     expect_bad(p, p, "non-negative integers", "fractional shape");
     write_hdr(p, "{\"a\":{\"dtype\":\"F32\",\"shape\":\"2\",\"data_offsets\":[0,4]}}", d64, 16);
     expect_bad(p, p, "not a list", "shape string");
-    write_hdr(p, "{\"a\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1],\"data_offsets\":[0,1]}}", d64, 16);
-    expect_bad(p, p, "5 dims", "too many dims");
+    write_hdr(p, "{\"a\":{\"dtype\":\"U8\",\"shape\":[1,1,1,1,1,1,1],\"data_offsets\":[0,1]}}", d64, 16);
+    expect_bad(p, p, "7 dims", "too many dims");
     write_hdr(p,
               "{\"a\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,4294967296],"
               "\"data_offsets\":[0,4]}}",
