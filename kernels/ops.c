@@ -328,3 +328,38 @@ osc_status osc_rope_init(osc_rope *r, int head_dim, double theta, int type, floa
     }
     return OSC_OK;
 }
+
+/* ---- 1-D convolution helpers (audio encoder) ---------------------------------------------- */
+#include "cpu/cpu_conv.h"
+
+osc_status osc_op_im2col1d(osc_tensor *out, const osc_tensor *x, int kernel, int stride, int pad) {
+    const char *op = "im2col1d";
+    TRY(check_tensor(op, "out", out)); TRY(check_tensor(op, "x", x));
+    TRY(same_dev(op, "x", x, out));
+    osc_dtype dt = act_dt(out->dev);
+    TRY(want_dt(op, "out", out, dt)); TRY(want_dt(op, "x", x, dt));
+    if (kernel <= 0 || stride <= 0 || pad < 0 || pad >= kernel)
+        return osc_error(OSC_ERR_INVALID_ARG, "im2col1d: bad kernel %d, stride %d, pad %d", kernel, stride, pad);
+    if (x->nd != 2 || out->nd != 2)
+        return osc_error(OSC_ERR_INVALID_ARG, "im2col1d: x %s and out %s must be 2-D", sh(x).s, sh(out).s);
+    int64_t T_in = x->ne[0], C = x->ne[1];
+    int64_t T_out = T_in + 2 * pad >= kernel ? (T_in + 2 * pad - kernel) / stride + 1 : 0;
+    if (out->ne[0] != T_out || out->ne[1] != C * kernel)
+        return osc_error(OSC_ERR_INVALID_ARG, "im2col1d: out %s for x %s, kernel %d, stride %d, pad %d (want [%lld,%lld])",
+                         sh(out).s, sh(x).s, kernel, stride, pad, (long long)T_out, (long long)(C * kernel));
+    if (out->data == x->data && T_out > 0) return osc_error(OSC_ERR_INVALID_ARG, "im2col1d: out must not alias x");
+    DISPATCH(out->dev, osc_cpu_im2col1d(out, x, kernel, stride, pad), osc_cuda_im2col1d(out, x, kernel, stride, pad));
+}
+
+osc_status osc_op_avgpool2_rows(osc_tensor *out, const osc_tensor *x) {
+    const char *op = "avgpool2_rows";
+    TRY(check_tensor(op, "out", out)); TRY(check_tensor(op, "x", x));
+    TRY(same_dev(op, "x", x, out));
+    osc_dtype dt = act_dt(out->dev);
+    TRY(want_dt(op, "out", out, dt)); TRY(want_dt(op, "x", x, dt));
+    if (x->nd != 2 || out->nd != 2 || out->ne[1] != x->ne[1] || out->ne[0] != x->ne[0] / 2)
+        return osc_error(OSC_ERR_INVALID_ARG, "avgpool2_rows: shapes out %s, x %s (want out [R/2,D], x [R,D])", sh(out).s,
+                         sh(x).s);
+    if (out->data == x->data && out->ne[0] > 0) return osc_error(OSC_ERR_INVALID_ARG, "avgpool2_rows: out must not alias x");
+    DISPATCH(out->dev, osc_cpu_avgpool2_rows(out, x), osc_cuda_avgpool2_rows(out, x));
+}

@@ -80,4 +80,15 @@ osc_status osc_op_fill_uniform(osc_tensor *t, uint64_t seed, float lo, float hi)
 osc_status osc_op_attention(osc_tensor *out, const osc_tensor *q, const osc_tensor *k,
                             const osc_tensor *v, int64_t q_pos0, float scale, int causal);
 
+
+/* ---- 1-D convolution helpers (audio encoder; kernels/cpu/cpu_conv.c, kernels/cuda/cuda_conv.cu) ----
+ * im2col of a 1-D convolution over time: x[T_in, C] is time-major (rows = frames);
+ * out[T_out, C*kernel] with out[t, c*kernel + k] = x[t*stride + k - pad, c], zero outside [0, T_in).
+ * T_out must equal (T_in + 2*pad - kernel) / stride + 1. A torch Conv1d with weight [C_out, C, kernel]
+ * is then osc_op_matmul(y[T_out, C_out], out, weight viewed as [C_out, C*kernel], bias). */
+osc_status osc_op_im2col1d(osc_tensor *out, const osc_tensor *x, int kernel, int stride, int pad);
+/* AvgPool1d(kernel 2, stride 2) over rows: out[i, :] = (x[2i, :] + x[2i+1, :]) / 2 for x[R, D] and
+ * out[R/2, D] (an odd last row of x is dropped). out must not alias x. */
+osc_status osc_op_avgpool2_rows(osc_tensor *out, const osc_tensor *x);
+
 #endif

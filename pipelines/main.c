@@ -25,6 +25,7 @@ static void usage_main(FILE *f) {
             "usage: oscar <command> [options]\n\n"
             "commands:\n"
             "  chat     chat with a model (one prompt with -p, or interactive)\n"
+            "  listen   transcribe an audio file with Qwen2.5-Omni, then chat about it\n"
             "  vqa      answer a question about images (Qwen2.5-Omni, Qwen2.5-VL)\n"
             "  bench    measure prefill/decode speed and decode attention (random weights of a named shape)\n"
             "  help     show this help, or `oscar help <command>`\n\n"
@@ -274,11 +275,13 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "help")) {
         if (argc > 2 && !strcmp(argv[2], "chat")) usage_chat(stdout);
         else if (argc > 2 && !strcmp(argv[2], "bench")) { char *h[] = {"--help"}; return osc_cli_bench(1, h); }
+        else if (argc > 2 && !strcmp(argv[2], "listen")) { char *h[] = {"--help"}; return osc_cli_listen(1, h); }
         else usage_main(stdout);
         return 0;
     }
     if (!strcmp(cmd, "chat")) return cmd_chat(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return osc_cli_bench(argc - 2, argv + 2);
+    if (!strcmp(cmd, "listen")) return osc_cli_listen(argc - 2, argv + 2);
     if (!strcmp(cmd, "vqa")) return osc_cli_vqa(argc - 2, argv + 2);
     fprintf(stderr, "oscar: unknown command '%s'\n\n", cmd);
     usage_main(stderr);

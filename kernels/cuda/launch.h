@@ -57,6 +57,11 @@ osc_status osc_cuda_fill_uniform(osc_tensor *t, uint64_t seed, float lo, float h
 osc_status osc_cuda_attention(osc_tensor *out, const osc_tensor *q, const osc_tensor *k,
                               const osc_tensor *v, int64_t q_pos0, float scale, int causal);
 
+
+/* 1-D convolution helpers (cuda_conv.cu): x/out BF16. */
+osc_status osc_cuda_im2col1d(osc_tensor *out, const osc_tensor *x, int kernel, int stride, int pad);
+osc_status osc_cuda_avgpool2_rows(osc_tensor *out, const osc_tensor *x);
+
 #ifdef __cplusplus
 }
 #endif
