@@ -21,8 +21,6 @@
 
 /* character classes used by the pre-tokenizer matchers */
 enum { TC_L = 1, TC_N = 2, TC_WS = 4, TC_CRLF = 8 };
-/* pre-tokenizer split patterns */
-enum { OSC_PRETOK_NONE = 0, OSC_PRETOK_QWEN2, OSC_PRETOK_LLAMA3, OSC_PRETOK_GPT2 };
 
 /* Pre-tokenizer regexes of byte-level BPE tokenizers, written out by hand, plus UTF-8 helpers.
  *
@@ -556,6 +554,150 @@ static osc_status parse_pretok(const char *path, const cJSON *p, int *pretok, in
     return OSC_OK;
 }
 
+/* ---- building blocks shared by the tokenizer.json and the array (GGUF) loaders ---- */
+
+/* Per-id tables for n_ids ids, n_vocab vocab tokens and n_added added tokens; *tmp gets a scratch
+ * buffer of 2 * OSC_TOKENIZER_MAX_TOKEN_BYTES + 8 bytes (caller frees). */
+static osc_status tok_alloc(osc_tokenizer *t, const char *path, int32_t n_ids, size_t n_vocab, int n_added,
+                            char **tmp) {
+    t->n_ids = n_ids;
+    t->tok_off = calloc((size_t)t->n_ids, sizeof *t->tok_off);
+    t->tok_len = calloc((size_t)t->n_ids, sizeof *t->tok_len);
+    t->tok_flags = calloc((size_t)t->n_ids, 1);
+    t->added = calloc((size_t)(n_added ? n_added : 1), sizeof *t->added);
+    *tmp = malloc(2 * OSC_TOKENIZER_MAX_TOKEN_BYTES + 8);
+    if (!t->tok_off || !t->tok_len || !t->tok_flags || !t->added || !*tmp ||
+        smap_init(&t->by_str, n_vocab) || smap_init(&t->by_bytes, n_vocab) ||
+        smap_init(&t->added_by_str, (size_t)n_added) || trie_init(&t->raw_trie) ||
+        trie_init(&t->norm_trie))
+        return osc_error(OSC_ERR_OOM, "%s: out of memory for %d tokens", path, t->n_ids);
+    return OSC_OK;
+}
+
+/* Vocab token id with key s[0..sl) (as written in the vocab, e.g. "Ġthe"). A repeated string is
+ * an error unless dup_ok (then the later id wins, as llama.cpp's map does). */
+static osc_status tok_add_vocab(osc_tokenizer *t, const char *path, int32_t id, const char *s, size_t sl,
+                                const int16_t cp2byte[324], char *tmp, int dup_ok) {
+    if (sl == 0) return osc_error(OSC_ERR_FORMAT, "%s: vocab has an empty token (id %d)", path, id);
+    if (sl > OSC_TOKENIZER_MAX_TOKEN_BYTES)
+        return osc_error(OSC_ERR_FORMAT, "%s: vocab token %d is %zu bytes long (limit %d)", path, id, sl,
+                         OSC_TOKENIZER_MAX_TOKEN_BYTES);
+    const int shown = (int)(sl > 60 ? 60 : sl);
+    if (t->tok_flags[id] & TF_EXISTS)
+        return osc_error(OSC_ERR_FORMAT, "%s: id %d is used by two vocab tokens (\"%.*s\")", path, id, shown, s);
+    int64_t so = sbuf_add(&t->arena, s, sl);
+    if (so < 0) return osc_error(OSC_ERR_OOM, "%s: out of memory", path);
+    if (smap_put(&t->by_str, t->arena.p, (uint32_t)so, (uint32_t)sl, id, dup_ok) >= 0 && !dup_ok)
+        return osc_error(OSC_ERR_FORMAT, "%s: vocab token \"%.*s\" appears twice", path, shown, s);
+    int mapped;
+    size_t bl = token_to_bytes(cp2byte, t->arena.p + so, sl, tmp, &mapped);
+    int64_t bo = sbuf_add(&t->arena, tmp, bl);
+    if (bo < 0) return osc_error(OSC_ERR_OOM, "%s: out of memory", path);
+    t->tok_off[id] = (uint32_t)bo;
+    t->tok_len[id] = (uint32_t)bl;
+    t->tok_flags[id] = TF_EXISTS;
+    if (mapped) smap_put(&t->by_bytes, t->arena.p, (uint32_t)bo, (uint32_t)bl, id, dup_ok);
+    return OSC_OK;
+}
+
+/* After the vocab: the single-byte tokens. */
+static void tok_byte_ids(osc_tokenizer *t) {
+    for (int b = 0; b < 256; b++) {
+        char c = (char)b;
+        t->byte_id[b] = smap_get(&t->by_bytes, t->arena.p, &c, 1);
+    }
+}
+
+static osc_status tok_alloc_merges(osc_tokenizer *t, const char *path, size_t n_merges) {
+    size_t ms = 16;
+    while (ms < 2 * n_merges + 16) ms *= 2;
+    t->mmask = ms - 1;
+    t->mkey = malloc(ms * sizeof *t->mkey);
+    t->mrank = malloc(ms * sizeof *t->mrank);
+    t->mnew = malloc(ms * sizeof *t->mnew);
+    if (!t->mkey || !t->mrank || !t->mnew) return osc_error(OSC_ERR_OOM, "%s: out of memory", path);
+    memset(t->mkey, 0xff, ms * sizeof *t->mkey);
+    return OSC_OK;
+}
+
+/* Merge number `rank` of vocab keys a + b (at most as many merges as tok_alloc_merges allowed). */
+static osc_status tok_add_merge(osc_tokenizer *t, const char *path, int rank, const char *a, size_t al,
+                                const char *b, size_t bl, char *tmp) {
+    int32_t ia = smap_get(&t->by_str, t->arena.p, a, al);
+    int32_t ib = smap_get(&t->by_str, t->arena.p, b, bl);
+    int32_t in = -1;
+    if (al + bl <= 2 * OSC_TOKENIZER_MAX_TOKEN_BYTES) {
+        memcpy(tmp, a, al);
+        memcpy(tmp + al, b, bl);
+        in = smap_get(&t->by_str, t->arena.p, tmp, al + bl);
+    }
+    if (ia < 0 || ib < 0 || in < 0)
+        return osc_error(OSC_ERR_FORMAT, "%s: merge %d (\"%.*s\" + \"%.*s\") uses a token not in the "
+                         "vocab", path, rank, (int)(al > 60 ? 60 : al), a, (int)(bl > 60 ? 60 : bl), b);
+    uint64_t key = (uint64_t)(uint32_t)ia << 32 | (uint32_t)ib;
+    size_t h = hash_bytes(&key, 8) & t->mmask;
+    while (t->mkey[h] != UINT64_MAX && t->mkey[h] != key) h = (h + 1) & t->mmask;
+    t->mkey[h] = key; /* a repeated merge takes the later rank, as HF's map does */
+    t->mrank[h] = rank;
+    t->mnew[h] = in;
+    return OSC_OK;
+}
+
+/* Added token id with content c[0..cl) and HF's flags (special, lstrip, rstrip, single_word,
+ * normalized). */
+static osc_status tok_add_added(osc_tokenizer *t, const char *path, int32_t id, const char *c, size_t cl, int sp,
+                                int ls, int rs, int sw, int nz, const int16_t cp2byte[324], char *tmp) {
+    added_tok *a = &t->added[t->n_added];
+    a->id = id;
+    if (cl > OSC_TOKENIZER_MAX_TOKEN_BYTES)
+        return osc_error(OSC_ERR_FORMAT, "%s: added token %d is %zu bytes long (limit %d)", path, a->id, cl,
+                         OSC_TOKENIZER_MAX_TOKEN_BYTES);
+    if (u8_check((const uint8_t *)c, cl))
+        return osc_error(OSC_ERR_FORMAT, "%s: added token %d is not valid UTF-8", path, a->id);
+    a->special = (uint8_t)sp;
+    a->lstrip = (uint8_t)ls;
+    a->rstrip = (uint8_t)rs;
+    a->single_word = (uint8_t)sw;
+    a->normalized = (uint8_t)nz;
+    int64_t co = sbuf_add(&t->arena, c, cl);
+    if (co < 0) return osc_error(OSC_ERR_OOM, "%s: out of memory", path);
+    smap_put(&t->added_by_str, t->arena.p, (uint32_t)co, (uint32_t)cl, a->id, 1);
+    /* the string matched in text: a normalized token is matched (and decodes) in its
+     * normalized form, as in HF */
+    a->off = (uint32_t)co;
+    a->len = (uint32_t)cl;
+    if (nz && t->nfc) {
+        size_t nl = 0;
+        uint8_t *nc = u8_normalize(UNINORM_NFC, (const uint8_t *)t->arena.p + co, cl, NULL, &nl);
+        if (!nc) return osc_error(OSC_ERR_OOM, "%s: out of memory", path);
+        int64_t no = nl <= OSC_TOKENIZER_MAX_TOKEN_BYTES ? sbuf_add(&t->arena, nc, nl) : -1;
+        free(nc);
+        if (no < 0) return osc_error(OSC_ERR_FORMAT, "%s: added token %d: cannot normalize", path, a->id);
+        a->off = (uint32_t)no;
+        a->len = (uint32_t)nl;
+    }
+    /* decoded bytes for this id (the added token wins over a vocab entry, as in HF) */
+    int mapped;
+    size_t bl = token_to_bytes(cp2byte, t->arena.p + a->off, a->len, tmp, &mapped);
+    int64_t bo = sbuf_add(&t->arena, tmp, bl);
+    if (bo < 0) return osc_error(OSC_ERR_OOM, "%s: out of memory", path);
+    t->tok_off[a->id] = (uint32_t)bo;
+    t->tok_len[a->id] = (uint32_t)bl;
+    t->tok_flags[a->id] = (uint8_t)(TF_EXISTS | (sp ? TF_SPECIAL : 0));
+    t->n_added++;
+    return OSC_OK;
+}
+
+/* After the added tokens: the tries that find them in text. */
+static osc_status tok_build_tries(osc_tokenizer *t, const char *path) {
+    for (int i = 0; i < t->n_added; i++) {
+        added_tok *a = &t->added[i];
+        if (trie_add(a->normalized ? &t->norm_trie : &t->raw_trie, (const uint8_t *)t->arena.p + a->off, a->len, i))
+            return osc_error(OSC_ERR_OOM, "%s: out of memory", path);
+    }
+    return OSC_OK;
+}
+
 osc_status osc_tokenizer_load(const char *path, osc_tokenizer **out) {
     if (!out) return osc_error(OSC_ERR_INVALID_ARG, "osc_tokenizer_load: out is NULL");
     *out = NULL;
@@ -634,17 +776,7 @@ osc_status osc_tokenizer_load(const char *path, osc_tokenizer **out) {
             LFAIL(OSC_ERR_FORMAT, "%s: an added token lacks a valid id or content", path);
         if (id > max_id) max_id = id;
     }
-    t->n_ids = max_id + 1;
-    t->tok_off = calloc((size_t)t->n_ids, sizeof *t->tok_off);
-    t->tok_len = calloc((size_t)t->n_ids, sizeof *t->tok_len);
-    t->tok_flags = calloc((size_t)t->n_ids, 1);
-    t->added = calloc((size_t)(n_added ? n_added : 1), sizeof *t->added);
-    tmp = malloc(2 * OSC_TOKENIZER_MAX_TOKEN_BYTES + 8);
-    if (!t->tok_off || !t->tok_len || !t->tok_flags || !t->added || !tmp ||
-        smap_init(&t->by_str, (size_t)n_vocab) || smap_init(&t->by_bytes, (size_t)n_vocab) ||
-        smap_init(&t->added_by_str, (size_t)n_added) || trie_init(&t->raw_trie) ||
-        trie_init(&t->norm_trie))
-        LFAIL(OSC_ERR_OOM, "%s: out of memory for %d tokens", path, t->n_ids);
+    if ((status = tok_alloc(t, path, max_id + 1, (size_t)n_vocab, n_added, &tmp)) != OSC_OK) goto done;
 
     uint32_t byte2cp[256];
     int16_t cp2byte[324];
@@ -652,45 +784,16 @@ osc_status osc_tokenizer_load(const char *path, osc_tokenizer **out) {
 
     /* vocab */
     cJSON_ArrayForEach(x, vocab) {
-        int32_t id = jid(x);
-        const char *s = x->string;
-        size_t sl = strlen(s);
-        if (sl == 0) LFAIL(OSC_ERR_FORMAT, "%s: vocab has an empty token (id %d)", path, id);
-        if (sl > OSC_TOKENIZER_MAX_TOKEN_BYTES)
-            LFAIL(OSC_ERR_FORMAT, "%s: vocab token %d is %zu bytes long (limit %d)", path, id, sl,
-                  OSC_TOKENIZER_MAX_TOKEN_BYTES);
-        if (t->tok_flags[id] & TF_EXISTS)
-            LFAIL(OSC_ERR_FORMAT, "%s: id %d is used by two vocab tokens (\"%.60s\")", path, id, s);
-        int64_t so = sbuf_add(&t->arena, s, sl);
-        if (so < 0) LFAIL(OSC_ERR_OOM, "%s: out of memory", path);
-        if (smap_put(&t->by_str, t->arena.p, (uint32_t)so, (uint32_t)sl, id, 0) >= 0)
-            LFAIL(OSC_ERR_FORMAT, "%s: vocab token \"%.60s\" appears twice", path, s);
-        int mapped;
-        size_t bl = token_to_bytes(cp2byte, s, sl, tmp, &mapped);
-        int64_t bo = sbuf_add(&t->arena, tmp, bl);
-        if (bo < 0) LFAIL(OSC_ERR_OOM, "%s: out of memory", path);
-        t->tok_off[id] = (uint32_t)bo;
-        t->tok_len[id] = (uint32_t)bl;
-        t->tok_flags[id] = TF_EXISTS;
-        if (mapped) smap_put(&t->by_bytes, t->arena.p, (uint32_t)bo, (uint32_t)bl, id, 0);
+        if ((status = tok_add_vocab(t, path, jid(x), x->string, strlen(x->string), cp2byte, tmp, 0)) != OSC_OK)
+            goto done;
     }
-    for (int b = 0; b < 256; b++) {
-        char c = (char)b;
-        t->byte_id[b] = smap_get(&t->by_bytes, t->arena.p, &c, 1);
-    }
+    tok_byte_ids(t);
     const char *unk = jstr(model, "unk_token");
     if (unk) t->unk_id = smap_get(&t->by_str, t->arena.p, unk, strlen(unk));
 
     /* merges */
     int n_merges = cJSON_IsArray(merges) ? cJSON_GetArraySize(merges) : 0;
-    size_t ms = 16;
-    while (ms < 2 * (size_t)n_merges + 16) ms *= 2;
-    t->mmask = ms - 1;
-    t->mkey = malloc(ms * sizeof *t->mkey);
-    t->mrank = malloc(ms * sizeof *t->mrank);
-    t->mnew = malloc(ms * sizeof *t->mnew);
-    if (!t->mkey || !t->mrank || !t->mnew) LFAIL(OSC_ERR_OOM, "%s: out of memory", path);
-    memset(t->mkey, 0xff, ms * sizeof *t->mkey);
+    if ((status = tok_alloc_merges(t, path, (size_t)n_merges)) != OSC_OK) goto done;
     int rank = 0;
     cJSON_ArrayForEach(x, merges) {
         const char *a = NULL, *b = NULL;
@@ -713,80 +816,22 @@ osc_status osc_tokenizer_load(const char *path, osc_tokenizer **out) {
         }
         if (!a || !al || !bl)
             LFAIL(OSC_ERR_FORMAT, "%s: merge %d is not \"a b\" or [\"a\", \"b\"]", path, rank);
-        int32_t ia = smap_get(&t->by_str, t->arena.p, a, al);
-        int32_t ib = smap_get(&t->by_str, t->arena.p, b, bl);
-        int32_t in = -1;
-        if (al + bl <= 2 * OSC_TOKENIZER_MAX_TOKEN_BYTES) {
-            memcpy(tmp, a, al);
-            memcpy(tmp + al, b, bl);
-            in = smap_get(&t->by_str, t->arena.p, tmp, al + bl);
-        }
-        if (ia < 0 || ib < 0 || in < 0)
-            LFAIL(OSC_ERR_FORMAT, "%s: merge %d (\"%.*s\" + \"%.*s\") uses a token not in the "
-                  "vocab", path, rank, (int)(al > 60 ? 60 : al), a, (int)(bl > 60 ? 60 : bl), b);
-        uint64_t key = (uint64_t)(uint32_t)ia << 32 | (uint32_t)ib;
-        size_t h = hash_bytes(&key, 8) & t->mmask;
-        while (t->mkey[h] != UINT64_MAX && t->mkey[h] != key) h = (h + 1) & t->mmask;
-        t->mkey[h] = key; /* a repeated merge takes the later rank, as HF's map does */
-        t->mrank[h] = rank;
-        t->mnew[h] = in;
+        if ((status = tok_add_merge(t, path, rank, a, al, b, bl, tmp)) != OSC_OK) goto done;
         rank++;
     }
 
     /* added tokens */
     cJSON_ArrayForEach(x, addl) {
-        added_tok *a = &t->added[t->n_added];
         const char *c = jstr(x, "content");
-        size_t cl = strlen(c);
-        a->id = jid(cJSON_GetObjectItemCaseSensitive(x, "id"));
+        int32_t id = jid(cJSON_GetObjectItemCaseSensitive(x, "id"));
         int sp = jbool(x, "special", 0), ls = jbool(x, "lstrip", 0), rs = jbool(x, "rstrip", 0);
         int sw = jbool(x, "single_word", 0), nz = jbool(x, "normalized", !sp);
         if (sp < 0 || ls < 0 || rs < 0 || sw < 0 || nz < 0)
-            LFAIL(OSC_ERR_FORMAT, "%s: added token %d has a non-boolean flag", path, a->id);
-        if (cl > OSC_TOKENIZER_MAX_TOKEN_BYTES)
-            LFAIL(OSC_ERR_FORMAT, "%s: added token %d is %zu bytes long (limit %d)", path, a->id,
-                  cl, OSC_TOKENIZER_MAX_TOKEN_BYTES);
-        if (u8_check((const uint8_t *)c, cl))
-            LFAIL(OSC_ERR_FORMAT, "%s: added token %d is not valid UTF-8", path, a->id);
-        a->special = (uint8_t)sp;
-        a->lstrip = (uint8_t)ls;
-        a->rstrip = (uint8_t)rs;
-        a->single_word = (uint8_t)sw;
-        a->normalized = (uint8_t)nz;
-        int64_t co = sbuf_add(&t->arena, c, cl);
-        if (co < 0) LFAIL(OSC_ERR_OOM, "%s: out of memory", path);
-        smap_put(&t->added_by_str, t->arena.p, (uint32_t)co, (uint32_t)cl, a->id, 1);
-        /* the string matched in text: a normalized token is matched (and decodes) in its
-         * normalized form, as in HF */
-        a->off = (uint32_t)co;
-        a->len = (uint32_t)cl;
-        if (nz && t->nfc) {
-            size_t nl = 0;
-            uint8_t *nc = u8_normalize(UNINORM_NFC, (const uint8_t *)c, cl, NULL, &nl);
-            if (!nc) LFAIL(OSC_ERR_OOM, "%s: out of memory", path);
-            int64_t no = nl <= OSC_TOKENIZER_MAX_TOKEN_BYTES ? sbuf_add(&t->arena, nc, nl) : -1;
-            free(nc);
-            if (no < 0) LFAIL(OSC_ERR_FORMAT, "%s: added token %d: cannot normalize", path, a->id);
-            a->off = (uint32_t)no;
-            a->len = (uint32_t)nl;
-        }
-        /* decoded bytes for this id (the added token wins over a vocab entry, as in HF) */
-        int mapped;
-        size_t bl = token_to_bytes(cp2byte, t->arena.p + a->off, a->len, tmp, &mapped);
-        int64_t bo = sbuf_add(&t->arena, tmp, bl);
-        if (bo < 0) LFAIL(OSC_ERR_OOM, "%s: out of memory", path);
-        t->tok_off[a->id] = (uint32_t)bo;
-        t->tok_len[a->id] = (uint32_t)bl;
-        t->tok_flags[a->id] = (uint8_t)(TF_EXISTS | (sp ? TF_SPECIAL : 0));
-        t->n_added++;
+            LFAIL(OSC_ERR_FORMAT, "%s: added token %d has a non-boolean flag", path, id);
+        if ((status = tok_add_added(t, path, id, c, strlen(c), sp, ls, rs, sw, nz, cp2byte, tmp)) != OSC_OK)
+            goto done;
     }
-    for (int i = 0; i < t->n_added; i++) {
-        added_tok *a = &t->added[i];
-        if (trie_add(a->normalized ? &t->norm_trie : &t->raw_trie,
-                     (const uint8_t *)t->arena.p + a->off, a->len, i))
-            LFAIL(OSC_ERR_OOM, "%s: out of memory", path);
-    }
-
+    status = tok_build_tries(t, path);
 done:
     free(tmp);
     cJSON_Delete(root);
@@ -797,6 +842,190 @@ done:
     }
     *out = t;
     return OSC_OK;
+}
+
+/* ---- from arrays / GGUF ---- */
+
+osc_status osc_tokenizer_new(const char *what, const osc_tokenizer_def *d, osc_tokenizer **out) {
+    if (!out) return osc_error(OSC_ERR_INVALID_ARG, "osc_tokenizer_new: out is NULL");
+    *out = NULL;
+    if (!what) what = "tokenizer";
+    if (!d || d->n_tokens <= 0 || d->n_tokens > MAX_ID || !d->tokens || !d->token_len || d->n_merges < 0 ||
+        (d->n_merges && (!d->merges || !d->merge_len)) || d->pretok < OSC_PRETOK_NONE || d->pretok > OSC_PRETOK_SMOLLM)
+        return osc_error(OSC_ERR_INVALID_ARG, "%s: bad tokenizer definition (want 1..%d tokens, merges with lengths, "
+                         "a known pre-tokenizer)", what, MAX_ID);
+    osc_status status = OSC_OK;
+    char *tmp = NULL;
+    osc_tokenizer *t = calloc(1, sizeof *t);
+    if (!t) return osc_error(OSC_ERR_OOM, "%s: out of memory", what);
+    t->unk_id = -1;
+    t->nfc = d->nfc != 0;
+    t->pretok = d->pretok;
+    t->add_prefix_space = d->add_prefix_space != 0;
+    t->ignore_merges = d->ignore_merges != 0;
+    size_t n_vocab = 0;
+    int n_added = 0;
+    int32_t n_ids = 0;
+    for (int32_t i = 0; i < d->n_tokens; i++) {
+        int ty = d->token_type ? d->token_type[i] : OSC_TOKEN_NORMAL;
+        if (ty < OSC_TOKEN_NORMAL || ty > OSC_TOKEN_BYTE)
+            LFAIL(OSC_ERR_FORMAT, "%s: token %d has type %d (known: 1..6)", what, i, ty);
+        if (ty == OSC_TOKEN_UNUSED) continue;
+        if (ty == OSC_TOKEN_CONTROL || ty == OSC_TOKEN_USER_DEFINED) {
+            if (d->token_len[i] == 0) LFAIL(OSC_ERR_FORMAT, "%s: added token %d is empty", what, i);
+            n_added++;
+        } else {
+            n_vocab++;
+        }
+        n_ids = i + 1;
+    }
+    if (n_vocab == 0) LFAIL(OSC_ERR_FORMAT, "%s: the vocab is empty", what);
+    if ((status = tok_alloc(t, what, n_ids, n_vocab, n_added, &tmp)) != OSC_OK) goto done;
+    uint32_t byte2cp[256];
+    int16_t cp2byte[324];
+    byte_alphabet(byte2cp, cp2byte);
+    for (int32_t i = 0; i < n_ids; i++) {
+        int ty = d->token_type ? d->token_type[i] : OSC_TOKEN_NORMAL;
+        if (ty == OSC_TOKEN_NORMAL || ty == OSC_TOKEN_UNKNOWN || ty == OSC_TOKEN_BYTE)
+            if ((status = tok_add_vocab(t, what, i, d->tokens[i], d->token_len[i], cp2byte, tmp, 1)) != OSC_OK)
+                goto done;
+    }
+    tok_byte_ids(t);
+    if (d->unk_id >= 0 && d->unk_id < n_ids && (t->tok_flags[d->unk_id] & TF_EXISTS)) t->unk_id = d->unk_id;
+    if ((status = tok_alloc_merges(t, what, (size_t)d->n_merges)) != OSC_OK) goto done;
+    for (int32_t r = 0; r < d->n_merges; r++) {
+        const char *m = d->merges[r];
+        size_t ml = d->merge_len[r];
+        const char *sp = ml > 1 ? memchr(m + 1, ' ', ml - 1) : NULL;
+        if (!sp || sp + 1 == m + ml)
+            LFAIL(OSC_ERR_FORMAT, "%s: merge %d (\"%.*s\") is not \"a b\"", what, r, (int)(ml > 60 ? 60 : ml), m);
+        size_t al = (size_t)(sp - m);
+        if ((status = tok_add_merge(t, what, r, m, al, sp + 1, ml - al - 1, tmp)) != OSC_OK) goto done;
+    }
+    for (int32_t i = 0; i < n_ids; i++) {
+        int ty = d->token_type ? d->token_type[i] : OSC_TOKEN_NORMAL;
+        if (ty == OSC_TOKEN_CONTROL || ty == OSC_TOKEN_USER_DEFINED)
+            if ((status = tok_add_added(t, what, i, d->tokens[i], d->token_len[i], ty == OSC_TOKEN_CONTROL, 0, 0, 0, 0,
+                                        cp2byte, tmp)) != OSC_OK)
+                goto done;
+    }
+    status = tok_build_tries(t, what);
+done:
+    free(tmp);
+    if (status != OSC_OK) {
+        osc_tokenizer_free(t);
+        return status;
+    }
+    *out = t;
+    return OSC_OK;
+}
+
+/* tokenizer.ggml.pre -> pre-tokenizer, NFC, ignore_merges (llama-vocab.cpp's meaning of the
+ * names, with the normalizer of the HF tokenizers they come from). */
+static const struct { const char *name; osc_pretok pretok; int nfc, ignore_merges; } GGUF_PRE[] = {
+    {"qwen2", OSC_PRETOK_QWEN2, 1, 0},      {"deepseek-r1-qwen", OSC_PRETOK_QWEN2, 1, 0},
+    {"llama3", OSC_PRETOK_LLAMA3, 0, 1},    {"llama-v3", OSC_PRETOK_LLAMA3, 0, 1},
+    {"llama-bpe", OSC_PRETOK_LLAMA3, 0, 1}, {"smollm", OSC_PRETOK_SMOLLM, 0, 0},
+    {"gpt-2", OSC_PRETOK_GPT2, 0, 0},       {"default", OSC_PRETOK_GPT2, 0, 0},
+};
+
+osc_status osc_tokenizer_from_gguf(const osc_gguf *g, osc_tokenizer **out) {
+    if (!out) return osc_error(OSC_ERR_INVALID_ARG, "osc_tokenizer_from_gguf: out is NULL");
+    *out = NULL;
+    if (!g) return osc_error(OSC_ERR_INVALID_ARG, "osc_tokenizer_from_gguf: NULL file");
+    const char *path = osc_gguf_path(g), *s;
+    size_t sl;
+    if (!osc_gguf_find(g, "tokenizer.ggml.model"))
+        return osc_error(OSC_ERR_FORMAT, "%s: no tokenizer (tokenizer.ggml.model is missing)", path);
+    OSC_TRY(osc_gguf_get_str(g, "tokenizer.ggml.model", &s, &sl));
+    if (sl != 4 || memcmp(s, "gpt2", 4) != 0)
+        return osc_error(OSC_ERR_UNSUPPORTED, "%s: tokenizer.ggml.model '%.*s' is not supported (only 'gpt2', "
+                         "byte-level BPE)", path, (int)(sl > 32 ? 32 : sl), s);
+    osc_tokenizer_def d;
+    memset(&d, 0, sizeof d);
+    d.pretok = OSC_PRETOK_GPT2;
+    d.unk_id = -1;
+    if (osc_gguf_find(g, "tokenizer.ggml.pre")) {
+        OSC_TRY(osc_gguf_get_str(g, "tokenizer.ggml.pre", &s, &sl));
+        size_t k = 0, nk = sizeof GGUF_PRE / sizeof GGUF_PRE[0];
+        while (k < nk && !(strlen(GGUF_PRE[k].name) == sl && memcmp(GGUF_PRE[k].name, s, sl) == 0)) k++;
+        if (k == nk)
+            return osc_error(OSC_ERR_UNSUPPORTED, "%s: tokenizer.ggml.pre '%.*s' is not supported (known: qwen2, "
+                             "deepseek-r1-qwen, llama3, llama-v3, llama-bpe, smollm, gpt-2, default)",
+                             path, (int)(sl > 48 ? 48 : sl), s);
+        d.pretok = GGUF_PRE[k].pretok;
+        d.nfc = GGUF_PRE[k].nfc;
+        d.ignore_merges = GGUF_PRE[k].ignore_merges;
+    }
+    if (osc_gguf_find(g, "tokenizer.ggml.add_space_prefix"))
+        OSC_TRY(osc_gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", &d.add_prefix_space));
+    if (osc_gguf_find(g, "tokenizer.ggml.unknown_token_id")) {
+        uint32_t u;
+        OSC_TRY(osc_gguf_get_u32(g, "tokenizer.ggml.unknown_token_id", &u));
+        d.unk_id = u < (uint32_t)MAX_ID ? (int32_t)u : -1;
+    }
+    const osc_gguf_value *tok, *typ = NULL, *mer = NULL;
+    OSC_TRY(osc_gguf_get_arr(g, "tokenizer.ggml.tokens", OSC_GGUF_STRING, &tok));
+    if (tok->n == 0 || tok->n > (uint64_t)MAX_ID)
+        return osc_error(OSC_ERR_FORMAT, "%s: tokenizer.ggml.tokens has %llu tokens (want 1..%d)", path,
+                         (unsigned long long)tok->n, MAX_ID);
+    const int32_t n = (int32_t)tok->n;
+    if (osc_gguf_find(g, "tokenizer.ggml.token_type")) {
+        OSC_TRY(osc_gguf_get_arr(g, "tokenizer.ggml.token_type", -1, &typ));
+        if (typ->n != tok->n || !osc_gguf_arr_i64(typ, 0, &(int64_t){0}))
+            return osc_error(OSC_ERR_FORMAT, "%s: tokenizer.ggml.token_type must be %d integers, one per token",
+                             path, n);
+    }
+    if (!osc_gguf_find(g, "tokenizer.ggml.merges"))
+        return osc_error(OSC_ERR_FORMAT, "%s: tokenizer.ggml.merges is missing (a gpt2 tokenizer needs it)", path);
+    OSC_TRY(osc_gguf_get_arr(g, "tokenizer.ggml.merges", OSC_GGUF_STRING, &mer));
+    if (mer->n > (uint64_t)INT32_MAX)
+        return osc_error(OSC_ERR_FORMAT, "%s: tokenizer.ggml.merges is too long", path);
+    d.n_tokens = n;
+    d.n_merges = (int32_t)mer->n;
+    const char **strs = malloc(((size_t)n + (size_t)d.n_merges) * sizeof *strs);
+    uint32_t *lens = malloc(((size_t)n + (size_t)d.n_merges) * sizeof *lens);
+    int32_t *types = typ ? malloc((size_t)n * sizeof *types) : NULL;
+    osc_status st = OSC_OK;
+    if (!strs || !lens || (typ && !types)) {
+        st = osc_error(OSC_ERR_OOM, "%s: out of memory for %d tokens", path, n);
+        goto out;
+    }
+    for (uint64_t i = 0; i < tok->n + mer->n; i++) {
+        size_t len;
+        strs[i] = i < tok->n ? osc_gguf_arr_str(tok, i, &len) : osc_gguf_arr_str(mer, i - tok->n, &len);
+        if (len > UINT32_MAX) {
+            st = osc_error(OSC_ERR_FORMAT, "%s: a token or merge is %zu bytes long", path, len);
+            goto out;
+        }
+        lens[i] = (uint32_t)len;
+    }
+    for (int32_t i = 0; typ && i < n; i++) {
+        int64_t v = 0;
+        osc_gguf_arr_i64(typ, (uint64_t)i, &v);
+        types[i] = v >= INT32_MIN && v <= INT32_MAX ? (int32_t)v : 0;
+    }
+    d.tokens = strs;
+    d.token_len = lens;
+    d.token_type = types;
+    d.merges = strs + n;
+    d.merge_len = lens + n;
+    st = osc_tokenizer_new(path, &d, out);
+out:
+    free(strs);
+    free(lens);
+    free(types);
+    return st;
+}
+
+osc_status osc_tokenizer_load_gguf(const char *path, osc_tokenizer **out) {
+    if (!out) return osc_error(OSC_ERR_INVALID_ARG, "osc_tokenizer_load_gguf: out is NULL");
+    *out = NULL;
+    osc_gguf *g = NULL;
+    OSC_TRY(osc_gguf_open(path, &g));
+    osc_status s = osc_tokenizer_from_gguf(g, out);
+    osc_gguf_close(g);
+    return s;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -968,8 +1197,18 @@ static int encode_plain(const osc_tokenizer *t, enc *e, const char *s, size_t n)
     e->cap_cp = cap;
     size_t ncp = decode_utf8((const uint8_t *)s, n, e->cp, e->off);
     for (size_t i = 0; i < ncp; i++) e->cls[i] = tok_class(e->cp[i]);
+    size_t run_end = 0; /* SmolLM: end of the current run without \p{N} */
     for (size_t i = 0; i < ncp;) {
-        size_t j = tok_match(t->pretok, e->cp, e->cls, i, ncp);
+        size_t j;
+        if (t->pretok != OSC_PRETOK_SMOLLM) {
+            j = tok_match(t->pretok, e->cp, e->cls, i, ncp);
+        } else if (e->cls[i] & TC_N) {
+            j = i + 1;
+        } else {
+            if (run_end <= i)
+                for (run_end = i; run_end < ncp && !(e->cls[run_end] & TC_N);) run_end++;
+            j = match_gpt2(e->cp, e->cls, i, run_end);
+        }
         if (j <= i) j = i + 1; /* never stall */
         if (bpe_word(t, e, (const uint8_t *)s + e->off[i], e->off[j] - e->off[i])) return -1;
         i = j;
