@@ -12,6 +12,7 @@
 #include "../core/safetensors.h"
 #include "../kernels/ops.h"
 #include "../kernels/rope.h"
+#include "gguf_load.h"
 
 typedef struct osc_layer_w {
     osc_tensor attn_norm, wq, bq, wk, bk, wv, bv, wo, q_norm, k_norm;
@@ -189,6 +190,7 @@ static osc_status st_read_bf16(void *ctx, const char *name, int nd, const int64_
 
 osc_status osc_llm_load(const char *dir, osc_dev dev, osc_llm **out) {
     *out = NULL;
+    if (osc_gguf_is_file(dir)) return osc_llm_load_gguf(dir, dev, out); /* one .gguf file */
     osc_llm_config cfg;
     osc_st *st = NULL;
     osc_status s = osc_config_load(dir, &cfg);

@@ -10,6 +10,7 @@
 #include "../core/config.h"
 #include "../core/device.h"
 #include "../core/fileio.h"
+#include "../core/gguf.h"
 #include "../kernels/ops.h"
 #include "chat.h"
 #include "model.h"
@@ -85,9 +86,12 @@ osc_status osc_model_load(const char *dir, const osc_model_params *params, osc_m
     osc_model *m = calloc(1, sizeof *m);
     if (!m) return osc_error(OSC_ERR_OOM, "out of host memory");
     char path[4096];
+    const int gguf = osc_gguf_is_file(dir); /* one .gguf file: tokenizer inside, no generation config */
     osc_status s = osc_llm_load(dir, dev, &m->llm);
-    if (s == OSC_OK) s = osc_tokenizer_load(osc_path_join(path, sizeof path, dir, "tokenizer.json"), &m->tok);
-    if (s == OSC_OK) s = osc_gen_config_load(dir, &m->gen);
+    if (s == OSC_OK && gguf) s = osc_tokenizer_load_gguf(dir, &m->tok);
+    else if (s == OSC_OK) s = osc_tokenizer_load(osc_path_join(path, sizeof path, dir, "tokenizer.json"), &m->tok);
+    if (gguf) osc_gen_config_default(&m->gen);
+    else if (s == OSC_OK) s = osc_gen_config_load(dir, &m->gen);
     snprintf(m->kv_mode, sizeof m->kv_mode, "%s", p.kv_mode ? p.kv_mode : "bf16");
     if (s == OSC_OK) {
         int rot = osc_kv_mode_rotates(m->kv_mode);
@@ -100,8 +104,8 @@ osc_status osc_model_load(const char *dir, const osc_model_params *params, osc_m
     }
     const osc_llm_config *c = osc_llm_config_of(m->llm);
     if (osc_tokenizer_vocab_size(m->tok) > c->vocab_size) {
-        s = osc_error(OSC_ERR_FORMAT, "%s: tokenizer.json has %d tokens but the model's vocabulary is %d",
-                      dir, osc_tokenizer_vocab_size(m->tok), c->vocab_size);
+        s = osc_error(OSC_ERR_FORMAT, "%s: %s has %d tokens but the model's vocabulary is %d", dir,
+                      gguf ? "the tokenizer" : "tokenizer.json", osc_tokenizer_vocab_size(m->tok), c->vocab_size);
         osc_model_free(m);
         return s;
     }
