@@ -249,8 +249,7 @@ void osc_gguf_close(osc_gguf *g) {
     free(g);
 }
 
-/* qsort with a context: the arrays sorted are small index arrays, so a global is avoided by
- * sorting pointers to the names instead. */
+/* Keys and tensor names are sorted once (as (name, index) pairs) for binary search. */
 typedef struct name_ix { const char *name; int i; } name_ix;
 static int cmp_name_ix(const void *a, const void *b) {
     return strcmp(((const name_ix *)a)->name, ((const name_ix *)b)->name);
@@ -476,17 +475,23 @@ const osc_gguf_value *osc_gguf_value_at(const osc_gguf *g, int i) {
     return g && i >= 0 && i < g->n_kv ? &g->vals[i] : NULL;
 }
 
-const osc_gguf_value *osc_gguf_find(const osc_gguf *g, const char *key) {
-    if (!g || !key) return NULL;
-    int lo = 0, hi = g->n_kv - 1;
+/* Binary search of name among n names sorted through order[]; the index, or -1. */
+static int find_name(const osc_gguf *g, int n, const int *order, const char *(*get)(const osc_gguf *, int),
+                     const char *name) {
+    int lo = 0, hi = n - 1;
     while (lo <= hi) {
-        int mid = lo + (hi - lo) / 2, k = g->kv_order[mid];
-        int c = strcmp(key, g->keys[k]);
-        if (c == 0) return &g->vals[k];
+        int mid = lo + (hi - lo) / 2, k = order[mid];
+        int c = strcmp(name, get(g, k));
+        if (c == 0) return k;
         if (c < 0) hi = mid - 1;
         else lo = mid + 1;
     }
-    return NULL;
+    return -1;
+}
+
+const osc_gguf_value *osc_gguf_find(const osc_gguf *g, const char *key) {
+    int k = g && key ? find_name(g, g->n_kv, g->kv_order, get_key, key) : -1;
+    return k >= 0 ? &g->vals[k] : NULL;
 }
 
 /* A fixed-size scalar of type t at p as a signed/unsigned 64-bit integer or double. */
@@ -666,16 +671,8 @@ const osc_gguf_tensor *osc_gguf_tensor_at(const osc_gguf *g, int i) {
 }
 
 const osc_gguf_tensor *osc_gguf_tensor_find(const osc_gguf *g, const char *name) {
-    if (!g || !name) return NULL;
-    int lo = 0, hi = g->n_t - 1;
-    while (lo <= hi) {
-        int mid = lo + (hi - lo) / 2, k = g->t_order[mid];
-        int c = strcmp(name, g->t[k].name);
-        if (c == 0) return &g->t[k];
-        if (c < 0) hi = mid - 1;
-        else lo = mid + 1;
-    }
-    return NULL;
+    int k = g && name ? find_name(g, g->n_t, g->t_order, get_tname, name) : -1;
+    return k >= 0 ? &g->t[k] : NULL;
 }
 
 /* ---- dequantization ----

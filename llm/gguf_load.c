@@ -27,8 +27,10 @@ static const struct { const char *hf, *gg; } LAYER_NAMES[] = {
     {"mlp.down_proj.weight", "ffn_down.weight"},
 };
 
-/* As osc_gguf_weight_name; *suffix (if not NULL) gets the HF suffix inside the layer ("" for the
- * non-layer tensors). */
+/* The GGUF name of one of our weight names ("layers.3.self_attn.q_proj.weight" ->
+ * "blk.3.attn_q.weight", "embed_tokens.weight" -> "token_embd.weight", "norm.weight" ->
+ * "output_norm.weight", "lm_head.weight" -> "output.weight"); 0 when there is none. *suffix (if
+ * not NULL) gets the name inside the layer ("" for the others). */
 static int map_name(const char *hf, char *out, size_t n, const char **suffix) {
     static const struct { const char *hf, *gg; } TOP[] = {
         {"embed_tokens.weight", "token_embd.weight"},
@@ -46,10 +48,6 @@ static int map_name(const char *hf, char *out, size_t n, const char **suffix) {
             return (size_t)snprintf(out, n, "blk.%d.%s", layer, LAYER_NAMES[i].gg) < n;
         }
     return 0;
-}
-
-int osc_gguf_weight_name(const char *hf_name, char *out, size_t n) {
-    return hf_name && out && map_name(hf_name, out, n, NULL);
 }
 
 /* ---- config ---- */

@@ -44,9 +44,4 @@ osc_wsrc osc_gguf_wsrc(osc_gguf_weights *w);
 /* Open path, read the config and load the weights onto dev. */
 osc_status osc_llm_load_gguf(const char *path, osc_dev dev, osc_llm **out);
 
-/* The GGUF tensor name for one of our weight names ("layers.3.self_attn.q_proj.weight" ->
- * "blk.3.attn_q.weight", "embed_tokens.weight" -> "token_embd.weight", "norm.weight" ->
- * "output_norm.weight", "lm_head.weight" -> "output.weight"); 0 when there is none. */
-int osc_gguf_weight_name(const char *hf_name, char *out, size_t n);
-
 #endif
