@@ -28,6 +28,7 @@ static void usage_main(FILE *f) {
             "  listen   transcribe an audio file with Qwen2.5-Omni, then chat about it\n"
             "  vqa      answer a question about images (Qwen2.5-Omni, Qwen2.5-VL)\n"
             "  bench    measure prefill/decode speed and decode attention (random weights of a named shape)\n"
+            "  kvstat   KV-cache fidelity report: per-layer attention error, KL and key norms of each cache mode\n"
             "  help     show this help, or `oscar help <command>`\n\n"
             "Run `oscar <command> --help` for the options of a command.\n",
             OSC_VERSION);
@@ -281,6 +282,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(cmd, "chat")) return cmd_chat(argc - 2, argv + 2);
     if (!strcmp(cmd, "bench")) return osc_cli_bench(argc - 2, argv + 2);
+    if (!strcmp(cmd, "kvstat")) return osc_cli_kvstat(argc - 2, argv + 2);
     if (!strcmp(cmd, "listen")) return osc_cli_listen(argc - 2, argv + 2);
     if (!strcmp(cmd, "vqa")) return osc_cli_vqa(argc - 2, argv + 2);
     fprintf(stderr, "oscar: unknown command '%s'\n\n", cmd);
