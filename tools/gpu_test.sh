@@ -19,10 +19,10 @@ cmake -S . -B build-gpu $GEN -DOSC_DEPS_PREFIX=/tmp/deps -DOSC_CUDA=ON -DCMAKE_B
 cmake --build build-gpu -j16 >> "$OUT/gpu_build.log" 2>&1 || { tail -50 "$OUT/gpu_build.log"; exit 1; }
 echo "build: $(( $(date +%s) - t0 )) s"
 set +e
-(cd build-gpu && ctest -L gpu --output-on-failure 2>&1 | tee "$OUT/gpu_ctest.log")
+(cd build-gpu && ctest -L gpu --timeout 150 --output-on-failure 2>&1 | tee "$OUT/gpu_ctest.log")
 rc=${PIPESTATUS[0]}
 # the per-case lines (ctest hides a passing test's output)
-build-gpu/tests/gpu_test_ops_gpu > "$OUT/test_ops_gpu.log" 2>&1; echo "test_ops_gpu rc=$?"
+timeout 120 build-gpu/tests/gpu_test_ops_gpu > "$OUT/test_ops_gpu.log" 2>&1; echo "test_ops_gpu rc=$?"
 grep -E "FAIL|time|passed" "$OUT/test_ops_gpu.log" | head -60
 if [ "${OSC_GPU_SANITIZE:-0}" = 1 ] && command -v compute-sanitizer >/dev/null; then
   OSC_GPU_TEST_ONLY=${OSC_GPU_SANITIZE_ONLY:-attention,rope,norms,elementwise,softmax,convert,argmax,embed,matmul} OSC_GPU_TEST_NOTIME=1 timeout ${OSC_GPU_SANITIZE_S:-100} \

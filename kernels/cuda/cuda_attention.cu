@@ -17,7 +17,11 @@
  *     each block takes a contiguous chunk of keys for all S*G rows of its KV head, keeps
  *     (max, sum, acc[D]) per row in fp32 and writes them as partials to a scratch buffer; the
  *     combine kernel merges the splits by log-sum-exp and normalises.
- * osc_cuda_attention picks (b) when S <= 4 and its shared memory fits, else (a). */
+ * (c) k_attn_decode1: the common decode case (one query row, D 64/128/256, up to 8 query heads
+ *     per KV head), a streaming kernel with 16-byte loads and per-key-group online softmax
+ *     (see its comment); same partials and combine as (b).
+ * osc_cuda_attention picks (c) when it applies, else (b) when S <= 4 and its shared memory
+ * fits, else (a). */
 #include "kernels/cuda/cuda_common.cuh"
 
 #include <mma.h>
@@ -445,6 +449,162 @@ __global__ void k_attn_combine(bf16 *__restrict__ out, const float *__restrict__
     }
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* (c) one query row (S = 1), D in {64, 128, 256}, G <= 8: the decode step's kernel            */
+/* ------------------------------------------------------------------------------------------ */
+/* Memory-bound streaming: a key row of D bf16 is read by TPK = D/8 threads with one 16-byte
+ * load each (coalesced, 256 B per row at D = 128), so a warp covers 32/TPK keys at once and a
+ * block of 4 warps NG = 128/TPK keys. Each such key group keeps its own online softmax (m, l,
+ * acc[8 dims]) for all G query heads of the KV head, with U keys' loads in flight per step;
+ * dots are reduced across the TPK lanes by xor-shuffles. The groups merge in shared memory
+ * at the end and write one (m, l, acc[D]) partial per (split, head) in the layout of
+ * k_attn_combine. */
+const int D1_U = 4;
+
+template <int D, int GM>
+__global__ void __launch_bounds__(128)
+k_attn_decode1(float *__restrict__ part_acc, float *__restrict__ part_ml, const bf16 *__restrict__ q,
+               const bf16 *__restrict__ k, const bf16 *__restrict__ v, int G, int Hkv, int klim, int chunk,
+               float scale_log2) {
+    constexpr int TPK = D / 8, KPW = 32 / TPK, NG = 4 * KPW;
+    __shared__ float red_acc[NG][GM][D];
+    __shared__ float red_m[NG][GM], red_l[NG][GM];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int grp = warp * KPW + lane / TPK, sl = lane % TPK;
+    const int split = blockIdx.x, nsplit = gridDim.x, kvh = blockIdx.y;
+    const int c0 = split * chunk, c1 = min(c0 + chunk, klim);
+    const size_t kstride = (size_t)Hkv * D;
+    float qr[GM][8], acc[GM][8], m[GM], l[GM];
+#pragma unroll
+    for (int h = 0; h < GM; h++) {
+        m[h] = -INFINITY;
+        l[h] = 0.f;
+#pragma unroll
+        for (int i = 0; i < 8; i++) acc[h][i] = 0.f;
+        if (h < G) {
+            uint4 u = *reinterpret_cast<const uint4 *>(q + ((size_t)kvh * G + h) * D + sl * 8);
+            const __nv_bfloat162 *b = reinterpret_cast<const __nv_bfloat162 *>(&u);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                float2 f = __bfloat1622float2(b[i]);
+                qr[h][2 * i] = f.x * scale_log2;
+                qr[h][2 * i + 1] = f.y * scale_log2;
+            }
+        } else {
+#pragma unroll
+            for (int i = 0; i < 8; i++) qr[h][i] = 0.f;
+        }
+    }
+    const bf16 *kb = k + (size_t)kvh * D + sl * 8, *vb = v + (size_t)kvh * D + sl * 8;
+    /* the trip count is the same for every lane (the shuffles below need the whole warp) */
+    for (int jb = c0; jb < c1; jb += NG * D1_U) {
+        const int j0 = jb + grp;
+        uint4 kk[D1_U], vv[D1_U];
+#pragma unroll
+        for (int u = 0; u < D1_U; u++) {
+            int j = j0 + u * NG;
+            if (j < c1) {
+                kk[u] = __ldcs(reinterpret_cast<const uint4 *>(kb + (size_t)j * kstride));
+                vv[u] = __ldcs(reinterpret_cast<const uint4 *>(vb + (size_t)j * kstride));
+            } else {
+                kk[u] = make_uint4(0, 0, 0, 0);
+                vv[u] = make_uint4(0, 0, 0, 0);
+            }
+        }
+        float sc[D1_U][GM];
+#pragma unroll
+        for (int u = 0; u < D1_U; u++) {
+            float kf[8];
+            const __nv_bfloat162 *b = reinterpret_cast<const __nv_bfloat162 *>(&kk[u]);
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                float2 f = __bfloat1622float2(b[i]);
+                kf[2 * i] = f.x;
+                kf[2 * i + 1] = f.y;
+            }
+#pragma unroll
+            for (int h = 0; h < GM; h++) {
+                float d = 0.f;
+#pragma unroll
+                for (int i = 0; i < 8; i++) d = fmaf(qr[h][i], kf[i], d);
+#pragma unroll
+                for (int o = TPK / 2; o > 0; o >>= 1) d += __shfl_xor_sync(0xffffffffu, d, o);
+                sc[u][h] = (j0 + u * NG < c1) ? d : -INFINITY;
+            }
+        }
+#pragma unroll
+        for (int h = 0; h < GM; h++) {
+            float mx = m[h];
+#pragma unroll
+            for (int u = 0; u < D1_U; u++) mx = fmaxf(mx, sc[u][h]);
+            if (mx == -INFINITY) continue;
+            float alpha = exp2f(m[h] - mx);
+            m[h] = mx;
+            l[h] *= alpha;
+#pragma unroll
+            for (int i = 0; i < 8; i++) acc[h][i] *= alpha;
+#pragma unroll
+            for (int u = 0; u < D1_U; u++) {
+                float p = exp2f(sc[u][h] - mx);
+                l[h] += p;
+                const __nv_bfloat162 *b = reinterpret_cast<const __nv_bfloat162 *>(&vv[u]);
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    float2 f = __bfloat1622float2(b[i]);
+                    acc[h][2 * i] = fmaf(p, f.x, acc[h][2 * i]);
+                    acc[h][2 * i + 1] = fmaf(p, f.y, acc[h][2 * i + 1]);
+                }
+            }
+        }
+    }
+    /* merge the NG key groups of the block */
+#pragma unroll
+    for (int h = 0; h < GM; h++) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) red_acc[grp][h][sl * 8 + i] = acc[h][i];
+        if (sl == 0) {
+            red_m[grp][h] = m[h];
+            red_l[grp][h] = l[h];
+        }
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < G * D; idx += blockDim.x) {
+        const int h = idx / D, d = idx % D;
+        float M = -INFINITY;
+#pragma unroll
+        for (int g = 0; g < NG; g++) M = fmaxf(M, red_m[g][h]);
+        float a = 0.f, L = 0.f;
+        if (M != -INFINITY) {
+#pragma unroll
+            for (int g = 0; g < NG; g++) {
+                float w = red_m[g][h] == -INFINITY ? 0.f : exp2f(red_m[g][h] - M);
+                a += w * red_acc[g][h][d];
+                L += w * red_l[g][h];
+            }
+        }
+        const size_t base = ((size_t)kvh * nsplit + split) * G + h;
+        part_acc[base * D + d] = a;
+        if (d == 0) {
+            part_ml[base * 2] = M;
+            part_ml[base * 2 + 1] = L;
+        }
+    }
+}
+
+template <int D>
+osc_status launch_decode1(float *pacc, float *pml, const bf16 *q, const bf16 *k, const bf16 *v, int G, int Hkv,
+                          int klim, int chunk, int nsplit, float scale_log2, cudaStream_t st) {
+    dim3 grid((unsigned)nsplit, (unsigned)Hkv);
+#define OSC_D1(GV) k_attn_decode1<D, GV><<<grid, 128, 0, st>>>(pacc, pml, q, k, v, G, Hkv, klim, chunk, scale_log2)
+    if (G <= 1) OSC_D1(1);
+    else if (G <= 2) OSC_D1(2);
+    else if (G <= 4) OSC_D1(4);
+    else OSC_D1(8);
+#undef OSC_D1
+    OSC_CU_LAUNCH("k_attn_decode1");
+    return OSC_OK;
+}
+
 int g_decode_max_smem = 0;
 
 } // namespace
@@ -469,8 +629,34 @@ extern "C" osc_status osc_cuda_attention(osc_tensor *out, const osc_tensor *q, c
     }
 
     const int vec_ok = D % 8 == 0 && (((uintptr_t)qp | (uintptr_t)kp | (uintptr_t)vp) & 15u) == 0;
-    /* ---- (b) decode ---- */
+    /* ---- (c) one query row ---- */
     int R = S * G;
+    if (S == 1 && G <= 8 && vec_ok && (D == 64 || D == 128 || D == 256)) {
+        long long kl = causal ? q_pos0 + 1 : (long long)T;
+        if (kl > T) kl = T;
+        if (kl < 1) kl = 1;
+        const int klim = (int)kl;
+        int want = (4 * osc_cu_num_sms() + Hkv - 1) / Hkv; /* ~4 blocks per SM */
+        int nsplit = (klim + 63) / 64;
+        if (nsplit > want) nsplit = want;
+        if (nsplit > DK_MAX_SPLITS) nsplit = DK_MAX_SPLITS;
+        if (nsplit < 1) nsplit = 1;
+        int chunk = (klim + nsplit - 1) / nsplit;
+        nsplit = (klim + chunk - 1) / chunk;
+        size_t acc_n = (size_t)Hkv * nsplit * G * D, ml_n = (size_t)Hkv * nsplit * G * 2;
+        void *ws;
+        OSC_TRY(osc_cu_scratch((acc_n + ml_n) * sizeof(float), &ws));
+        float *part_acc = (float *)ws, *part_ml = part_acc + acc_n;
+        const float sl2 = scale * kLog2e;
+        osc_status s1 = D == 64    ? launch_decode1<64>(part_acc, part_ml, qp, kp, vp, G, Hkv, klim, chunk, nsplit, sl2, st)
+                        : D == 128 ? launch_decode1<128>(part_acc, part_ml, qp, kp, vp, G, Hkv, klim, chunk, nsplit, sl2, st)
+                                   : launch_decode1<256>(part_acc, part_ml, qp, kp, vp, G, Hkv, klim, chunk, nsplit, sl2, st);
+        OSC_TRY(s1);
+        k_attn_combine<<<(unsigned)(Hkv * G), D >= 128 ? 128 : 64, 0, st>>>(o, part_acc, part_ml, nsplit, G, G, Hq, D);
+        OSC_CU_LAUNCH("k_attn_combine");
+        return OSC_OK;
+    }
+    /* ---- (b) decode ---- */
     if (S <= 4 && R <= 64) {
         decode_layout L = decode_plan(R, D);
         if (!g_decode_max_smem) {
