@@ -160,7 +160,26 @@ typedef struct wload {
     const osc_st *st;
     const char *prefix;
     float *buf;          /* host staging, large enough for any weight */
+    uint64_t rng;        /* st == NULL: random weights from this state (osc_vision_new_random) */
 } wload;
+
+/* Deterministic random weights for osc_vision_new_random: U(-a, a) with a = sqrt(3 / fan_in) for
+ * matrices, 1 for norm weights, U(-0.02, 0.02) for biases. */
+static void random_fill(wload *L, const char *name, int nd, const int64_t *shape, int64_t n) {
+    int64_t fan = 1;
+    for (int i = 1; i < nd; i++) fan *= shape[i];
+    int is_norm = nd == 1 && strstr(name, "norm") != NULL;
+    int is_ln = nd == 1 && strstr(name, "ln_q") != NULL;
+    float a = nd >= 2 ? sqrtf(3.0f / (float)fan) : 0.02f;
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t z = (L->rng += 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        z ^= z >> 31;
+        float u = (float)((double)(z >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
+        L->buf[i] = (is_norm || is_ln) ? 1.0f : a * u;
+    }
+}
 
 /* Read prefix+name with exactly shape [nd] into rows [r0, r0+n0) of ... the whole tensor when
  * take_rows == 0; upload rows [r0, r0 + rows) as [rows, cols] (cols 0: 1-D). */
@@ -168,11 +187,15 @@ static osc_status load_part(wload *L, const char *name, int nd, const int64_t *s
                             int64_t cols, osc_tensor *out) {
     char full[320];
     snprintf(full, sizeof full, "%s%s", L->prefix, name);
-    const osc_st_tensor *t;
-    OSC_TRY(osc_st_expect(L->st, full, nd, shape, &t));
     int64_t n = 1;
     for (int i = 0; i < nd; i++) n *= shape[i];
-    OSC_TRY(osc_st_read_f32(t, L->buf, n));
+    if (!L->st) {
+        random_fill(L, full, nd, shape, n);
+    } else {
+        const osc_st_tensor *t;
+        OSC_TRY(osc_st_expect(L->st, full, nd, shape, &t));
+        OSC_TRY(osc_st_read_f32(t, L->buf, n));
+    }
     int64_t stride = cols ? cols : 1;
     return upload(L->v, L->buf + r0 * stride, rows, cols, out);
 }
@@ -194,7 +217,7 @@ static const char *find_prefix(const osc_st *st) {
     return NULL;
 }
 
-static osc_status load_weights(osc_vision *v, const osc_st *st, const char *prefix, const char *dir) {
+static osc_status load_weights(osc_vision *v, const osc_st *st, const char *prefix, const char *dir, uint64_t seed) {
     const osc_vision_config *c = &v->cfg;
     const int64_t C = c->hidden, F = c->intermediate, M = (int64_t)C * c->merge * c->merge, O = c->out_hidden;
     int64_t big = 3 * C * C;
@@ -202,7 +225,7 @@ static osc_status load_weights(osc_vision *v, const osc_st *st, const char *pref
     if (M * M > big) big = M * M;
     if (M * O > big) big = M * O;
     if (C * c->patch_dim > big) big = C * c->patch_dim;
-    wload L = {v, st, prefix, malloc((size_t)big * sizeof(float))};
+    wload L = {v, st, prefix, malloc((size_t)big * sizeof(float)), seed};
     if (!L.buf) return osc_error(OSC_ERR_OOM, "vision: cannot stage weights (%lld floats)", (long long)big);
     osc_status s;
     char nm[160];
@@ -224,7 +247,7 @@ static osc_status load_weights(osc_vision *v, const osc_st *st, const char *pref
         T(load1(&L, NM("norm2.weight"), C, &B->norm2));
         char full[320];
         snprintf(full, sizeof full, "%sblocks.%d.attn.qkv.weight", prefix, l);
-        if (osc_st_get(st, full)) { /* fused [3C, C]: rows q, k, v */
+        if (st && osc_st_get(st, full)) { /* fused [3C, C]: rows q, k, v */
             int64_t sh[2] = {3 * C, C}, sb = 3 * C;
             T(load_part(&L, NM("attn.qkv.weight"), 2, sh, 0, C, C, &B->wq));
             T(load_part(&L, NM("attn.qkv.weight"), 2, sh, C, C, C, &B->wk));
@@ -263,6 +286,8 @@ done:
     return s;
 }
 
+static void rope_init(osc_vision *v);
+
 osc_status osc_vision_load(const char *dir, osc_dev dev, osc_vision **out) {
     *out = NULL;
     osc_vision *v = calloc(1, sizeof *v);
@@ -277,10 +302,65 @@ osc_status osc_vision_load(const char *dir, osc_dev dev, osc_vision **out) {
         if (!prefix)
             s = osc_error(OSC_ERR_FORMAT, "%s: no vision encoder weights (thinker.visual.*, visual.* or model.visual.*)", dir);
         else
-            s = load_weights(v, st, prefix, dir);
+            s = load_weights(v, st, prefix, dir, 0);
     }
     osc_st_close(st);
-    if (s == OSC_OK) {
+    if (s == OSC_OK) rope_init(v);
+    if (s != OSC_OK) {
+        osc_vision_free(v);
+        return s;
+    }
+    *out = v;
+    return OSC_OK;
+}
+
+void osc_vision_default_config(osc_vision_config *c) {
+    memset(c, 0, sizeof *c);
+    c->depth = 32;
+    c->hidden = 1280;
+    c->n_heads = 16;
+    c->head_dim = 80;
+    c->intermediate = 3420;
+    c->in_channels = 3;
+    c->patch = 14;
+    c->temporal_patch = 2;
+    c->merge = 2;
+    c->window = 112;
+    c->out_hidden = 3584;
+    c->n_fullatt = 4;
+    c->fullatt[0] = 7, c->fullatt[1] = 15, c->fullatt[2] = 23, c->fullatt[3] = 31;
+    c->rope_theta = 10000.0;
+    c->eps = 1e-6f;
+    c->tokens_per_second = 25;
+    c->patch_dim = 3 * 2 * 14 * 14;
+}
+
+osc_status osc_vision_new_random(const osc_vision_config *cfg, osc_dev dev, uint64_t seed, osc_vision **out) {
+    *out = NULL;
+    const osc_vision_config *c = cfg;
+    if (c->depth <= 0 || c->hidden <= 0 || c->n_heads <= 0 || c->hidden % c->n_heads || c->hidden / c->n_heads != c->head_dim ||
+        c->head_dim % 4 || c->head_dim / 2 > OSC_ROPE_MAX_HALF || c->intermediate <= 0 || c->merge <= 0 || c->patch <= 0 ||
+        c->temporal_patch <= 0 || c->in_channels <= 0 || c->out_hidden <= 0 ||
+        c->patch_dim != c->in_channels * c->temporal_patch * c->patch * c->patch || c->n_fullatt < 0 ||
+        c->n_fullatt > OSC_VISION_MAX_FULLATT || c->window < c->patch * c->merge)
+        return osc_error(OSC_ERR_INVALID_ARG, "random vision encoder: bad config");
+    osc_vision *v = calloc(1, sizeof *v);
+    if (!v) return osc_error(OSC_ERR_OOM, "out of host memory");
+    v->cfg = *c;
+    v->dev = dev;
+    v->act = dev == OSC_DEV_CPU ? OSC_F32 : OSC_BF16;
+    osc_status s = load_weights(v, NULL, "", "random", seed * 0x2545F4914F6CDD1Dull + 1);
+    if (s == OSC_OK) rope_init(v);
+    if (s != OSC_OK) {
+        osc_vision_free(v);
+        return s;
+    }
+    *out = v;
+    return OSC_OK;
+}
+
+static void rope_init(osc_vision *v) {
+    {
         /* 2D rotary: head_dim/4 frequencies theta^(-2k/(head_dim/2)), used twice: the first copy
          * (frequency slots [0, q)) turns with the patch row, the second ([q, 2q)) with the column;
          * dims d and d + head_dim/2 share a slot (rotate_half). */
@@ -298,12 +378,6 @@ osc_status osc_vision_load(const char *dir, osc_dev dev, osc_vision **out) {
             v->rope.inv_freq[q + k] = f;
         }
     }
-    if (s != OSC_OK) {
-        osc_vision_free(v);
-        return s;
-    }
-    *out = v;
-    return OSC_OK;
 }
 
 void osc_vision_free(osc_vision *v) {

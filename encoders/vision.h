@@ -45,6 +45,13 @@ osc_status osc_vision_config_load(const char *dir, osc_vision_config *cfg);
 
 osc_status osc_vision_load(const char *dir, osc_dev dev, osc_vision **out);
 void osc_vision_free(osc_vision *v); /* NULL is fine */
+
+/* Benchmarks: the Qwen2.5-Omni-7B vision shape (depth 32, hidden 1280, 16 heads, FFN 3420, patch
+ * 14, temporal 2, merge 2, window 112, full attention in blocks 7/15/23/31, out 3584), and an
+ * encoder of any shape with deterministic random weights (U(-a, a), a = sqrt(3 / fan_in); norms
+ * 1; biases U(-0.02, 0.02)). */
+void osc_vision_default_config(osc_vision_config *cfg);
+osc_status osc_vision_new_random(const osc_vision_config *cfg, osc_dev dev, uint64_t seed, osc_vision **out);
 const osc_vision_config *osc_vision_config_of(const osc_vision *v);
 osc_dev osc_vision_device(const osc_vision *v);
 

@@ -27,6 +27,7 @@ static void usage_main(FILE *f) {
             "  chat     chat with a model (one prompt with -p, or interactive)\n"
             "  listen   transcribe an audio file with Qwen2.5-Omni, then chat about it\n"
             "  vqa      answer a question about images (Qwen2.5-Omni, Qwen2.5-VL)\n"
+            "  caption  caption many videos (Qwen2.5-Omni), one JSON line each; resumable, batched\n"
             "  bench    measure prefill/decode speed and decode attention (random weights of a named shape)\n"
             "  kvstat   KV-cache fidelity report: per-layer attention error, KL and key norms of each cache mode\n"
             "  help     show this help, or `oscar help <command>`\n\n"
@@ -54,7 +55,7 @@ static void usage_chat(FILE *f) {
             "      --repeat-penalty R  penalise tokens already seen (1 = off)\n"
             "      --seed S          random seed (default 0)\n"
             "      --kv MODE         KV cache mode: bf16, int8, kivi2, kivi4, rot2, oscar2, oscar4\n"
-            "                        (default bf16; the quantized modes run on the CPU path for now)\n"
+            "                        (default oscar2; bf16 when the model's head_dim does not allow it)\n"
             "      --device D        cpu, cuda or auto (default auto: cuda when a GPU is usable)\n"
             "  -t, --threads N       CPU threads (default: all cores)\n"
             "      --json            print one JSON object with the reply and statistics\n"
@@ -97,7 +98,7 @@ static int parse_chat(int argc, char **argv, chat_opts *o) {
     memset(o, 0, sizeof *o);
     o->n_predict = -1;
     o->device = "auto";
-    o->kv = "bf16";
+    o->kv = NULL; /* auto: oscar2 when the model allows it */
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -285,6 +286,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "kvstat")) return osc_cli_kvstat(argc - 2, argv + 2);
     if (!strcmp(cmd, "listen")) return osc_cli_listen(argc - 2, argv + 2);
     if (!strcmp(cmd, "vqa")) return osc_cli_vqa(argc - 2, argv + 2);
+    if (!strcmp(cmd, "caption")) return osc_cli_caption(argc - 2, argv + 2);
     fprintf(stderr, "oscar: unknown command '%s'\n\n", cmd);
     usage_main(stderr);
     return 2;
