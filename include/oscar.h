@@ -47,7 +47,8 @@ typedef struct osc_session osc_session;
 typedef struct osc_model_params {
     osc_device_kind device; /* CPU by default */
     int n_threads;          /* CPU threads, 0 = all cores */
-    const char *kv_mode;    /* the KV cache mode sessions will use (NULL = "bf16"); a rotating
+    const char *kv_mode;    /* the KV cache mode sessions will use (NULL or "auto": oscar2 when the
+                             * model's head_dim allows it, else bf16); a rotating
                              * mode (rot2, oscar2, oscar4) folds the value rotation into the
                              * weights at load */
 } osc_model_params;

@@ -12,6 +12,12 @@
 #include "kv_internal.h"
 #include "kv_quant.h"
 
+const char *osc_kv_mode_for(const char *requested, int head_dim) {
+    if (requested && strcmp(requested, "auto")) return requested;
+    int ok = head_dim > 0 && head_dim % OSC_KV_G == 0 && head_dim <= OSC_KV_MAX_HD && osc_kvq_is_pow2(head_dim);
+    return ok ? "oscar2" : "bf16";
+}
+
 const char *osc_kv_modes(void) { return "bf16,int8,kivi2,kivi4,rot2,oscar2,oscar4"; }
 
 static const kv_mode *find_mode(const char *mode) {

@@ -46,6 +46,11 @@ typedef struct osc_kv_params {
     int r_evict;        /* residual window of the kivi/rot/oscar modes: 0 = 256; a multiple of 32 */
 } osc_kv_params;
 
+/* The default mode: what a command uses when the user names none (NULL) or "auto": "oscar2"
+ * when the head size allows it (a power of two, a multiple of 32, at most 512), else "bf16".
+ * Any other name is returned unchanged. */
+const char *osc_kv_mode_for(const char *requested, int head_dim);
+
 /* Names of the modes this build offers, comma-separated. */
 const char *osc_kv_modes(void);
 /* 1 if the mode rotates keys with the Hadamard (rot2, oscar2, oscar4): such modes expect the value

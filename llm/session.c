@@ -92,7 +92,13 @@ osc_status osc_model_load(const char *dir, const osc_model_params *params, osc_m
     else if (s == OSC_OK) s = osc_tokenizer_load(osc_path_join(path, sizeof path, dir, "tokenizer.json"), &m->tok);
     if (gguf) osc_gen_config_default(&m->gen);
     else if (s == OSC_OK) s = osc_gen_config_load(dir, &m->gen);
-    snprintf(m->kv_mode, sizeof m->kv_mode, "%s", p.kv_mode ? p.kv_mode : "bf16");
+    if (s == OSC_OK) {
+        const char *mode = osc_kv_mode_for(p.kv_mode, osc_llm_config_of(m->llm)->head_dim);
+        if ((!p.kv_mode || !strcmp(p.kv_mode, "auto")) && strcmp(mode, "oscar2"))
+            osc_log(OSC_LOG_INFO, "KV cache: bf16 (oscar2 needs a power-of-two head_dim >= 32; this model has %d)",
+                    osc_llm_config_of(m->llm)->head_dim);
+        snprintf(m->kv_mode, sizeof m->kv_mode, "%s", mode);
+    }
     if (s == OSC_OK) {
         int rot = osc_kv_mode_rotates(m->kv_mode);
         if (rot < 0) s = osc_error(OSC_ERR_UNSUPPORTED, "unknown KV cache mode '%s' (known: %s)", m->kv_mode, osc_kv_modes());

@@ -32,7 +32,7 @@ int osc_cli_bench(int argc, char **argv);
 typedef struct bench_opts {
     const char *shape, *model_dir, *device, *json, *fill;
     const char *kv[MAX_KV];
-    int n_kv;
+    int n_kv, kv_default; /* kv_default: the list was not given (modes the shape cannot use are skipped) */
     int ctx[MAX_LIST], n_ctx;
     int batch[MAX_LIST], n_batch;
     int prompt, gen, attn, reps, threads, warmup;
@@ -65,7 +65,7 @@ static void usage_bench(FILE *f) {
             "  --batch B[,B...]    batch sizes (default 1; --attn: the list above)\n"
             "  --prompt N          prefill length to time (default min(C, 2048))\n"
             "  --gen N             decode steps timed (default 32)\n"
-            "  --kv MODE[,MODE]    KV cache modes (default bf16; built in: %s)\n"
+            "  --kv MODE[,MODE]    KV cache modes (default bf16,oscar2; built in: %s)\n"
             "  --fill F            prefill (default: run the model over C random tokens per\n"
             "                      sequence, timed) or random (write random K/V straight into\n"
             "                      the caches: fast for long contexts, same bytes per step)\n"
@@ -79,7 +79,8 @@ static void usage_bench(FILE *f) {
             "  --seed S            random seed for weights, tokens and inputs (default 0)\n"
             "  -t, --threads N     CPU threads (default: all cores)\n"
             "  -h, --help          this help\n\n"
-            "JSON fields: kind (e2e|attn|kvattn), shape, device, kv, batch, ctx,\n"
+            "JSON fields: kind (e2e|attn|kvattn), shape, device, kv, bits_per_element and\n"
+            "bytes_per_token_per_layer (of the kv mode, residual window excluded), batch, ctx,\n"
             "prompt_tokens_per_s, decode_tokens_per_s, step_ms, weight_bytes, kv_bytes_per_seq,\n"
             "achieved_gbps, copy_gbps, frac_of_copy, attn_us, date, commit (env OSC_COMMIT).\n",
             osc_llm_preset_names(), osc_kv_modes());
@@ -187,7 +188,16 @@ typedef struct result {
     int batch, ctx, prompt, gen, launches;
     double prompt_tps, fill_s, decode_tps, step_ms, step_ms_min, weight_bytes, bytes_per_step, kv_bytes_per_seq,
         achieved_gbps, attn_us, attn_us_min;
+    double bits_per_element, bytes_per_token_per_layer; /* of the kv mode, residual window excluded */
 } result;
+
+/* Storage cost of a cache mode for heads x head_dim (osc_kv_bits_per_element). */
+static void set_kv_cost(result *r, const char *mode, int Hkv, int hd, osc_dtype act) {
+    osc_kv_params p = {.mode = mode, .n_layers = 1, .n_kv_heads = Hkv, .head_dim = hd, .n_ctx = 1024,
+                       .dev = OSC_DEV_CPU, .act_dt = act};
+    r->bits_per_element = osc_kv_bits_per_element(&p);
+    r->bytes_per_token_per_layer = (double)osc_kv_bytes_per_token_per_layer(&p);
+}
 
 typedef struct results {
     result *r;
@@ -223,6 +233,10 @@ static int write_json(const char *path, const results *rs, const char *device, d
         cJSON_AddStringToObject(o, "shape", r->shape);
         cJSON_AddStringToObject(o, "device", device);
         cJSON_AddStringToObject(o, "kv", r->kv);
+        if (r->bits_per_element > 0) {
+            cJSON_AddNumberToObject(o, "bits_per_element", r->bits_per_element);
+            cJSON_AddNumberToObject(o, "bytes_per_token_per_layer", r->bytes_per_token_per_layer);
+        }
         cJSON_AddNumberToObject(o, "batch", r->batch);
         cJSON_AddNumberToObject(o, "ctx", r->ctx);
         if (!strcmp(r->kind, "e2e")) {
@@ -702,7 +716,11 @@ static int parse_bench(int argc, char **argv, bench_opts *o) {
             return 2;
         }
     }
-    if (!o->n_kv) o->kv[o->n_kv++] = "bf16";
+    if (!o->n_kv) { /* the default mode and its baseline, for comparison */
+        o->kv_default = 1;
+        o->kv[o->n_kv++] = "bf16";
+        o->kv[o->n_kv++] = "oscar2";
+    }
     return 0;
 }
 
@@ -744,11 +762,13 @@ static int run_attn(const bench_opts *o, osc_dev dev, results *rs) {
                r->attn_us, r->attn_us_min, r->achieved_gbps, r->achieved_gbps / g_copy_gbps);
         fflush(stdout);
         for (int k = 0; k < o->n_kv; k++) {
+            if (o->kv_default && strcmp(osc_kv_mode_for("auto", o->hd), o->kv[k]) && strcmp(o->kv[k], "bf16")) continue;
             result *q = add_result(rs);
             if (!q) return 1;
             q->kind = "kvattn";
             snprintf(q->shape, sizeof q->shape, "%s", label);
             snprintf(q->kv, sizeof q->kv, "%s", o->kv[k]);
+            set_kv_cost(q, o->kv[k], o->hkv, o->hd, dev == OSC_DEV_CUDA ? OSC_BF16 : OSC_F32);
             q->batch = pb[i];
             q->ctx = pt[i];
             if (bench_kvattn_one(o, dev, o->kv[k], pb[i], pt[i], q) != OSC_OK) {
@@ -862,6 +882,10 @@ static int run_e2e(const bench_opts *o, osc_dev dev, results *rs) {
     printf("%-6s %-8s %6s %8s %8s %12s %9s %12s %10s %10s %10s %8s\n", "kind", "kv", "batch", "ctx", "prompt",
            "prefill_t/s", "fill_s", "decode_t/s", "step_ms", "KV/seq", "GB/s", "of_copy");
     for (int k = 0; k < o->n_kv; k++) {
+        if (o->kv_default && strcmp(osc_kv_mode_for("auto", e.c->head_dim), o->kv[k]) && strcmp(o->kv[k], "bf16")) {
+            printf("(%s skipped: head_dim %d)\n", o->kv[k], e.c->head_dim);
+            continue;
+        }
         for (int j = 0; j < nctx; j++) {
             int C = ctxs[j];
             int P = o->prompt ? o->prompt : (C < 2048 ? C : 2048);
@@ -877,6 +901,7 @@ static int run_e2e(const bench_opts *o, osc_dev dev, results *rs) {
                 r->kind = "e2e";
                 snprintf(r->shape, sizeof r->shape, "%s", label);
                 snprintf(r->kv, sizeof r->kv, "%s", o->kv[k]);
+                set_kv_cost(r, o->kv[k], e.c->n_kv_heads, e.c->head_dim, e.act);
                 r->batch = bs[i];
                 r->ctx = C;
                 r->prompt = P;

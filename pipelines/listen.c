@@ -75,6 +75,7 @@ static void usage(FILE *f) {
             "      --top-k K, --top-p P, --min-p P, --repeat-penalty R   sampling filters as in oscar chat\n"
             "      --seed S          random seed (default 0)\n"
             "      --kv MODE         KV cache mode: bf16, int8, kivi2, kivi4, rot2, oscar2, oscar4\n"
+            "                        (default oscar2; bf16 when the model's head_dim does not allow it)\n"
             "      --device D        cpu, cuda or auto (default auto)\n"
             "  -t, --threads N       CPU threads (default: all cores)\n"
             "      --max-seconds S   refuse audio longer than S seconds (default %.0f)\n"
@@ -122,7 +123,7 @@ static int parse(int argc, char **argv, listen_opts *o) {
     memset(o, 0, sizeof *o);
     o->n_predict = 512;
     o->device = "auto";
-    o->kv = "bf16";
+    o->kv = "auto";
     o->instruction = LISTEN_DEFAULT_INSTRUCTION;
     o->max_seconds = OSC_AUDIO_DEFAULT_MAX_SECONDS;
     for (int i = 0; i < argc; i++) {
@@ -490,6 +491,7 @@ int osc_cli_listen(int argc, char **argv) {
         goto done;
     }
     {
+        o.kv = osc_kv_mode_for(o.kv, cfg.head_dim);
         int rot = osc_kv_mode_rotates(o.kv);
         if (rot < 0) {
             fprintf(stderr, "oscar: unknown KV cache mode '%s' (known: %s)\n", o.kv, osc_kv_modes());

@@ -66,7 +66,8 @@ static void usage(FILE *f) {
             "      --min-p P         drop tokens below P x the top probability (0 = off)\n"
             "      --repeat-penalty R  penalise tokens already seen (1 = off)\n"
             "      --seed S          random seed (default 0)\n"
-            "      --kv MODE         KV cache mode: bf16, int8, kivi2, kivi4, rot2, oscar2, oscar4 (default bf16)\n"
+            "      --kv MODE         KV cache mode: bf16, int8, kivi2, kivi4, rot2, oscar2, oscar4\n"
+            "                        (default oscar2; bf16 when the model's head_dim does not allow it)\n"
             "      --device D        cpu, cuda or auto (default auto)\n"
             "  -t, --threads N       CPU threads (default: all cores)\n"
             "      --json            print one JSON object with the answer and statistics\n"
@@ -101,7 +102,7 @@ static int p_float(const char *flag, const char *v, float lo, float hi, float *o
 static int parse(int argc, char **argv, vqa_opts *o) {
     memset(o, 0, sizeof *o);
     o->n_predict = 256;
-    o->kv = "bf16";
+    o->kv = "auto";
     o->device = "auto";
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -251,6 +252,7 @@ int osc_cli_vqa(int argc, char **argv) {
         goto done;
     }
     {
+        o.kv = osc_kv_mode_for(o.kv, cfg.head_dim);
         int rot = osc_kv_mode_rotates(o.kv);
         if (rot < 0) { fprintf(stderr, "oscar: unknown KV cache mode '%s' (known: %s)\n", o.kv, osc_kv_modes()); goto done; }
         if (rot && osc_llm_fold_v_rotation(llm) != OSC_OK) { fail("cannot prepare the KV mode"); goto done; }
