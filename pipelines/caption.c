@@ -99,6 +99,7 @@ static void usage(FILE *f) {
             "      --seed S          random seed (each video's sampler is seeded from S and its path,\n"
             "                        so results do not depend on batching or order)\n"
             "      --kv MODE         KV cache mode: bf16, int8, kivi2, kivi4, rot2, oscar2, oscar4\n"
+            "                        (default oscar2; bf16 when the model's head_dim does not allow it)\n"
             "      --device D        cpu, cuda or auto (default auto)\n"
             "      --workers N       decoder threads preparing videos ahead (default 2)\n"
             "      --queue N         prepared videos held ahead (default workers + 2)\n"
@@ -151,7 +152,7 @@ static int p_num(const char *flag, const char *v, double lo, double hi, double *
 static int parse(int argc, char **argv, cap_opts *o) {
     memset(o, 0, sizeof *o);
     o->n_predict = 128;
-    o->kv = "bf16";
+    o->kv = "auto";
     o->device = "auto";
     o->prompt = CAP_DEFAULT_PROMPT;
     o->fps = OSC_VIDEO_FPS;
@@ -884,6 +885,7 @@ int osc_cli_caption(int argc, char **argv) {
     }
     if (load_models(&o, dev, &m) != OSC_OK) { rc = fatal(&o, &out, "cannot load the model"); goto done; }
     {
+        o.kv = osc_kv_mode_for(o.kv, osc_llm_config_of(m.llm)->head_dim);
         int rot = osc_kv_mode_rotates(o.kv);
         if (rot < 0) {
             osc_error(OSC_ERR_INVALID_ARG, "unknown KV cache mode '%s' (known: %s)", o.kv, osc_kv_modes());
