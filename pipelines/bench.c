@@ -17,6 +17,7 @@
 #include "core/config.h"
 #include "core/device.h"
 #include "kernels/ops.h"
+#include "encoders/vision.h"
 #include "kvcache/kvcache.h"
 #include "llm/model.h"
 #include "llm/presets.h"
@@ -32,7 +33,8 @@ int osc_cli_bench(int argc, char **argv);
 typedef struct bench_opts {
     const char *shape, *model_dir, *device, *json, *fill;
     const char *kv[MAX_KV];
-    int n_kv, kv_default; /* kv_default: the list was not given (modes the shape cannot use are skipped) */
+    int n_kv, kv_default;
+    int vision; /* --vision: the vision-encoder benchmark */ /* kv_default: the list was not given (modes the shape cannot use are skipped) */
     int ctx[MAX_LIST], n_ctx;
     int batch[MAX_LIST], n_batch;
     int prompt, gen, attn, reps, threads, warmup;
@@ -70,6 +72,10 @@ static void usage_bench(FILE *f) {
             "                      sequence, timed) or random (write random K/V straight into\n"
             "                      the caches: fast for long contexts, same bytes per step)\n"
             "  --attn              run the attention microbenchmark instead of end to end\n"
+            "  --vision            vision encoder of the Qwen2.5-Omni-7B shape (random weights): images/s\n"
+            "                      at 448x448 and 1024x1024, and time to first token of an image\n"
+            "                      question (encoder + prefill of image tokens + 32 text tokens + first\n"
+            "                      token) on the --shape decoder (default qwen2.5-omni-7b), --kv cache\n"
             "  --heads HQ,HKV,D    attention shape for --attn (default 32,8,128)\n"
             "  --reps R            timed repetitions for --attn (default 50, after 5 warm-ups)\n"
             "  --copy-bw GBPS      copy bandwidth to compare with (read+write GB/s); default:\n"
@@ -189,6 +195,8 @@ typedef struct result {
     double prompt_tps, fill_s, decode_tps, step_ms, step_ms_min, weight_bytes, bytes_per_step, kv_bytes_per_seq,
         achieved_gbps, attn_us, attn_us_min;
     double bits_per_element, bytes_per_token_per_layer; /* of the kv mode, residual window excluded */
+    int image_px, vis_tokens;                             /* --vision */
+    double encode_ms, images_per_s, ttft_ms;
 } result;
 
 /* Storage cost of a cache mode for heads x head_dim (osc_kv_bits_per_element). */
@@ -233,6 +241,13 @@ static int write_json(const char *path, const results *rs, const char *device, d
         cJSON_AddStringToObject(o, "shape", r->shape);
         cJSON_AddStringToObject(o, "device", device);
         cJSON_AddStringToObject(o, "kv", r->kv);
+        if (r->image_px > 0) {
+            cJSON_AddNumberToObject(o, "image_px", r->image_px);
+            cJSON_AddNumberToObject(o, "vision_tokens", r->vis_tokens);
+            cJSON_AddNumberToObject(o, "encode_ms", r->encode_ms);
+            cJSON_AddNumberToObject(o, "images_per_s", r->images_per_s);
+            cJSON_AddNumberToObject(o, "ttft_ms", r->ttft_ms);
+        }
         if (r->bits_per_element > 0) {
             cJSON_AddNumberToObject(o, "bits_per_element", r->bits_per_element);
             cJSON_AddNumberToObject(o, "bytes_per_token_per_layer", r->bytes_per_token_per_layer);
@@ -668,6 +683,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o) {
             o->fill = v;
         }
         else if (!strcmp(a, "--attn")) o->attn = 1;
+        else if (!strcmp(a, "--vision")) o->vision = 1;
         else if (!strcmp(a, "--heads")) {
             NEEDV();
             int h[MAX_LIST], n = 0;
@@ -704,7 +720,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o) {
         fprintf(stderr, "oscar: bench takes --shape or -m, not both\n");
         return 2;
     }
-    if (!o->attn && !o->shape && !o->model_dir) {
+    if (!o->attn && !o->vision && !o->shape && !o->model_dir) {
         fprintf(stderr, "oscar: bench needs a model: --shape NAME (random weights) or -m MODEL_DIR "
                         "(see oscar bench --help)\n");
         return 2;
@@ -929,6 +945,111 @@ out:
     return rc;
 }
 
+/* ---------- vision encoder + time to first token ---------- */
+
+static int run_vision(const bench_opts *o, osc_dev dev, results *rs) {
+    osc_vision_config vc;
+    osc_vision_default_config(&vc);
+    osc_vision *v = NULL;
+    osc_llm *m = NULL;
+    osc_llm_ctx *ctx = NULL;
+    osc_llm_config cfg;
+    float *pix = NULL, *logits = NULL;
+    int32_t *tok = NULL;
+    int rc = 0;
+    const char *shape = o->shape ? o->shape : "qwen2.5-omni-7b";
+    const char *mode = o->kv_default ? osc_kv_mode_for("auto", 128) : o->kv[0];
+    osc_status s = osc_vision_new_random(&vc, dev, o->seed + 1, &v);
+    if (s == OSC_OK) s = osc_llm_preset(shape, &cfg);
+    if (s == OSC_OK) s = osc_llm_new_random(&cfg, dev, o->seed, &m);
+    if (s == OSC_OK) s = osc_llm_ctx_new(m, 2048, &ctx);
+    if (s != OSC_OK) {
+        report_err("vision benchmark setup", s, dev, 0);
+        rc = 1;
+        goto out;
+    }
+    printf("vision encoder: Qwen2.5-Omni-7B shape (depth %d, hidden %d), random weights, %s; TTFT on %s, kv %s\n",
+           vc.depth, vc.hidden, dev == OSC_DEV_CUDA ? "cuda bf16" : "cpu f32", shape, mode);
+    printf("%-8s %8s %8s %12s %10s %10s\n", "kind", "image", "tokens", "encode_ms", "images/s", "ttft_ms");
+    const int sizes[2] = {448, 1024};
+    for (int si = 0; si < 2; si++) {
+        const int S = sizes[si], g = (S + vc.patch * vc.merge - 1) / (vc.patch * vc.merge) * vc.merge; /* smart_resize */
+        const int32_t grid[1][3] = {{1, g, g}};
+        const int64_t np = (int64_t)g * g, ntok = osc_vision_tokens(&vc, grid[0]);
+        const int T = (int)ntok + 32;
+        free(pix);
+        pix = malloc(sizeof(float) * (size_t)np * vc.patch_dim);
+        free(tok);
+        tok = malloc(sizeof(int32_t) * (size_t)T);
+        free(logits);
+        logits = malloc(sizeof(float) * (size_t)cfg.vocab_size);
+        if (!pix || !tok || !logits) { rc = 1; goto out; }
+        uint64_t st = o->seed * 31 + (uint64_t)S;
+        for (int64_t i = 0; i < np * vc.patch_dim; i++) {
+            st = st * 6364136223846793005ull + 1442695040888963407ull;
+            pix[i] = (float)((st >> 40) & 0xFFFFFF) / 8388608.0f - 1.0f;
+        }
+        for (int i = 0; i < T; i++) tok[i] = (int32_t)((i * 7919 + 13) % cfg.vocab_size);
+        osc_tensor emb;
+        enum { REPS = 5 };
+        double ts[REPS], tt[REPS];
+        for (int it = -1; it < REPS && s == OSC_OK; it++) {
+            double t0 = now_s();
+            s = osc_vision_encode(v, pix, np, grid, 1, &emb);
+            if (s == OSC_OK) s = osc_device_sync(dev);
+            double t1 = now_s();
+            /* first token: prefill of the image rows (scattered into pad rows) + text, argmax */
+            osc_kv *kv = NULL;
+            if (s == OSC_OK) s = osc_llm_kv_new(m, mode, T + 8, &kv);
+            if (s == OSC_OK) {
+                int sst[2] = {0, T};
+                int32_t *rows = malloc(sizeof(int32_t) * (size_t)ntok);
+                if (!rows) s = OSC_ERR_OOM;
+                for (int64_t i = 0; rows && i < ntok; i++) rows[i] = (int32_t)(4 + i);
+                osc_llm_batch b = {.n_seq = 1, .seq_start = sst, .tokens = tok, .kv = &kv, .n_mm = (int)ntok,
+                                   .mm_rows = rows, .mm_embeds = &emb};
+                if (s == OSC_OK) s = osc_llm_forward(m, ctx, &b, logits);
+                if (s == OSC_OK) (void)argmax_row(logits, cfg.vocab_size);
+                free(rows);
+            }
+            osc_kv_free(kv);
+            double t2 = now_s();
+            if (it >= 0) {
+                ts[it] = t1 - t0;
+                tt[it] = t2 - t0;
+            }
+        }
+        if (s != OSC_OK) {
+            report_err("vision benchmark", s, dev, 0);
+            rc = 1;
+            break;
+        }
+        result *r = add_result(rs);
+        if (!r) { rc = 1; break; }
+        r->kind = "vision";
+        snprintf(r->shape, sizeof r->shape, "%s", shape);
+        snprintf(r->kv, sizeof r->kv, "%s", mode);
+        r->batch = 1;
+        r->ctx = T;
+        r->image_px = S;
+        r->vis_tokens = (int)ntok;
+        r->encode_ms = median(ts, REPS) * 1e3;
+        r->images_per_s = 1e3 / r->encode_ms;
+        r->ttft_ms = median(tt, REPS) * 1e3;
+        printf("%-8s %4dx%-4d %8d %12.2f %10.2f %10.2f\n", "vision", S, S, r->vis_tokens, r->encode_ms, r->images_per_s,
+               r->ttft_ms);
+        fflush(stdout);
+    }
+out:
+    free(pix);
+    free(tok);
+    free(logits);
+    osc_llm_ctx_free(ctx);
+    osc_llm_free(m);
+    osc_vision_free(v);
+    return rc;
+}
+
 int osc_cli_bench(int argc, char **argv) {
     bench_opts o;
     int pr = parse_bench(argc, argv, &o);
@@ -965,7 +1086,7 @@ int osc_cli_bench(int argc, char **argv) {
     printf("copy bandwidth (%s): %.1f GB/s\n", copy_method, copy);
     g_copy_gbps = copy;
     results rs = {0};
-    int rc = o.attn ? run_attn(&o, dev, &rs) : run_e2e(&o, dev, &rs);
+    int rc = o.attn ? run_attn(&o, dev, &rs) : o.vision ? run_vision(&o, dev, &rs) : run_e2e(&o, dev, &rs);
     if (o.json && write_json(o.json, &rs, devname, copy, copy_method)) rc = 1;
     free(rs.r);
     return rc;
