@@ -281,6 +281,36 @@ osc_status osc_op_attention(osc_tensor *out, const osc_tensor *q, const osc_tens
              osc_cuda_attention(out, q, k, v, q_pos0, scale, causal));
 }
 
+osc_status osc_op_attention_decode_batch(osc_tensor *out, const osc_tensor *q, const osc_tensor *const *k,
+                                         const osc_tensor *const *v, const int *lens, int B, float scale) {
+    const char *op = "attention_decode_batch";
+    if (B <= 0 || !k || !v || !lens) return osc_error(OSC_ERR_INVALID_ARG, "%s: empty batch", op);
+    TRY(check_tensor(op, "out", out)); TRY(check_tensor(op, "q", q));
+    if (q->nd != 3 || out->nd != 3 || q->ne[0] != B || out->ne[0] != B || out->ne[1] != q->ne[1] || out->ne[2] != q->ne[2])
+        return osc_error(OSC_ERR_INVALID_ARG, "%s: q/out must be [%d, Hq, D]: q %s, out %s", op, B, sh(q).s, sh(out).s);
+    for (int b = 0; b < B; b++) {
+        const osc_tensor *kb = k[b], *vb = v[b];
+        TRY(check_tensor(op, "k", kb)); TRY(check_tensor(op, "v", vb));
+        TRY(same_dev(op, "k", kb, out)); TRY(same_dev(op, "v", vb, out));
+        if (kb->nd != 3 || vb->nd != 3 || kb->ne[1] != k[0]->ne[1] || vb->ne[1] != kb->ne[1] || kb->ne[2] != q->ne[2] ||
+            vb->ne[2] != q->ne[2] || q->ne[1] % kb->ne[1] || lens[b] < 1 || lens[b] > kb->ne[0] || lens[b] > vb->ne[0])
+            return osc_error(OSC_ERR_INVALID_ARG, "%s: sequence %d: k %s, v %s, len %d for q %s", op, b, sh(kb).s, sh(vb).s,
+                             lens[b], sh(q).s);
+    }
+    if (out->dev == OSC_DEV_CPU || B == 1) {
+        for (int b = 0; b < B; b++) {
+            osc_tensor ob = osc_tensor_rows(out, b, 1), qb = osc_tensor_rows(q, b, 1);
+            osc_tensor kb = osc_tensor_rows(k[b], 0, lens[b]), vb = osc_tensor_rows(v[b], 0, lens[b]);
+            TRY(osc_op_attention(&ob, &qb, &kb, &vb, lens[b] - 1, scale, 1));
+        }
+        return OSC_OK;
+    }
+    osc_dtype dt = act_dt(out->dev);
+    TRY(want_dt(op, "out", out, dt)); TRY(want_dt(op, "q", q, dt));
+    for (int b = 0; b < B; b++) { TRY(want_dt(op, "k", k[b], dt)); TRY(want_dt(op, "v", v[b], dt)); }
+    DISPATCH(out->dev, OSC_ERR_UNSUPPORTED, osc_cuda_attention_decode_batch(out, q, k, v, lens, B, scale));
+}
+
 /* ---- rope tables -------------------------------------------------------------------------- */
 
 osc_status osc_rope_init(osc_rope *r, int head_dim, double theta, int type, float factor, float low_freq_factor,

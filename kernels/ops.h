@@ -77,6 +77,12 @@ osc_status osc_op_fill_uniform(osc_tensor *t, uint64_t seed, float lo, float hi)
  * h / (Hq/Hkv). Query i sits at absolute position q_pos0 + i and sees keys j <= q_pos0 + i
  * (q_pos0 + S <= T). scale multiplies q.k; softmax in fp32. causal = 0: every query sees all T
  * keys (encoders). */
+/* Decode attention of B sequences in one call: row b of q [B, Hq, D] attends causally to the
+ * first lens[b] rows of its own k[b], v[b] ([T_b >= lens[b], Hkv, D], separate buffers, same
+ * Hkv and D); out [B, Hq, D]. On CUDA one launch for all sequences (head_dim 64/128/256, up to 8
+ * query heads per KV head; other shapes loop); on the CPU a loop of osc_op_attention. */
+osc_status osc_op_attention_decode_batch(osc_tensor *out, const osc_tensor *q, const osc_tensor *const *k,
+                                         const osc_tensor *const *v, const int *lens, int B, float scale);
 osc_status osc_op_attention(osc_tensor *out, const osc_tensor *q, const osc_tensor *k,
                             const osc_tensor *v, int64_t q_pos0, float scale, int causal);
 

@@ -12,6 +12,7 @@
 #include "../core/safetensors.h"
 #include "../kernels/ops.h"
 #include "../kernels/rope.h"
+#include "../kvcache/kv_batch.h"
 #include "gguf_load.h"
 
 typedef struct osc_layer_w {
@@ -42,6 +43,10 @@ struct osc_llm_ctx {
     float *logits_host; /* unused on CPU (logits land in the caller's buffer directly) */
     osc_llm_probe_fn probe;
     void *probe_user;
+    /* batched decode attention: per-sequence K/V views and lengths, max_tokens entries */
+    osc_tensor *bk, *bv;
+    const osc_tensor **bkp, **bvp;
+    int *blen;
 };
 
 void osc_llm_ctx_set_probe(osc_llm_ctx *c, osc_llm_probe_fn fn, void *user) {
@@ -412,7 +417,12 @@ osc_status osc_llm_ctx_new(osc_llm *m, int max_tokens, osc_llm_ctx **out) {
     x->pos = osc_arena_2d(a, OSC_I32, 3, N);
     x->last = osc_arena_2d(a, m->act, N, D);
     x->logits = osc_arena_2d(a, OSC_F32, N, c->vocab_size);
-    if (!x->logits.data) {
+    x->bk = calloc((size_t)N, sizeof *x->bk);
+    x->bv = calloc((size_t)N, sizeof *x->bv);
+    x->bkp = calloc((size_t)N, sizeof *x->bkp);
+    x->bvp = calloc((size_t)N, sizeof *x->bvp);
+    x->blen = calloc((size_t)N, sizeof *x->blen);
+    if (!x->logits.data || !x->bk || !x->bv || !x->bkp || !x->bvp || !x->blen) {
         osc_llm_ctx_free(x);
         return OSC_ERR_OOM;
     }
@@ -424,6 +434,7 @@ int osc_llm_ctx_max_tokens(const osc_llm_ctx *c) { return c->max_tokens; }
 
 void osc_llm_ctx_free(osc_llm_ctx *c) {
     if (!c) return;
+    free(c->bk), free(c->bv), free(c->bkp), free(c->bvp), free(c->blen);
     osc_arena_free(&c->arena);
     free(c);
 }
@@ -499,6 +510,13 @@ static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch 
     free(heap);
     OSC_TRY(s);
 
+    /* one attention launch for all sequences: a decode step (one row each) over plain caches on
+     * the GPU, batch within the context's preallocated tables */
+    int batched = m->dev != OSC_DEV_CPU && n_seq > 1 && N == n_seq && n_seq <= c->max_tokens;
+    for (int s2 = 0; batched && s2 < n_seq; s2++) {
+        osc_tensor tk, tv;
+        batched = osc_kv_plain_layer(kv[s2], 0, &tk, &tv);
+    }
     osc_tensor x = rows2(&c->x, 0, N), xn = rows2(&c->xn, 0, N), o = rows2(&c->o, 0, N);
     osc_tensor q = rows2(&c->q, 0, N), k = rows2(&c->k, 0, N), v = rows2(&c->v, 0, N), att = rows2(&c->att, 0, N);
     osc_tensor g = rows2(&c->gate, 0, N), u = rows2(&c->up, 0, N);
@@ -520,12 +538,25 @@ static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch 
         osc_tensor a3 = view3(&att, N, Hq, hd);
         OSC_TRY(osc_op_rope(&q3, &posT, &m->rope));
         OSC_TRY(osc_op_rope(&k3, &posT, &m->rope));
-        for (int s2 = 0; s2 < n_seq; s2++) {
-            int r0 = seq_start[s2] - base, n = seq_start[s2 + 1] - seq_start[s2];
-            osc_tensor ks = osc_tensor_rows(&k3, r0, n), vs = osc_tensor_rows(&v3, r0, n);
-            osc_tensor qs = osc_tensor_rows(&q3, r0, n), as = osc_tensor_rows(&a3, r0, n);
-            OSC_TRY(osc_kv_store(kv[s2], l, &ks, &vs));
-            OSC_TRY(osc_kv_attend(kv[s2], l, &qs, &as, scale));
+        if (batched) {
+            /* decode of several plain caches: stores, then one attention launch for all */
+            for (int s2 = 0; s2 < n_seq; s2++) {
+                osc_tensor ks = osc_tensor_rows(&k3, s2, 1), vs = osc_tensor_rows(&v3, s2, 1);
+                OSC_TRY(osc_kv_store(kv[s2], l, &ks, &vs));
+                osc_kv_plain_layer(kv[s2], l, &c->bk[s2], &c->bv[s2]);
+                c->bkp[s2] = &c->bk[s2];
+                c->bvp[s2] = &c->bv[s2];
+                c->blen[s2] = (int)c->bk[s2].ne[0];
+            }
+            OSC_TRY(osc_op_attention_decode_batch(&a3, &q3, c->bkp, c->bvp, c->blen, n_seq, scale));
+        } else {
+            for (int s2 = 0; s2 < n_seq; s2++) {
+                int r0 = seq_start[s2] - base, n = seq_start[s2 + 1] - seq_start[s2];
+                osc_tensor ks = osc_tensor_rows(&k3, r0, n), vs = osc_tensor_rows(&v3, r0, n);
+                osc_tensor qs = osc_tensor_rows(&q3, r0, n), as = osc_tensor_rows(&a3, r0, n);
+                OSC_TRY(osc_kv_store(kv[s2], l, &ks, &vs));
+                OSC_TRY(osc_kv_attend(kv[s2], l, &qs, &as, scale));
+            }
         }
         if (c->probe) {
             int rel[OSC_PROBE_MAX_SEQ + 1];

@@ -462,16 +462,15 @@ __global__ void k_attn_combine(bf16 *__restrict__ out, const float *__restrict__
 const int D1_U = 4;
 
 template <int D, int GM>
-__global__ void __launch_bounds__(128)
-k_attn_decode1(float *__restrict__ part_acc, float *__restrict__ part_ml, const bf16 *__restrict__ q,
-               const bf16 *__restrict__ k, const bf16 *__restrict__ v, int G, int Hkv, int klim, int chunk,
-               float scale_log2) {
+__device__ __forceinline__ void decode1_body(float *__restrict__ part_acc, float *__restrict__ part_ml,
+                                             const bf16 *__restrict__ q, const bf16 *__restrict__ k,
+                                             const bf16 *__restrict__ v, int G, int Hkv, int kvh, int klim, int chunk,
+                                             int split, int nsplit, int part_kvh, float scale_log2) {
     constexpr int TPK = D / 8, KPW = 32 / TPK, NG = 4 * KPW;
     __shared__ float red_acc[NG][GM][D];
     __shared__ float red_m[NG][GM], red_l[NG][GM];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int grp = warp * KPW + lane / TPK, sl = lane % TPK;
-    const int split = blockIdx.x, nsplit = gridDim.x, kvh = blockIdx.y;
     const int c0 = split * chunk, c1 = min(c0 + chunk, klim);
     const size_t kstride = (size_t)Hkv * D;
     float qr[GM][8], acc[GM][8], m[GM], l[GM];
@@ -582,13 +581,35 @@ k_attn_decode1(float *__restrict__ part_acc, float *__restrict__ part_ml, const 
                 L += w * red_l[g][h];
             }
         }
-        const size_t base = ((size_t)kvh * nsplit + split) * G + h;
+        const size_t base = ((size_t)part_kvh * nsplit + split) * G + h;
         part_acc[base * D + d] = a;
         if (d == 0) {
             part_ml[base * 2] = M;
             part_ml[base * 2 + 1] = L;
         }
     }
+}
+
+/* one sequence: grid (splits, Hkv) */
+template <int D, int GM>
+__global__ void __launch_bounds__(128)
+k_attn_decode1(float *__restrict__ part_acc, float *__restrict__ part_ml, const bf16 *__restrict__ q,
+               const bf16 *__restrict__ k, const bf16 *__restrict__ v, int G, int Hkv, int klim, int chunk,
+               float scale_log2) {
+    decode1_body<D, GM>(part_acc, part_ml, q, k, v, G, Hkv, blockIdx.y, klim, chunk, blockIdx.x, gridDim.x, blockIdx.y,
+                        scale_log2);
+}
+
+/* B sequences with their own K/V buffers and lengths: grid (splits, Hkv, B); partials of
+ * sequence b, kv head h at "kv head" b*Hkv + h, so k_attn_combine merges them as B*Hkv heads */
+template <int D, int GM>
+__global__ void __launch_bounds__(128)
+k_attn_decode1_batch(float *__restrict__ part_acc, float *__restrict__ part_ml, const bf16 *__restrict__ q,
+                     const bf16 *const *__restrict__ ks, const bf16 *const *__restrict__ vs,
+                     const int *__restrict__ lens, int G, int Hkv, int chunk, float scale_log2) {
+    const int b = blockIdx.z;
+    decode1_body<D, GM>(part_acc, part_ml, q + (size_t)b * Hkv * G * D, ks[b], vs[b], G, Hkv, blockIdx.y, lens[b], chunk,
+                        blockIdx.x, gridDim.x, b * Hkv + blockIdx.y, scale_log2);
 }
 
 template <int D>
@@ -602,6 +623,22 @@ osc_status launch_decode1(float *pacc, float *pml, const bf16 *q, const bf16 *k,
     else OSC_D1(8);
 #undef OSC_D1
     OSC_CU_LAUNCH("k_attn_decode1");
+    return OSC_OK;
+}
+
+template <int D>
+osc_status launch_decode1_batch(float *pacc, float *pml, const bf16 *q, const bf16 *const *ks, const bf16 *const *vs,
+                                const int *lens, int G, int Hkv, int B, int chunk, int nsplit, float scale_log2,
+                                cudaStream_t st) {
+    dim3 grid((unsigned)nsplit, (unsigned)Hkv, (unsigned)B);
+#define OSC_D1B(GV) \
+    k_attn_decode1_batch<D, GV><<<grid, 128, 0, st>>>(pacc, pml, q, ks, vs, lens, G, Hkv, chunk, scale_log2)
+    if (G <= 1) OSC_D1B(1);
+    else if (G <= 2) OSC_D1B(2);
+    else if (G <= 4) OSC_D1B(4);
+    else OSC_D1B(8);
+#undef OSC_D1B
+    OSC_CU_LAUNCH("k_attn_decode1_batch");
     return OSC_OK;
 }
 
@@ -707,4 +744,64 @@ extern "C" osc_status osc_cuda_attention(osc_tensor *out, const osc_tensor *q, c
     if (D <= 192) OSC_PREFILL(192);
     OSC_PREFILL(256);
 #undef OSC_PREFILL
+}
+
+extern "C" osc_status osc_cuda_attention_decode_batch(osc_tensor *out, const osc_tensor *q, const osc_tensor *const *k,
+                                                      const osc_tensor *const *v, const int *lens, int B, float scale) {
+    const int Hq = (int)q->ne[1], D = (int)q->ne[2], Hkv = (int)k[0]->ne[1];
+    const int G = Hq / Hkv;
+    int aligned = ((uintptr_t)q->data & 15u) == 0, maxlen = 1;
+    for (int b = 0; b < B; b++) {
+        aligned &= (((uintptr_t)k[b]->data | (uintptr_t)v[b]->data) & 15u) == 0;
+        if (lens[b] > maxlen) maxlen = lens[b];
+    }
+    if (!(G <= 8 && aligned && (D == 64 || D == 128 || D == 256))) {
+        /* general shapes: one launch per sequence */
+        for (int b = 0; b < B; b++) {
+            osc_tensor ob = osc_tensor_rows(out, b, 1), qb = osc_tensor_rows(q, b, 1);
+            osc_tensor kb = osc_tensor_rows(k[b], 0, lens[b]), vb = osc_tensor_rows(v[b], 0, lens[b]);
+            OSC_TRY(osc_cuda_attention(&ob, &qb, &kb, &vb, lens[b] - 1, scale, 1));
+        }
+        return OSC_OK;
+    }
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    int want = (4 * osc_cu_num_sms() + B * Hkv - 1) / (B * Hkv);
+    int nsplit = (maxlen + 63) / 64;
+    if (nsplit > want) nsplit = want;
+    if (nsplit > DK_MAX_SPLITS) nsplit = DK_MAX_SPLITS;
+    if (nsplit < 1) nsplit = 1;
+    int chunk = (maxlen + nsplit - 1) / nsplit;
+    nsplit = (maxlen + chunk - 1) / chunk;
+    /* scratch: [k ptrs][v ptrs][lens] then the partials */
+    size_t tab = ((size_t)B * (2 * sizeof(void *) + sizeof(int)) + 255) & ~(size_t)255;
+    size_t acc_n = (size_t)B * Hkv * nsplit * G * D, ml_n = (size_t)B * Hkv * nsplit * G * 2;
+    void *ws;
+    OSC_TRY(osc_cu_scratch(tab + (acc_n + ml_n) * sizeof(float), &ws));
+    char *host = (char *)malloc(tab);
+    if (!host) return osc_error(OSC_ERR_OOM, "attention batch: host table");
+    const void **hk = (const void **)host, **hv = hk + B;
+    int *hl = (int *)(hv + B);
+    for (int b = 0; b < B; b++) {
+        hk[b] = k[b]->data;
+        hv[b] = v[b]->data;
+        hl[b] = lens[b];
+    }
+    cudaError_t ce = cudaMemcpyAsync(ws, host, tab, cudaMemcpyHostToDevice, st);
+    free(host); /* pageable source: staged before cudaMemcpyAsync returns */
+    if (ce != cudaSuccess) return osc_error(OSC_ERR_DEVICE, "attention batch: table upload: %s", cudaGetErrorString(ce));
+    const bf16 *const *dk = (const bf16 *const *)ws, *const *dv = dk + B;
+    const int *dl = (const int *)(dv + B);
+    float *part_acc = (float *)((char *)ws + tab), *part_ml = part_acc + acc_n;
+    const float sl2 = scale * kLog2e;
+    const bf16 *qp = (const bf16 *)q->data;
+    osc_status s1 = D == 64 ? launch_decode1_batch<64>(part_acc, part_ml, qp, dk, dv, dl, G, Hkv, B, chunk, nsplit, sl2, st)
+                    : D == 128
+                        ? launch_decode1_batch<128>(part_acc, part_ml, qp, dk, dv, dl, G, Hkv, B, chunk, nsplit, sl2, st)
+                        : launch_decode1_batch<256>(part_acc, part_ml, qp, dk, dv, dl, G, Hkv, B, chunk, nsplit, sl2, st);
+    OSC_TRY(s1);
+    k_attn_combine<<<(unsigned)(B * Hkv * G), D >= 128 ? 128 : 64, 0, st>>>((bf16 *)out->data, part_acc, part_ml, nsplit,
+                                                                          G, G, Hq, D);
+    OSC_CU_LAUNCH("k_attn_combine");
+    return OSC_OK;
 }

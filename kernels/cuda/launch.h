@@ -54,6 +54,8 @@ osc_status osc_cuda_softmax(osc_tensor *x);
 osc_status osc_cuda_convert(osc_tensor *out, const osc_tensor *in);
 osc_status osc_cuda_argmax(osc_tensor *out, const osc_tensor *x);
 osc_status osc_cuda_fill_uniform(osc_tensor *t, uint64_t seed, float lo, float hi);
+osc_status osc_cuda_attention_decode_batch(osc_tensor *out, const osc_tensor *q, const osc_tensor *const *k,
+                                          const osc_tensor *const *v, const int *lens, int B, float scale);
 osc_status osc_cuda_attention(osc_tensor *out, const osc_tensor *q, const osc_tensor *k,
                               const osc_tensor *v, int64_t q_pos0, float scale, int causal);
 

@@ -426,6 +426,48 @@ static void test_attention(void) {
     }
 }
 
+/* batched decode attention: B sequences of different lengths in one call vs the CPU, one
+ * osc_op_attention per row */
+static void test_attention_batch(void) {
+    static const int cases[][5] = {/* B, Hq, Hkv, D, base length */ {5, 28, 4, 128, 0}, {3, 8, 2, 64, 3},
+                                   {4, 16, 2, 256, 40}, {3, 7, 1, 80, 9}};
+    static const int lens0[5] = {1, 17, 300, 4096, 777};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int B = cases[ci][0], Hq = cases[ci][1], Hkv = cases[ci][2], D = cases[ci][3];
+        int lens[5];
+        float *kh[5], *vh[5];
+        osc_tensor ck[5], cv[5], gk[5], gv[5];
+        const osc_tensor *ckp[5], *cvp[5], *gkp[5], *gvp[5];
+        for (int b = 0; b < B; b++) {
+            lens[b] = lens0[b] + cases[ci][4];
+            int T = lens[b] + 3; /* buffers longer than the lengths */
+            int64_t ks[3] = {T, Hkv, D};
+            kh[b] = hrand((int64_t)T * Hkv * D, 1.f, 0.f);
+            vh[b] = hrand((int64_t)T * Hkv * D, 1.f, 0.2f);
+            ck[b] = cpu_t(kh[b], 3, ks), cv[b] = cpu_t(vh[b], 3, ks);
+            gk[b] = gpu_from_f32(kh[b], OSC_BF16, 3, ks), gv[b] = gpu_from_f32(vh[b], OSC_BF16, 3, ks);
+            ckp[b] = &ck[b], cvp[b] = &cv[b], gkp[b] = &gk[b], gvp[b] = &gv[b];
+        }
+        int64_t qs[3] = {B, Hq, D}, nq = (int64_t)B * Hq * D;
+        float *q = hrand(nq, 4.f, 0.f), *ref = hzeros(nq), *got = hzeros(nq);
+        osc_tensor cq = cpu_t(q, 3, qs), co = cpu_t(ref, 3, qs);
+        osc_tensor gq = gpu_from_f32(q, OSC_BF16, 3, qs), go = gpu_empty(OSC_BF16, 3, qs);
+        float scale = 1.f / sqrtf((float)D);
+        CHECK(osc_op_attention_decode_batch(&co, &cq, ckp, cvp, lens, B, scale) == OSC_OK, "cpu: %s", osc_last_error());
+        DEV_OK(osc_op_attention_decode_batch(&go, &gq, gkp, gvp, lens, B, scale));
+        gpu_to_f32(&go, got);
+        char name[128];
+        snprintf(name, sizeof name, "attention_decode_batch B=%d Hq=%d Hkv=%d D=%d", B, Hq, Hkv, D);
+        report(name, rel_l2(got, ref, nq), TOL);
+        for (int b = 0; b < B; b++) {
+            gpu_free(&gk[b]), gpu_free(&gv[b]);
+            free(kh[b]), free(vh[b]);
+        }
+        gpu_free(&gq), gpu_free(&go);
+        free(q), free(ref), free(got);
+    }
+}
+
 int main(void) {
     if (!osc_cuda_available()) {
         printf("no GPU: skipped\n");
@@ -446,6 +488,7 @@ int main(void) {
     RUN(rope);
     RUN(matmul);
     RUN(attention);
+    RUN(attention_batch);
 #undef RUN
     return check_done("test_ops_gpu");
 }

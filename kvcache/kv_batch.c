@@ -1,0 +1,14 @@
+/* kvcache/kv_batch.c: views for batched decode attention over plain caches (kv_batch.h). */
+#include "kv_batch.h"
+
+#include "kv_internal.h"
+
+int osc_kv_plain_layer(const osc_kv *kv, int layer, osc_tensor *k, osc_tensor *v) {
+    if (kv->m.kind != KV_PLAIN || layer < 0 || layer >= kv->p.n_layers) return 0;
+    const size_t es = osc_dtype_size(kv->p.act_dt);
+    const int64_t T = (int64_t)kv->len + kv->pending;
+    int64_t ne[3] = {T, kv->p.n_kv_heads, kv->p.head_dim};
+    *k = osc_tensor_make((char *)kv->k + (size_t)layer * kv->layer_elems * es, kv->p.act_dt, kv->p.dev, 3, ne);
+    *v = osc_tensor_make((char *)kv->v + (size_t)layer * kv->layer_elems * es, kv->p.act_dt, kv->p.dev, 3, ne);
+    return 1;
+}
