@@ -123,6 +123,63 @@ void osc_video_free(osc_video *v) {
     memset(v, 0, sizeof *v);
 }
 
+/* ---- synthetic source ("synthetic:WxH:SECONDS[:FPS]") ------------------------------------- */
+
+int osc_video_is_synthetic(const char *path) { return path && !strncmp(path, "synthetic:", 10); }
+
+/* A moving colour pattern with the header of a WxH video of SECONDS at FPS (default 30), sampled
+ * and sized exactly as a real file of that header would be; frames are made at the resized size. */
+static osc_status synth_load(const char *path, const osc_video_params *p, osc_video *out) {
+    int w = 0, h = 0;
+    double sec = 0, fps = 30;
+    char tail[8];
+    int got = sscanf(path + 10, "%dx%d:%lf:%lf%7s", &w, &h, &sec, &fps, tail);
+    if (got < 3 || got > 4 || w < 2 || h < 2 || w > 16384 || h > 16384 || !(sec > 0) || !(fps > 0) || fps > 1000)
+        return osc_error(OSC_ERR_INVALID_ARG, "%s: want synthetic:WxH:SECONDS[:FPS]", path);
+    if (sec > p->max_seconds) return osc_error(OSC_ERR_FORMAT, "%s: %.0f s is over the limit of %.0f s", path, sec, p->max_seconds);
+    osc_video_info info;
+    memset(&info, 0, sizeof info);
+    info.width = w, info.height = h, info.fps = fps, info.duration = sec;
+    info.total_frames = (int64_t)floor(sec * fps);
+    snprintf(info.codec, sizeof info.codec, "synthetic");
+    int n = 0;
+    OSC_TRY(osc_video_sample_indices(info.total_frames, fps, p, NULL, &n));
+    info.n_frames = n;
+    info.sample_fps = (double)n / (double)info.total_frames * fps;
+    info.second_per_grid = (float)((p->temporal_patch > 0 ? p->temporal_patch : 2) / (p->fps > 0 ? p->fps : OSC_VIDEO_FPS));
+    osc_status s = osc_video_frame_budget(n, h, w, p, &info.min_pixels, &info.max_pixels, &info.resized_h, &info.resized_w);
+    if (s != OSC_OK) return osc_error_prefix(s, "%s", path);
+    const int RW = p->keep_size ? w : info.resized_w, RH = p->keep_size ? h : info.resized_h;
+    out->info = info;
+    out->frames = calloc((size_t)n, sizeof *out->frames);
+    out->indices = malloc((size_t)n * sizeof *out->indices);
+    out->timestamps = malloc((size_t)n * sizeof *out->timestamps);
+    if (!out->frames || !out->indices || !out->timestamps) {
+        osc_video_free(out);
+        return osc_error(OSC_ERR_OOM, "%s: out of memory", path);
+    }
+    osc_video_sample_indices(info.total_frames, fps, p, out->indices, &n);
+    for (int i = 0; i < n; i++) {
+        osc_image *im = &out->frames[i];
+        im->w = RW, im->h = RH;
+        im->rgb = malloc((size_t)RW * RH * 3);
+        if (!im->rgb) {
+            osc_video_free(out);
+            return osc_error(OSC_ERR_OOM, "%s: out of memory", path);
+        }
+        const int64_t f = out->indices[i];
+        out->timestamps[i] = (double)f / fps;
+        for (int y = 0; y < RH; y++)
+            for (int x = 0; x < RW; x++) {
+                uint8_t *px = im->rgb + ((size_t)y * RW + x) * 3;
+                px[0] = (uint8_t)(x + 3 * f);
+                px[1] = (uint8_t)(y + 2 * f);
+                px[2] = (uint8_t)((x ^ y) + f);
+            }
+    }
+    return OSC_OK;
+}
+
 #ifndef OSC_HAVE_FFMPEG
 
 osc_status osc_video_probe(const char *path, const osc_video_params *p, osc_video_info *info) {
@@ -131,8 +188,10 @@ osc_status osc_video_probe(const char *path, const osc_video_params *p, osc_vide
     return osc_error(OSC_ERR_UNSUPPORTED, "%s: video input needs FFmpeg (built without it)", path ? path : "(null)");
 }
 osc_status osc_video_load(const char *path, const osc_video_params *p, osc_video *out) {
-    (void)p;
+    osc_video_params dp;
+    if (!p) osc_video_default_params(&dp), p = &dp;
     memset(out, 0, sizeof *out);
+    if (osc_video_is_synthetic(path)) return synth_load(path, p, out);
     return osc_error(OSC_ERR_UNSUPPORTED, "%s: video input needs FFmpeg (built without it)", path ? path : "(null)");
 }
 
@@ -444,6 +503,7 @@ osc_status osc_video_load(const char *path, const osc_video_params *pp, osc_vide
     if (!pp) osc_video_default_params(&dp), pp = &dp;
     memset(out, 0, sizeof *out);
     if (!path) return osc_error(OSC_ERR_INVALID_ARG, "video: NULL path");
+    if (osc_video_is_synthetic(path)) return synth_load(path, pp, out);
     osc_video_info info;
     vin v;
     OSC_TRY(vin_open(path, pp, &v, &info, 0));

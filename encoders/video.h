@@ -110,6 +110,11 @@ osc_status osc_video_probe(const char *path, const osc_video_params *p, osc_vide
 osc_status osc_video_load(const char *path, const osc_video_params *p, osc_video *out);
 void osc_video_free(osc_video *v);
 
+/* Benchmark source: a path "synthetic:WxH:SECONDS[:FPS]" (FPS default 30) is not opened but
+ * made up: a moving colour pattern with that header, sampled and sized exactly as a real video
+ * of that header, no audio track. Works without FFmpeg. */
+int osc_video_is_synthetic(const char *path);
+
 /* 1 when built with FFmpeg. */
 int osc_video_available(void);
 

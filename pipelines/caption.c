@@ -825,12 +825,16 @@ int osc_cli_caption(int argc, char **argv) {
     memset(&e, 0, sizeof e);
     osc_cap_queue *q = NULL;
     progress prog = {0};
-    if (!osc_video_available()) {
-        osc_error(OSC_ERR_UNSUPPORTED, "this build has no FFmpeg: video input is not available");
-        rc = fatal(&o, &out, "caption");
-        goto done;
-    }
     if (gather(&o, &files)) goto done;
+    if (!osc_video_available()) {
+        int real = 0;
+        for (int i = 0; i < files.n; i++) real += !osc_video_is_synthetic(files.v[i]);
+        if (real) {
+            osc_error(OSC_ERR_UNSUPPORTED, "this build has no FFmpeg: video input is not available");
+            rc = fatal(&o, &out, "caption");
+            goto done;
+        }
+    }
     /* resume */
     if (o.out) {
         int nl = 0;

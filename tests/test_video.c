@@ -397,8 +397,31 @@ static void test_bad(const char *dir, const char *tmp, const char *root) {
     CHECK(osc_video_load(p, &lp, &v) == OSC_ERR_FORMAT, "memory limit: %s", osc_last_error());
 }
 
+/* The benchmark source: a 30 s 1280x720 header at 30 fps samples like a real file of that header,
+ * worked by hand from docs/qwen2_5_omni.md 5.1-5.2: F = 900, n = 900/30*2 = 60 frames; budget
+ * min(602112, 90316800/60*2) = 602112 px; smart_resize(720, 1280): 728x1288 is over it, beta =
+ * sqrt(720*1280/602112) = 1.2372, h = floor(720/1.2372/28)*28 = 560, w = floor(1280/1.2372/28)*28
+ * = 1008. Bad specs are refused. */
+static void test_synthetic(void) {
+    osc_video_params p;
+    osc_video_default_params(&p);
+    osc_video v;
+    CHECK(osc_video_load("synthetic:1280x720:30#7", &p, &v) == OSC_OK, "synthetic: %s", osc_last_error());
+    CHECK(v.info.n_frames == 60 && v.info.total_frames == 900, "synthetic: %d of %lld frames", v.info.n_frames,
+          (long long)v.info.total_frames);
+    CHECK(v.info.resized_h == 560 && v.info.resized_w == 1008 && v.frames && v.frames[59].h == 560 && v.frames[59].w == 1008,
+          "synthetic: resized %dx%d", v.info.resized_w, v.info.resized_h);
+    CHECK(v.indices && v.indices[0] == 0 && v.indices[59] == 899 && !v.info.has_audio, "synthetic: indices");
+    CHECK(v.frames && v.frames[1].rgb[0] != v.frames[2].rgb[0], "synthetic: frames move");
+    osc_video_free(&v);
+    CHECK(osc_video_load("synthetic:1280x720", &p, &v) == OSC_ERR_INVALID_ARG, "synthetic without seconds");
+    CHECK(osc_video_load("synthetic:0x720:3", &p, &v) == OSC_ERR_INVALID_ARG, "synthetic 0 wide");
+    CHECK(osc_video_load("synthetic:64x64:0.05", &p, &v) == OSC_ERR_FORMAT, "synthetic with one frame");
+}
+
 int main(void) {
     test_sampling();
+    test_synthetic();
     if (!osc_video_available()) {
         printf("built without FFmpeg: decoding tests skipped\n");
         return check_done("test_video");

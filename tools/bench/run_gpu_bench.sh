@@ -53,6 +53,9 @@ step audio600 90 "$BIN" listen -m random:7b --audio-seconds 600 --device cuda --
 #    tokenizer.json in OSC_QWEN_TOKENIZER)
 if [ -n "${CLIPS:-}" ]; then
     step caption 240 bash tools/bench/caption_bench.sh "$(dirname "$BIN")" "$CLIPS" random:omni-7b "${CAPTION_N:-64}"
+else # no clips (or no FFmpeg on the GPU machine): synthetic 30 s 720p videos, decoding not timed
+    step caption_synth 300 bash tools/bench/caption_synth.sh "$(dirname "$BIN")" "${CAPTION_VIDEOS:-16}" 30 1280x720 \
+        "${CAPTION_N:-64}"
 fi
 
 echo "=== done: $fails step(s) failed; results in $OUT" | tee -a "$LOG"
