@@ -57,7 +57,7 @@ static void usage_bench(FILE *f) {
             "With --attn: only the decode-attention microbenchmark (osc_op_attention, S = 1,\n"
             "  q [1,Hq,D], k/v [T,Hkv,D], bf16 on CUDA / f32 on CPU) at (B,T) = (1,4096),\n"
             "  (1,32768), (1,131072), (8,32768), (16,8192) unless --ctx/--batch are given;\n"
-            "  B > 1 is B launches (one per sequence) in one timed region. Also times a decode\n"
+            "  B > 1 is one osc_op_attention_decode_batch call (B <= 64). Also times a decode\n"
             "  step of attention through each --kv cache mode (store 1 token + attend, 1 layer).\n\n"
             "options:\n"
             "  --shape NAME        random weights of a named shape: %s\n"
@@ -327,6 +327,7 @@ static osc_status measure_copy(osc_dev dev, double *gbps) {
 /* ---------- attention microbenchmark ---------- */
 
 static osc_status bench_attn_one(const bench_opts *o, osc_dev dev, int B, int T, result *r) {
+    if (B > 64) return osc_error(OSC_ERR_INVALID_ARG, "attention benchmark: batch %d (at most 64)", B);
     const osc_dtype dt = dev == OSC_DEV_CUDA ? OSC_BF16 : OSC_F32;
     const size_t es = osc_dtype_size(dt);
     const int Hq = o->hq, Hkv = o->hkv, D = o->hd;
@@ -346,7 +347,7 @@ static osc_status bench_attn_one(const bench_opts *o, osc_dev dev, int B, int T,
     void *kvbuf = NULL, *qbuf = NULL, *obuf = NULL;
     osc_status s = osc_dev_malloc(dev, (size_t)nsets * set_bytes, &kvbuf);
     if (s == OSC_OK) s = osc_dev_malloc(dev, (size_t)nsets * B * qbytes, &qbuf);
-    if (s == OSC_OK) s = osc_dev_malloc(dev, qbytes, &obuf);
+    if (s == OSC_OK) s = osc_dev_malloc(dev, (size_t)B * qbytes, &obuf);
     if (s != OSC_OK) {
         report_err("attention inputs", s, dev, need);
         goto done;
@@ -371,11 +372,24 @@ static osc_status bench_attn_one(const bench_opts *o, osc_dev dev, int B, int T,
         char *base = (char *)kvbuf + (size_t)set * set_bytes;
         s = osc_device_sync(dev);
         double t0 = now_s();
-        for (int b = 0; b < B && s == OSC_OK; b++) {
-            osc_tensor q = osc_tensor_make((char *)qbuf + ((size_t)set * B + b) * qbytes, dt, dev, 3, qne);
-            osc_tensor k = osc_tensor_make(base + (size_t)b * 2 * kv1, dt, dev, 3, kne);
-            osc_tensor v = osc_tensor_make(base + (size_t)b * 2 * kv1 + kv1, dt, dev, 3, kne);
+        if (B == 1) {
+            osc_tensor q = osc_tensor_make((char *)qbuf + (size_t)set * qbytes, dt, dev, 3, qne);
+            osc_tensor k = osc_tensor_make(base, dt, dev, 3, kne);
+            osc_tensor v = osc_tensor_make(base + kv1, dt, dev, 3, kne);
             s = osc_op_attention(&out, &q, &k, &v, T - 1, scale, 1);
+        } else { /* the decode step of B sequences: one batched call, as the decoder makes it */
+            osc_tensor kt[64], vt[64];
+            const osc_tensor *kp[64], *vp[64];
+            int lens[64];
+            for (int b = 0; b < B; b++) {
+                kt[b] = osc_tensor_make(base + (size_t)b * 2 * kv1, dt, dev, 3, kne);
+                vt[b] = osc_tensor_make(base + (size_t)b * 2 * kv1 + kv1, dt, dev, 3, kne);
+                kp[b] = &kt[b], vp[b] = &vt[b], lens[b] = T;
+            }
+            int64_t bne[3] = {B, Hq, D};
+            osc_tensor qb = osc_tensor_make((char *)qbuf + (size_t)set * B * qbytes, dt, dev, 3, bne);
+            osc_tensor ob = osc_tensor_make(obuf, dt, dev, 3, bne);
+            s = osc_op_attention_decode_batch(&ob, &qb, kp, vp, lens, B, scale);
         }
         if (s == OSC_OK) s = osc_device_sync(dev);
         double t1 = now_s();
@@ -388,7 +402,7 @@ static osc_status bench_attn_one(const bench_opts *o, osc_dev dev, int B, int T,
         r->attn_us_min = ts[0] * 1e6; /* sorted by median() */
         r->kv_bytes_per_seq = 2.0 * (double)kv1;
         r->achieved_gbps = (double)set_bytes / med / 1e9;
-        r->launches = B;
+        r->launches = 1;
     } else {
         report_err("attention", s, dev, 0);
     }
