@@ -9,6 +9,9 @@
  *                   normalised: the fused decode kernel scores them against the unrotated
  *                   query, and the pack kernel rotates/normalises them when the window is full)
  *   int8: k8/v8 int8 [n_ctx][Hkv][hd], k8s/v8s fp16 [n_ctx][Hkv]; no residual window.
+ * A pooled cache (osc_kv_new_in_pool) holds only rk/rv and the device copy of its block table;
+ * its packed arrays are pool pages (kv_internal.h), flushes pack straight into the page, and
+ * the kernels read through the table (osc_kvq_pages).
  * Attention:
  *   one query row, head_dim 128/256, kivi/rot/oscar: the fused split-K kernel over the packed
  *     tokens + the residual (the current token is always in the window: lazy flush);
@@ -35,6 +38,7 @@ struct kv_gpu {
     int8_t *k8, *v8;
     uint16_t *k8s, *v8s;
     size_t kq_l, kp_l, vq_l, vp_l, res_l, i8_l; /* elements per layer */
+    int *bt;            /* pooled: device copy of the block table [bt_cap] */
 };
 
 /* One scratch pair of bf16 [rows][Hkv][hd] K and V shared by every GPU cache: all work runs on
@@ -59,7 +63,8 @@ typedef struct gsz {
     size_t kq, kp, vq, vp, kn, res, i8, i8s; /* elements per layer */
 } gsz;
 
-static gsz gsizes(const osc_kv_params *p, int kind, int bits) {
+/* pooled: only the window; the packed part lives in the pool's pages */
+static gsz gsizes(const osc_kv_params *p, int kind, int bits, int pooled) {
     gsz z = {0};
     size_t H = p->n_kv_heads, hd = p->head_dim, C = p->n_ctx;
     size_t ng = (C + OSC_KV_G - 1) / OSC_KV_G, C32 = ng * OSC_KV_G;
@@ -70,6 +75,10 @@ static gsz gsizes(const osc_kv_params *p, int kind, int bits) {
     }
     int R = p->r_evict > 0 ? p->r_evict : 256;
     size_t Ra = (size_t)(R < p->n_ctx ? R : p->n_ctx);
+    if (pooled) {
+        z.res = Ra * H * hd;
+        return z;
+    }
     z.kq = ng * H * bits * hd;      /* u32 */
     z.kp = ng * H * hd * 2;         /* u16 */
     z.vq = C32 * H * hd * bits / 32;
@@ -88,8 +97,18 @@ static size_t layer_bytes(const gsz *z) {
 
 size_t osc_kvg_bytes(const osc_kv_params *p, int kind, int bits, int norm) {
     (void)norm;
-    gsz z = gsizes(p, kind, bits);
+    gsz z = gsizes(p, kind, bits, 0);
     return (size_t)p->n_layers * layer_bytes(&z);
+}
+
+static size_t bt_bytes(const osc_kv_params *p) {
+    int R = p->r_evict > 0 ? p->r_evict : 256;
+    return al256((size_t)((p->n_ctx + R - 1) / R) * sizeof(int));
+}
+
+size_t osc_kvg_seq_bytes(const osc_kv_params *p) {
+    gsz z = gsizes(p, KV_BLOCK, 2, 1);
+    return (size_t)p->n_layers * layer_bytes(&z) + bt_bytes(p);
 }
 
 osc_status osc_kvg_new(osc_kv *kv) {
@@ -97,8 +116,8 @@ osc_status osc_kvg_new(osc_kv *kv) {
     struct kv_gpu *g = calloc(1, sizeof *g);
     if (!g) return osc_error(OSC_ERR_OOM, "kv cache: out of host memory");
     kv->g = g;
-    gsz z = gsizes(p, kv->m.kind, kv->m.bits);
-    size_t L = p->n_layers, total = L * layer_bytes(&z);
+    gsz z = gsizes(p, kv->m.kind, kv->m.bits, kv->pool != NULL);
+    size_t L = p->n_layers, total = L * layer_bytes(&z) + (kv->pool ? bt_bytes(p) : 0);
     osc_status s = osc_dev_malloc(p->dev, total, &g->mem);
     if (s != OSC_OK)
         return osc_error_prefix(s, "kv cache '%s' of %d tokens x %d layers (%.1f MiB)", kv->m.name, p->n_ctx, p->n_layers,
@@ -110,6 +129,7 @@ osc_status osc_kvg_new(osc_kv *kv) {
     CARVE(rk, z.res, 2); CARVE(rv, z.res, 2); CARVE(k8, z.i8, 1); CARVE(v8, z.i8, 1); CARVE(k8s, z.i8s, 2);
     CARVE(v8s, z.i8s, 2);
 #undef CARVE
+    if (kv->pool) g->bt = (int *)c;
     g->kq_l = al256(z.kq * 4) / 4;
     g->kp_l = al256(z.kp * 2) / 2;
     g->vq_l = al256(z.vq * 4) / 4;
@@ -135,17 +155,44 @@ void osc_kvg_free(osc_kv *kv) {
     kv->g = NULL;
 }
 
+osc_status osc_kvg_bt_set(osc_kv *kv, int i, int page) { return osc_cuda_kv_set_i32(kv->g->bt + i, page); }
+
 /* ---- addressing (layer l) ---------------------------------------------------------------- */
 
 #define HKV (kv->p.n_kv_heads)
 #define HD (kv->p.head_dim)
 #define ROW ((size_t)HKV * HD)
 
-static uint32_t *g_kq(const osc_kv *kv, int l) { return kv->g->kq + (size_t)l * kv->g->kq_l; }
-static uint16_t *g_kp(const osc_kv *kv, int l) { return kv->g->kp + (size_t)l * kv->g->kp_l; }
-static uint32_t *g_vq(const osc_kv *kv, int l) { return kv->g->vq + (size_t)l * kv->g->vq_l; }
-static uint16_t *g_vp(const osc_kv *kv, int l) { return kv->g->vp + (size_t)l * kv->g->vp_l; }
-static float *g_kn(const osc_kv *kv, int l) { return kv->g->kn + (size_t)l * (al256((size_t)kv->n_groups * OSC_KV_G * 4) / 4); }
+/* Pooled caches: layer l of pool page `page` (kv_internal.h layout), at byte offset off. */
+static char *pg_at(const osc_kv *kv, int page, int l, size_t off) {
+    const osc_kv_pool *P = kv->pool;
+    return (char *)P->mem + (size_t)page * P->lay.page_bytes + (size_t)l * P->lay.layer_bytes + off;
+}
+/* The packed arrays of layer l as the kernels take them: the contiguous arrays, or page 0 of
+ * the pool with pages() describing the table. */
+static uint32_t *g_kq(const osc_kv *kv, int l) {
+    return kv->pool ? (uint32_t *)pg_at(kv, 0, l, kv->pool->lay.kq) : kv->g->kq + (size_t)l * kv->g->kq_l;
+}
+static uint16_t *g_kp(const osc_kv *kv, int l) {
+    return kv->pool ? (uint16_t *)pg_at(kv, 0, l, kv->pool->lay.kp) : kv->g->kp + (size_t)l * kv->g->kp_l;
+}
+static uint32_t *g_vq(const osc_kv *kv, int l) {
+    return kv->pool ? (uint32_t *)pg_at(kv, 0, l, kv->pool->lay.vq) : kv->g->vq + (size_t)l * kv->g->vq_l;
+}
+static uint16_t *g_vp(const osc_kv *kv, int l) {
+    return kv->pool ? (uint16_t *)pg_at(kv, 0, l, kv->pool->lay.vp) : kv->g->vp + (size_t)l * kv->g->vp_l;
+}
+static float *g_kn(const osc_kv *kv, int l) {
+    if (kv->pool) return (float *)pg_at(kv, 0, l, kv->pool->lay.kn);
+    return kv->g->kn + (size_t)l * (al256((size_t)kv->n_groups * OSC_KV_G * 4) / 4);
+}
+static const osc_kvq_pages *pages_of(const osc_kv *kv, osc_kvq_pages *pg) {
+    if (!kv->pool) return NULL;
+    pg->bt = kv->g->bt;
+    pg->gpp = kv->R / OSC_KV_G;
+    pg->page_bytes = (long long)kv->pool->lay.page_bytes;
+    return pg;
+}
 static uint16_t *g_rk(const osc_kv *kv, int l, int r) { return kv->g->rk + (size_t)l * kv->g->res_l + (size_t)r * ROW; }
 static uint16_t *g_rv(const osc_kv *kv, int l, int r) { return kv->g->rv + (size_t)l * kv->g->res_l + (size_t)r * ROW; }
 static int8_t *g_k8(const osc_kv *kv, int l, int t) { return kv->g->k8 + (size_t)l * kv->g->i8_l + (size_t)t * ROW; }
@@ -166,18 +213,28 @@ static osc_status dequant_packed(const osc_kv *kv, int l, int t0, int n, void *d
         OSC_TRY(osc_cuda_kv_i8_dequant(g_k8(kv, l, t0), g_k8s(kv, l, t0), (long)n * HKV, HD, dk));
         return osc_cuda_kv_i8_dequant(g_v8(kv, l, t0), g_v8s(kv, l, t0), (long)n * HKV, HD, dv);
     }
-    return osc_cuda_kv_dequant(g_kq(kv, l), g_kp(kv, l), g_vq(kv, l), g_vp(kv, l), kv->m.norm ? g_kn(kv, l) : NULL, t0, n,
-                               HKV, HD, kv->m.bits, kv->m.rotate, dk, dv);
+    osc_kvq_pages pg;
+    return osc_cuda_kv_dequant_paged(g_kq(kv, l), g_kp(kv, l), g_vq(kv, l), g_vp(kv, l), kv->m.norm ? g_kn(kv, l) : NULL, t0,
+                                     n, HKV, HD, kv->m.bits, kv->m.rotate, dk, dv, pages_of(kv, &pg));
 }
 
 /* Pack the full residual window of layer l (R tokens) into packed tokens [nq, nq + R). */
 static osc_status flush_window(osc_kv *kv, int l) {
     const int nq = kv->nq[l], b = kv->m.bits, H = HKV, hd = HD;
     const size_t g0 = (size_t)nq / OSC_KV_G;
-    OSC_TRY(osc_cuda_kv_pack(g_rk(kv, l, 0), g_rv(kv, l, 0), kv->R, H, hd, b, kv->m.rotate, kv->m.norm,
-                             g_kq(kv, l) + g0 * H * b * hd, g_kp(kv, l) + g0 * H * hd * 2,
-                             g_vq(kv, l) + (size_t)nq * H * (hd * b / 32), g_vp(kv, l) + (size_t)nq * H * (hd / 32) * 2,
-                             g_kn(kv, l) + nq));
+    if (kv->pool) { /* a full window is exactly one page of this layer: pack straight into it */
+        const int page = kv->bt[nq / kv->R];
+        const kv_page_layout *y = &kv->pool->lay;
+        OSC_TRY(osc_cuda_kv_pack(g_rk(kv, l, 0), g_rv(kv, l, 0), kv->R, H, hd, b, kv->m.rotate, kv->m.norm,
+                                 (uint32_t *)pg_at(kv, page, l, y->kq), (uint16_t *)pg_at(kv, page, l, y->kp),
+                                 (uint32_t *)pg_at(kv, page, l, y->vq), (uint16_t *)pg_at(kv, page, l, y->vp),
+                                 (float *)pg_at(kv, page, l, y->kn)));
+    } else {
+        OSC_TRY(osc_cuda_kv_pack(g_rk(kv, l, 0), g_rv(kv, l, 0), kv->R, H, hd, b, kv->m.rotate, kv->m.norm,
+                                 g_kq(kv, l) + g0 * H * b * hd, g_kp(kv, l) + g0 * H * hd * 2,
+                                 g_vq(kv, l) + (size_t)nq * H * (hd * b / 32),
+                                 g_vp(kv, l) + (size_t)nq * H * (hd / 32) * 2, g_kn(kv, l) + nq));
+    }
     kv->nq[l] += kv->R;
     kv->nres[l] = 0;
     return OSC_OK;
@@ -247,9 +304,10 @@ osc_status osc_kvg_attend(osc_kv *kv, int l, const osc_tensor *q, osc_tensor *ou
     if (S == 1 && kv->m.kind == KV_BLOCK && (hd == 128 || hd == 256) && Hq / H <= 8 && nq <= len) {
         /* decode: the current token is in the window (lazy flush), so packed + window is exactly
          * the cache plus this token */
-        return osc_cuda_kv_decode_attn_ex(out->data, q->data, Hq, H, hd, kv->m.bits, kv->m.rotate, kv->m.norm, g_kq(kv, l),
-                                          g_kp(kv, l), g_vq(kv, l), g_vp(kv, l), g_kn(kv, l), nq, g_rk(kv, l, 0),
-                                          g_rv(kv, l, 0), NULL, kv->nres[l], scale, 1);
+        osc_kvq_pages pg;
+        return osc_cuda_kv_decode_attn_paged(out->data, q->data, Hq, H, hd, kv->m.bits, kv->m.rotate, kv->m.norm,
+                                             g_kq(kv, l), g_kp(kv, l), g_vq(kv, l), g_vp(kv, l), g_kn(kv, l), nq,
+                                             g_rk(kv, l, 0), g_rv(kv, l, 0), NULL, kv->nres[l], scale, 1, pages_of(kv, &pg));
     }
     /* general path: [dequantised cache | window | this forward at full precision] in bf16 */
     const int T = len + S;
@@ -297,7 +355,9 @@ float osc_kvg_debug_norm(const osc_kv *kv, int l, int t) {
     if (!kv->m.norm) return 1.0f;
     if (t >= kv->nq[l]) return NAN; /* the window keeps raw keys: no norm until packed */
     float x;
-    if (osc_copy_bytes(&x, OSC_DEV_CPU, g_kn(kv, l) + t, kv->p.dev, 4) != OSC_OK) return NAN;
+    const float *src = kv->pool ? (const float *)pg_at(kv, kv->bt[t / kv->R], l, kv->pool->lay.kn) + t % kv->R
+                                : g_kn(kv, l) + t;
+    if (osc_copy_bytes(&x, OSC_DEV_CPU, src, kv->p.dev, 4) != OSC_OK) return NAN;
     return x;
 }
 

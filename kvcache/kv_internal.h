@@ -18,6 +18,29 @@ static const kv_mode k_modes[] = {
 };
 #define N_MODES ((int)(sizeof k_modes / sizeof k_modes[0]))
 
+/* The KV page pool (block modes). A page holds the packed part of R = r_evict tokens of EVERY
+ * layer; per layer, at l * layer_bytes inside the page, at these byte offsets:
+ *   kq u32 [R/32][Hkv][bits][hd]  kp fp16 [R/32][Hkv][hd][2]   (kv_quant.h K blocks)
+ *   vq u32 [R][Hkv][hd*bits/32]   vp fp16 [R][Hkv][hd/32][2]   (kv_quant.h V rows)
+ *   kn f32 [R]                    OScaR norms (1.0 for the modes without norm on CUDA)
+ * i.e. kvquant_launch.h's layout for R tokens, on the CPU too. Each array size is a multiple of
+ * 128 bytes (hd % 32 == 0, R % 32 == 0); layer_bytes is rounded up to 256. */
+typedef struct kv_page_layout {
+    size_t kq, kp, vq, vp, kn; /* byte offsets inside one layer of a page */
+    size_t layer_bytes, page_bytes;
+} kv_page_layout;
+
+struct osc_kv_pool {
+    osc_kv_params p; /* n_ctx unused */
+    kv_mode m;
+    int R;
+    kv_page_layout lay;
+    int n_pages, n_free;
+    int *free_list; /* stack of free page indices: pop from the top */
+    void *mem;      /* n_pages * page_bytes on p.dev */
+    int n_caches;   /* live caches of this pool */
+};
+
 struct osc_kv {
     osc_kv_params p;
     kv_mode m;
@@ -45,7 +68,15 @@ struct osc_kv {
     /* CUDA (kv_gpu.c): device arrays, per layer back to back; nq/nres/R as above. The residual
      * window holds RAW keys (after RoPE, not rotated or normalised) in bf16. */
     struct kv_gpu *g;
+    /* pooled caches (osc_kv_new_in_pool): the packed part lives in pool pages; page i of the
+     * sequence holds tokens [i*R, (i+1)*R) of every layer. kw/kp/vw/vp/norms are NULL then. */
+    osc_kv_pool *pool;
+    int *bt;       /* host block table [bt_cap]: pool page of each sequence page */
+    int n_bt, bt_cap;
+    float *rnorm;  /* CPU oscar: [L][R_alloc] norms of the residual window tokens */
 };
+
+kv_page_layout osc_kv_page_layout(const osc_kv_params *p, const kv_mode *m, int R);
 
 /* kv_gpu.c; only with OSC_HAVE_CUDA (kvcache.c refuses quantised CUDA caches otherwise). */
 osc_status osc_kvg_new(osc_kv *kv);
@@ -56,6 +87,10 @@ osc_status osc_kvg_attend(osc_kv *kv, int l, const osc_tensor *q, osc_tensor *ou
 osc_status osc_kvg_truncate_layer(osc_kv *kv, int l, int n);
 osc_status osc_kvg_debug_dequant(const osc_kv *kv, int l, int t0, int n, float *k, float *v);
 float osc_kvg_debug_norm(const osc_kv *kv, int l, int t);
+/* pooled caches: bytes of the per-sequence part (window + device block table); entry i of the
+ * device block table <- page (queued on the stream, no host sync) */
+size_t osc_kvg_seq_bytes(const osc_kv_params *p);
+osc_status osc_kvg_bt_set(osc_kv *kv, int i, int page);
 
 
 #endif

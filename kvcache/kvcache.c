@@ -99,9 +99,7 @@ size_t osc_kv_bytes_for(const osc_kv_params *p) {
 
 /* ---- creation --------------------------------------------------------------------------- */
 
-static osc_status new_quant(osc_kv *kv) {
-    const osc_kv_params *p = &kv->p;
-    const kv_mode *m = &kv->m;
+static osc_status check_quant(const osc_kv_params *p, const kv_mode *m) {
     if (p->dev == OSC_DEV_CPU ? p->act_dt != OSC_F32 : p->act_dt != OSC_BF16)
         return osc_error(OSC_ERR_UNSUPPORTED, "kv cache mode '%s' takes float32 tensors on the CPU and bf16 on CUDA", m->name);
 #ifndef OSC_HAVE_CUDA
@@ -118,6 +116,13 @@ static osc_status new_quant(osc_kv *kv) {
     if (p->r_evict < 0 || p->r_evict % OSC_KV_G)
         return osc_error(OSC_ERR_INVALID_ARG, "kv cache: r_evict %d must be 0 (default 256) or a multiple of %d",
                          p->r_evict, OSC_KV_G);
+    return OSC_OK;
+}
+
+static osc_status new_quant(osc_kv *kv) {
+    const osc_kv_params *p = &kv->p;
+    const kv_mode *m = &kv->m;
+    OSC_TRY(check_quant(p, m));
     kv->R = r_evict_of(p);
     kv->R_alloc = kv->R < p->n_ctx ? kv->R : p->n_ctx;
     kv->n_groups = (p->n_ctx + OSC_KV_G - 1) / OSC_KV_G;
@@ -126,6 +131,17 @@ static osc_status new_quant(osc_kv *kv) {
     kv->nq = calloc(L, sizeof(int));
     kv->nres = calloc(L, sizeof(int));
     if (!kv->nq || !kv->nres) return osc_error(OSC_ERR_OOM, "kv cache: out of host memory");
+    if (kv->pool) {
+        kv->bt_cap = (p->n_ctx + kv->R - 1) / kv->R;
+        kv->bt = calloc((size_t)kv->bt_cap, sizeof(int));
+        if (!kv->bt) return osc_error(OSC_ERR_OOM, "kv cache: out of host memory");
+        /* the packed part lives in the pool: only the window (and its norms) here */
+        z.kw = z.kp = z.vw = z.vp = z.norms = 0;
+        if (m->norm && p->dev == OSC_DEV_CPU) {
+            kv->rnorm = calloc(L * (size_t)kv->R_alloc, sizeof(float));
+            if (!kv->rnorm) return osc_error(OSC_ERR_OOM, "kv cache: out of host memory");
+        }
+    }
 #ifdef OSC_HAVE_CUDA
     if (p->dev != OSC_DEV_CPU) return osc_kvg_new(kv);
 #endif
@@ -141,7 +157,7 @@ static osc_status new_quant(osc_kv *kv) {
     return OSC_OK;
 }
 
-osc_status osc_kv_new(const osc_kv_params *p, osc_kv **out) {
+static osc_status kv_create(const osc_kv_params *p, osc_kv_pool *pool, osc_kv **out) {
     *out = NULL;
     OSC_TRY(check_mode(p->mode));
     if (p->n_layers <= 0 || p->n_kv_heads <= 0 || p->head_dim <= 0 || p->n_ctx <= 0)
@@ -153,6 +169,8 @@ osc_status osc_kv_new(const osc_kv_params *p, osc_kv **out) {
     kv->m = *find_mode(p->mode);
     kv->p.mode = kv->m.name;
     kv->cur_layer = -1;
+    kv->pool = pool;
+    if (pool) pool->n_caches++; /* osc_kv_free below undoes it on failure */
     osc_status s;
     if (kv->m.kind == KV_PLAIN) {
         kv->layer_elems = (size_t)p->n_ctx * p->n_kv_heads * p->head_dim;
@@ -171,8 +189,16 @@ osc_status osc_kv_new(const osc_kv_params *p, osc_kv **out) {
     return OSC_OK;
 }
 
+osc_status osc_kv_new(const osc_kv_params *p, osc_kv **out) { return kv_create(p, NULL, out); }
+
+static void pool_trim(osc_kv *kv, int keep);
+
 void osc_kv_free(osc_kv *kv) {
     if (!kv) return;
+    if (kv->pool) {
+        if (kv->bt) pool_trim(kv, 0);
+        kv->pool->n_caches--;
+    }
 #ifdef OSC_HAVE_CUDA
     if (kv->g) osc_kvg_free(kv);
 #endif
@@ -180,12 +206,144 @@ void osc_kv_free(osc_kv *kv) {
     if (kv->v) osc_dev_free(kv->p.dev, kv->v);
     free(kv->nq), free(kv->nres), free(kv->kw), free(kv->kp), free(kv->vw), free(kv->vp);
     free(kv->k8), free(kv->v8), free(kv->k8s), free(kv->v8s), free(kv->norms), free(kv->rk), free(kv->rv);
+    free(kv->bt), free(kv->rnorm);
     free(kv);
 }
 
-size_t osc_kv_bytes(const osc_kv *kv) { return osc_kv_bytes_for(&kv->p); }
+size_t osc_kv_bytes(const osc_kv *kv) { return kv->pool ? osc_kv_pool_seq_bytes(&kv->p) : osc_kv_bytes_for(&kv->p); }
 int osc_kv_len(const osc_kv *kv) { return kv->len; }
 int osc_kv_capacity(const osc_kv *kv) { return kv->p.n_ctx; }
+
+/* ---- the page pool ------------------------------------------------------------------------ */
+
+static size_t al256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+kv_page_layout osc_kv_page_layout(const osc_kv_params *p, const kv_mode *m, int R) {
+    kv_page_layout y = {0};
+    size_t H = p->n_kv_heads, hd = p->head_dim, b = m->bits, ng = (size_t)R / OSC_KV_G;
+    y.kq = 0;
+    y.kp = y.kq + ng * H * b * hd * 4;
+    y.vq = y.kp + ng * H * hd * 2 * 2;
+    y.vp = y.vq + (size_t)R * H * hd * b / 8;
+    y.kn = y.vp + (size_t)R * H * (hd / OSC_KV_G) * 2 * 2;
+    y.layer_bytes = al256(y.kn + (size_t)R * 4);
+    y.page_bytes = (size_t)p->n_layers * y.layer_bytes;
+    return y;
+}
+
+static int pool_mode_ok(const osc_kv_params *p) {
+    const kv_mode *m = find_mode(p->mode);
+    return m && m->kind == KV_BLOCK && p->n_layers > 0 && p->n_kv_heads > 0 && p->head_dim > 0 &&
+           p->head_dim % OSC_KV_G == 0 && p->r_evict >= 0 && p->r_evict % OSC_KV_G == 0;
+}
+
+size_t osc_kv_pool_page_bytes(const osc_kv_params *p) {
+    if (!pool_mode_ok(p)) return 0;
+    return osc_kv_page_layout(p, find_mode(p->mode), r_evict_of(p)).page_bytes;
+}
+
+size_t osc_kv_pool_bytes_for(const osc_kv_params *p, int n_pages) {
+    return n_pages > 0 ? (size_t)n_pages * osc_kv_pool_page_bytes(p) : 0;
+}
+
+size_t osc_kv_pool_seq_bytes(const osc_kv_params *p) {
+    if (!pool_mode_ok(p) || p->n_ctx <= 0) return 0;
+    const kv_mode *m = find_mode(p->mode);
+    int R = r_evict_of(p);
+    size_t L = p->n_layers, Ra = (size_t)(R < p->n_ctx ? R : p->n_ctx), row = (size_t)p->n_kv_heads * p->head_dim;
+    size_t bt = (size_t)((p->n_ctx + R - 1) / R) * sizeof(int), host = sizeof(struct osc_kv) + 2 * L * sizeof(int) + bt;
+#ifdef OSC_HAVE_CUDA
+    if (p->dev != OSC_DEV_CPU) return host + osc_kvg_seq_bytes(p);
+#endif
+    return host + L * Ra * (2 * row * sizeof(float) + (m->norm ? sizeof(float) : 0));
+}
+
+osc_status osc_kv_pool_new(const osc_kv_params *p, int n_pages, osc_kv_pool **out) {
+    *out = NULL;
+    OSC_TRY(check_mode(p->mode));
+    const kv_mode *m = find_mode(p->mode);
+    if (m->kind != KV_BLOCK)
+        return osc_error(OSC_ERR_UNSUPPORTED, "KV pool: mode '%s' has no blocks to page (paged modes: kivi2, kivi4, rot2, "
+                         "oscar2, oscar4)", m->name);
+    if (p->n_layers <= 0 || p->n_kv_heads <= 0 || p->head_dim <= 0 || n_pages <= 0)
+        return osc_error(OSC_ERR_INVALID_ARG, "KV pool: bad sizes (layers %d, kv heads %d, head dim %d, pages %d)",
+                         p->n_layers, p->n_kv_heads, p->head_dim, n_pages);
+    OSC_TRY(check_quant(p, m));
+    osc_kv_pool *P = calloc(1, sizeof *P);
+    if (!P) return osc_error(OSC_ERR_OOM, "KV pool: out of host memory");
+    P->p = *p;
+    P->p.mode = m->name;
+    P->p.n_ctx = 0;
+    P->m = *m;
+    P->R = r_evict_of(p);
+    P->lay = osc_kv_page_layout(p, m, P->R);
+    P->n_pages = n_pages;
+    P->free_list = malloc((size_t)n_pages * sizeof(int));
+    if (!P->free_list) {
+        free(P);
+        return osc_error(OSC_ERR_OOM, "KV pool: out of host memory");
+    }
+    for (int i = 0; i < n_pages; i++) P->free_list[i] = n_pages - 1 - i; /* page 0 on top */
+    P->n_free = n_pages;
+    size_t bytes = (size_t)n_pages * P->lay.page_bytes;
+    osc_status s = osc_dev_malloc(p->dev, bytes, &P->mem);
+    if (s != OSC_OK) {
+        free(P->free_list);
+        free(P);
+        return osc_error_prefix(s, "KV pool '%s' of %d pages of %d tokens (%.1f MiB)", m->name, n_pages, r_evict_of(p),
+                                bytes / 1048576.0);
+    }
+    *out = P;
+    return OSC_OK;
+}
+
+void osc_kv_pool_free(osc_kv_pool *pool) {
+    if (!pool) return;
+    if (pool->n_caches)
+        osc_log(OSC_LOG_WARN, "KV pool freed while %d of its caches are alive (free them first)", pool->n_caches);
+    osc_dev_free(pool->p.dev, pool->mem);
+    free(pool->free_list);
+    free(pool);
+}
+
+int osc_kv_pool_pages(const osc_kv_pool *pool) { return pool->n_pages; }
+int osc_kv_pool_pages_free(const osc_kv_pool *pool) { return pool->n_free; }
+int osc_kv_pool_page_tokens(const osc_kv_pool *pool) { return pool->R; }
+int osc_kv_pages(const osc_kv *kv) { return kv->pool ? kv->n_bt : 0; }
+
+osc_status osc_kv_new_in_pool(osc_kv_pool *pool, int n_ctx, osc_kv **out) {
+    osc_kv_params p = pool->p;
+    p.n_ctx = n_ctx;
+    return kv_create(&p, pool, out);
+}
+
+/* Take the pages a store up to T tokens will flush into: with the lazy flush, a layer holding
+ * T >= 1 tokens has packed (T - 1) / R * R of them. All or nothing. */
+static osc_status pool_reserve(osc_kv *kv, int T) {
+    int need = T > 0 ? (T - 1) / kv->R : 0;
+    osc_kv_pool *P = kv->pool;
+    if (need <= kv->n_bt) return OSC_OK;
+    if (need > kv->bt_cap) /* cannot happen below n_ctx; kept as a guard */
+        return osc_error(OSC_ERR_CONTEXT, "kv store: %d pages > block table of %d", need, kv->bt_cap);
+    if (need - kv->n_bt > P->n_free)
+        return osc_error(OSC_ERR_OOM, "KV pool full: %d pages of %d tokens in use (this cache needs %d more, %d free)",
+                         P->n_pages - P->n_free, P->R, need - kv->n_bt, P->n_free);
+    while (kv->n_bt < need) {
+        int page = P->free_list[P->n_free - 1];
+#ifdef OSC_HAVE_CUDA
+        if (kv->g) OSC_TRY(osc_kvg_bt_set(kv, kv->n_bt, page));
+#endif
+        P->n_free--;
+        kv->bt[kv->n_bt++] = page;
+    }
+    return OSC_OK;
+}
+
+/* Give back the pages from sequence page `keep` on. */
+static void pool_trim(osc_kv *kv, int keep) {
+    osc_kv_pool *P = kv->pool;
+    while (kv->n_bt > keep) P->free_list[P->n_free++] = kv->bt[--kv->n_bt];
+}
 
 /* ---- plain mode ------------------------------------------------------------------------- */
 
@@ -202,17 +360,41 @@ static osc_tensor layer_view(const osc_kv *kv, void *base, int layer, int64_t r0
 #define HD (kv->p.head_dim)
 #define CTX ((size_t)kv->p.n_ctx)
 
+/* Pooled caches: layer l of the pool page holding packed token t (kv_internal.h layout). */
+static char *pg_layer(const osc_kv *kv, int l, int t) {
+    const osc_kv_pool *P = kv->pool;
+    return (char *)P->mem + (size_t)kv->bt[t / kv->R] * P->lay.page_bytes + (size_t)l * P->lay.layer_bytes;
+}
 static uint32_t *kw_at(const osc_kv *kv, int l, int h, int g) {
+    if (kv->pool) {
+        int gl = g % (kv->R / OSC_KV_G);
+        return (uint32_t *)(pg_layer(kv, l, g * OSC_KV_G) + kv->pool->lay.kq) + ((size_t)gl * HKV + h) * kv->m.bits * HD;
+    }
     return kv->kw + (((size_t)l * HKV + h) * kv->n_groups + g) * (size_t)kv->m.bits * HD;
 }
 static uint16_t *kp_at(const osc_kv *kv, int l, int h, int g) {
+    if (kv->pool) {
+        int gl = g % (kv->R / OSC_KV_G);
+        return (uint16_t *)(pg_layer(kv, l, g * OSC_KV_G) + kv->pool->lay.kp) + ((size_t)gl * HKV + h) * HD * 2;
+    }
     return kv->kp + (((size_t)l * HKV + h) * kv->n_groups + g) * (size_t)HD * 2;
 }
 static uint32_t *vw_at(const osc_kv *kv, int l, int h, int t) {
+    if (kv->pool)
+        return (uint32_t *)(pg_layer(kv, l, t) + kv->pool->lay.vq) + ((size_t)(t % kv->R) * HKV + h) * (HD * kv->m.bits / 32);
     return kv->vw + (((size_t)l * HKV + h) * CTX + t) * (size_t)(HD * kv->m.bits / 32);
 }
 static uint16_t *vp_at(const osc_kv *kv, int l, int h, int t) {
+    if (kv->pool)
+        return (uint16_t *)(pg_layer(kv, l, t) + kv->pool->lay.vp) + ((size_t)(t % kv->R) * HKV + h) * (HD / OSC_KV_G) * 2;
     return kv->vp + (((size_t)l * HKV + h) * CTX + t) * (size_t)(HD / OSC_KV_G) * 2;
+}
+/* the OScaR norm of token t of layer l (stored: packed or in the window). Consecutive tokens
+ * of one 32-group, or of the window, are consecutive floats. */
+static float *norm_at(const osc_kv *kv, int l, int t) {
+    if (!kv->pool) return kv->norms + (size_t)l * CTX + t;
+    if (t < kv->nq[l]) return (float *)(pg_layer(kv, l, t) + kv->pool->lay.kn) + t % kv->R;
+    return kv->rnorm + (size_t)l * kv->R_alloc + (t - kv->nq[l]);
 }
 static size_t i8_row(const osc_kv *kv, int l, int h, int t) { return ((size_t)l * HKV + h) * CTX + t; }
 /* residual row of slot r: [Hkv][hd] */
@@ -229,6 +411,8 @@ static void flush_block(osc_kv *kv, int l) {
     for (int r = 0; r < kv->R; r++)
         for (int h = 0; h < H; h++)
             osc_kvq_quant_v_row(rv_at(kv, l, r) + (size_t)h * hd, hd, b, vw_at(kv, l, h, t0 + r), vp_at(kv, l, h, t0 + r));
+    if (kv->pool && kv->m.norm) /* the window's norms go with its tokens into the page */
+        memcpy((float *)(pg_layer(kv, l, t0) + kv->pool->lay.kn), kv->rnorm + (size_t)l * kv->R_alloc, sizeof(float) * kv->R);
     kv->nq[l] += kv->R;
     kv->nres[l] = 0;
 }
@@ -256,6 +440,9 @@ static void truncate_layer(osc_kv *kv, int l, int n) {
     for (int t = nq; t < n; t++)
         for (int h = 0; h < H; h++)
             osc_kvq_dequant_v_row(vw_at(kv, l, h, t), vp_at(kv, l, h, t), hd, b, rv_at(kv, l, t - nq) + (size_t)h * hd);
+    if (kv->pool && kv->m.norm && n > nq)
+        memcpy(kv->rnorm + (size_t)l * kv->R_alloc, (float *)(pg_layer(kv, l, nq) + kv->pool->lay.kn),
+               sizeof(float) * (size_t)(n - nq));
     kv->nq[l] = nq;
     kv->nres[l] = n - nq;
 }
@@ -290,7 +477,7 @@ static osc_status store_quant(osc_kv *kv, int l, const osc_tensor *k, const osc_
             for (int h = 0; h < H; h++) osc_kvq_hadamard(dk + (size_t)h * hd, hd);
         if (kv->m.norm) {
             float n = osc_kvq_token_norm(dk, H * hd);
-            kv->norms[(size_t)l * CTX + t] = n;
+            *norm_at(kv, l, t) = n;
             for (size_t i = 0; i < row; i++) dk[i] /= n;
         }
         kv->nres[l]++;
@@ -308,6 +495,7 @@ osc_status osc_kv_store(osc_kv *kv, int layer, const osc_tensor *k, const osc_te
     if (kv->len + S > kv->p.n_ctx)
         return osc_error(OSC_ERR_CONTEXT, "context full: %d tokens cached + %d new > context size %d",
                          kv->len, S, kv->p.n_ctx);
+    if (kv->pool && S > 0) OSC_TRY(pool_reserve(kv, kv->len + S));
     kv->pending = S;
 #ifdef OSC_HAVE_CUDA
     if (kv->g) return osc_kvg_store(kv, layer, k, v);
@@ -367,11 +555,12 @@ static void attend_one(const osc_kv *kv, int l, int i, int h, int gq, const floa
         st[a].l = 0;
         memset(out + a * hd, 0, sizeof(float) * hd);
     }
-    const float *nrm = kv->m.norm ? kv->norms + (size_t)l * CTX : NULL;
+    const int nrm = kv->m.norm;
     /* 1. packed tokens [0, min(nq, len)) in groups of 32 */
     int pend = nq < len ? nq : len;
     for (int t0 = 0; t0 < pend; t0 += OSC_KV_G) {
         int n = pend - t0 < OSC_KV_G ? pend - t0 : OSC_KV_G;
+        const float *nb = nrm ? norm_at(kv, l, t0) : NULL;
         if (kv->m.kind == KV_INT8) {
             for (int j = 0; j < n; j++) {
                 size_t r = i8_row(kv, l, h, t0 + j);
@@ -384,16 +573,17 @@ static void attend_one(const osc_kv *kv, int l, int i, int h, int gq, const floa
             for (int j = 0; j < n; j++) osc_kvq_dequant_v_row(vw_at(kv, l, h, t0 + j), vp_at(kv, l, h, t0 + j), hd, kv->m.bits, vb + j * hd);
         }
         for (int a = 0; a < gq; a++) {
-            for (int j = 0; j < n; j++) lg[j] = dotf(qr + a * hd, kb + j * hd, hd) * (nrm ? nrm[t0 + j] : 1.0f) * scale;
+            for (int j = 0; j < n; j++) lg[j] = dotf(qr + a * hd, kb + j * hd, hd) * (nb ? nb[j] : 1.0f) * scale;
             sm_update(&st[a], out + a * hd, hd, lg, n, vb, hd);
         }
     }
     /* 2. residual tokens [nq, len): stored rotated (and normalised) in float32 */
     for (int t0 = nq; t0 < len; t0 += OSC_KV_G) {
         int n = len - t0 < OSC_KV_G ? len - t0 : OSC_KV_G;
+        const float *nb = nrm ? norm_at(kv, l, t0) : NULL;
         for (int a = 0; a < gq; a++) {
             for (int j = 0; j < n; j++)
-                lg[j] = dotf(qr + a * hd, rk_at(kv, l, t0 + j - nq) + (size_t)h * hd, hd) * (nrm ? nrm[t0 + j] : 1.0f) * scale;
+                lg[j] = dotf(qr + a * hd, rk_at(kv, l, t0 + j - nq) + (size_t)h * hd, hd) * (nb ? nb[j] : 1.0f) * scale;
             sm_update(&st[a], out + a * hd, hd, lg, n, rv_at(kv, l, t0 - nq) + (size_t)h * hd, row);
         }
     }
@@ -467,6 +657,12 @@ void osc_kv_truncate(osc_kv *kv, int n) {
 #endif
             truncate_layer(kv, l, kv->len);
         }
+    if (kv->pool) {
+        int keep = 0;
+        for (int l = 0; l < kv->p.n_layers; l++)
+            if (kv->nq[l] / kv->R > keep) keep = kv->nq[l] / kv->R;
+        pool_trim(kv, keep);
+    }
 }
 
 /* ---- debug + offline fold --------------------------------------------------------------- */
@@ -508,7 +704,7 @@ osc_status osc_kv_debug_dequant(const osc_kv *kv, int l, int t0, int n, float *k
             memcpy(vd, rv_at(kv, l, t - kv->nq[l]), row * sizeof(float));
         }
         if (kv->m.norm) {
-            float nt = kv->norms[(size_t)l * CTX + t];
+            float nt = *norm_at(kv, l, t);
             for (size_t i = 0; i < row; i++) kd[i] *= nt;
         }
         if (kv->m.rotate)
@@ -523,7 +719,7 @@ float osc_kv_debug_norm(const osc_kv *kv, int l, int t) {
 #endif
     int stored = kv->m.kind == KV_PLAIN ? kv->len + kv->pending : kv->nq[l] + kv->nres[l];
     if (l < 0 || l >= kv->p.n_layers || t < 0 || t >= stored) return NAN;
-    return kv->m.norm ? kv->norms[(size_t)l * CTX + t] : 1.0f;
+    return kv->m.norm ? *norm_at(kv, l, t) : 1.0f;
 }
 
 osc_status osc_kv_fold_v_hadamard(float *w_v, float *b_v, float *w_o, int Hkv, int Hq, int hd, int D) {

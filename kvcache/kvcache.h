@@ -14,7 +14,7 @@
  *             float32 residual window of r_evict tokens. No rotation, no norm.
  *   "rot2":   kivi2 on Hadamard-rotated keys (queries rotated alike): QuaRot-like.
  *   "oscar2", "oscar4": rotation + omni-token norm scaling (docs/oscar-kv.md steps 1-4, 6-8).
- * The quantised modes run on the CPU float32 path only for now (OSC_ERR_UNSUPPORTED on CUDA),
+ * The quantised modes take float32 tensors on the CPU and bf16 on CUDA (kv_gpu.c), and
  * need head_dim % 32 == 0 and head_dim <= 512; the rotating ones need head_dim a power of two.
  * Packed layouts and the quantiser are documented in kv_quant.h.
  * Flushing: when a layer's residual holds r_evict tokens they are quantised and appended, so a
@@ -26,7 +26,7 @@
  * quantised modes the k and v passed to osc_kv_store must stay valid and unchanged until
  * osc_kv_attend of the same layer returns (the decoder's scratch does), and attend must follow
  * the store of the same layer.
- * Memory is sized once at creation for n_ctx tokens. Errors: OSC_ERR_CONTEXT when a store would
+ * Memory is sized once at creation for n_ctx tokens (or taken page by page from a pool, below). Errors: OSC_ERR_CONTEXT when a store would
  * pass n_ctx; OSC_ERR_UNSUPPORTED for an unknown mode (the message lists the known ones).
  * Not thread-safe; one sequence per cache. */
 #ifndef OSC_KVCACHE_H
@@ -99,5 +99,39 @@ osc_status osc_kv_debug_dequant(const osc_kv *kv, int layer, int t0, int n, floa
 /* Debug/test: the OScaR norm n_t of token t of a layer (1 for the modes without norm; NaN when
  * t is not stored). */
 float osc_kv_debug_norm(const osc_kv *kv, int layer, int t);
+
+/* ---- the paged pool (block modes: kivi2, kivi4, rot2, oscar2, oscar4) --------------------
+ * Many sequences of different lengths share one memory pool: a page holds the packed part of
+ * R = r_evict tokens of ALL layers (K codes, K params, V codes, V params, norms). A cache made
+ * by osc_kv_new_in_pool has the whole osc_kv API above (store/attend/advance/truncate/debug,
+ * same results as a cache of its own: bitwise on the CPU); it keeps its own full-precision
+ * residual window (R tokens per layer) and a block table of its pages. A flush of a full window
+ * writes into a page taken from the pool; a store that needs more pages than are free fails
+ * with OSC_ERR_OOM ("KV pool full: N pages of R tokens in use") and leaves the cache unchanged;
+ * osc_kv_truncate and osc_kv_free give pages back. Pages are taken at the start of a store, for
+ * every flush that store will make (so the failing store is the first layer's, before any
+ * layer changed). On CUDA the block table has a device copy, written only when a page is added.
+ * docs/KVCACHE.md has the layout and the page accounting. Free every cache of a pool before the
+ * pool. Not thread-safe (one thread drives the pool and all its caches). */
+typedef struct osc_kv_pool osc_kv_pool;
+
+/* p: the caches' parameters (n_ctx ignored); n_pages >= 1. OSC_ERR_UNSUPPORTED for the modes
+ * without blocks (bf16, int8), OSC_ERR_OOM when the memory is not there. */
+osc_status osc_kv_pool_new(const osc_kv_params *p, int n_pages, osc_kv_pool **out);
+void osc_kv_pool_free(osc_kv_pool *pool);
+int osc_kv_pool_pages(const osc_kv_pool *pool);      /* pages in the pool */
+int osc_kv_pool_pages_free(const osc_kv_pool *pool); /* pages not held by any cache */
+int osc_kv_pool_page_tokens(const osc_kv_pool *pool); /* = r_evict */
+/* Bytes of one page, and of a pool of n_pages, on p->dev (0 for a mode without blocks). */
+size_t osc_kv_pool_page_bytes(const osc_kv_params *p);
+size_t osc_kv_pool_bytes_for(const osc_kv_params *p, int n_pages);
+/* Bytes a pooled cache of p->n_ctx tokens holds outside the pool (its residual window, block
+ * table, norms of the window), on p->dev plus host. osc_kv_bytes of a pooled cache returns it. */
+size_t osc_kv_pool_seq_bytes(const osc_kv_params *p);
+/* A cache of at most n_ctx tokens whose packed blocks live in the pool's pages. It takes no
+ * page until its first flush. */
+osc_status osc_kv_new_in_pool(osc_kv_pool *pool, int n_ctx, osc_kv **out);
+/* Pages a cache holds now (0 for a cache outside a pool). */
+int osc_kv_pages(const osc_kv *kv);
 
 #endif

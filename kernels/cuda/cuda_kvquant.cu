@@ -347,7 +347,7 @@ k_kvq_decode(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const b
              int rotate, float rsq, float qscale, const uint32_t *__restrict__ kq, const uint16_t *__restrict__ kp,
              const uint32_t *__restrict__ vq, const uint16_t *__restrict__ vp, const float *__restrict__ kn,
              int n_groups, int gpb, int nsq, const bf16 *__restrict__ rk, const bf16 *__restrict__ rv,
-             const float *__restrict__ rn, int n_res, int res_raw) {
+             const float *__restrict__ rn, int n_res, int res_raw, const int *__restrict__ bt, int gpp, long long pgb) {
     typedef dq_cfg<HD, BITS, GM> C;
     const int CPL = C::CPL;
     extern __shared__ __align__(16) uint32_t smq[];
@@ -402,12 +402,25 @@ k_kvq_decode(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const b
         uint32_t rkp[CPL];
         float rkn = 0.f;
         auto load_group = [&](int g) {
-            const size_t blk = (size_t)g * Hkv + kvh;
-            const uint4 *pk = reinterpret_cast<const uint4 *>(kq + blk * BITS * HD);
+            /* paged: group g is group gl of page bt[g / gpp]; contiguous (bt NULL): page 0 */
+            int gl = g;
+            size_t po = 0;
+            if (bt) {
+                const int pi = g / gpp;
+                gl = g - pi * gpp;
+                po = (size_t)__ldg(bt + pi) * (size_t)pgb;
+            }
+            const uint32_t *kqp = reinterpret_cast<const uint32_t *>(reinterpret_cast<const char *>(kq) + po);
+            const uint32_t *kpp = reinterpret_cast<const uint32_t *>(reinterpret_cast<const char *>(kp) + po);
+            const uint32_t *vqp = reinterpret_cast<const uint32_t *>(reinterpret_cast<const char *>(vq) + po);
+            const uint32_t *vpp = reinterpret_cast<const uint32_t *>(reinterpret_cast<const char *>(vp) + po);
+            const float *knp = reinterpret_cast<const float *>(reinterpret_cast<const char *>(kn) + po);
+            const size_t blk = (size_t)gl * Hkv + kvh;
+            const uint4 *pk = reinterpret_cast<const uint4 *>(kqp + blk * BITS * HD);
 #pragma unroll
             for (int r = 0; r < C::RKW; r++)
                 if (r * 32 + lane < C::NKW) rkw[r] = __ldcs(pk + r * 32 + lane);
-            const uint32_t *pp = reinterpret_cast<const uint32_t *>(kp) + blk * HD + lane * CPL;
+            const uint32_t *pp = kpp + blk * HD + lane * CPL;
 #pragma unroll
             for (int i = 0; i < CPL; i += 4) {
                 uint4 u = __ldcs(reinterpret_cast<const uint4 *>(pp + i));
@@ -419,7 +432,7 @@ k_kvq_decode(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const b
                 int idx = r * 32 + lane;
                 if (idx < C::NVW) {
                     int t = idx / (C::VW / 4), c = idx % (C::VW / 4);
-                    rvw[r] = __ldcs(reinterpret_cast<const uint4 *>(vq + (((size_t)g * 32 + t) * Hkv + kvh) * C::VW) + c);
+                    rvw[r] = __ldcs(reinterpret_cast<const uint4 *>(vqp + (((size_t)gl * 32 + t) * Hkv + kvh) * C::VW) + c);
                 }
             }
 #pragma unroll
@@ -427,11 +440,10 @@ k_kvq_decode(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const b
                 int idx = r * 32 + lane;
                 if (idx < C::NVP) {
                     int t = idx / (C::VG / 4), c = idx % (C::VG / 4);
-                    rvp[r] = __ldcs(reinterpret_cast<const uint4 *>(reinterpret_cast<const uint32_t *>(vp) +
-                                                                   (((size_t)g * 32 + t) * Hkv + kvh) * C::VG) + c);
+                    rvp[r] = __ldcs(reinterpret_cast<const uint4 *>(vpp + (((size_t)gl * 32 + t) * Hkv + kvh) * C::VG) + c);
                 }
             }
-            rkn = __ldcs(kn + (size_t)g * 32 + lane);
+            rkn = __ldcs(knp + (size_t)gl * 32 + lane);
         };
         int g = g0 + warp;
         if (g < g1) load_group(g);
@@ -669,7 +681,7 @@ template <int HD, int BITS, int GM>
 osc_status launch_decode(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, int rotate, float rsq, float qscale,
                          const uint32_t *kq, const uint16_t *kp, const uint32_t *vq, const uint16_t *vp, const float *kn,
                          int n_groups, int gpb, int nsq, int NS, const bf16 *rk, const bf16 *rv, const float *rn, int n_res,
-                         int res_raw, cudaStream_t st) {
+                         int res_raw, const int *bt, int gpp, long long pgb, cudaStream_t st) {
     typedef dq_cfg<HD, BITS, GM> C;
     static bool attr = false;
     if (!attr) {
@@ -679,7 +691,8 @@ osc_status launch_decode(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv
     }
     dim3 grid((unsigned)NS, (unsigned)Hkv);
     k_kvq_decode<HD, BITS, GM><<<grid, DQ_THREADS, C::SMEM, st>>>(pacc, pml, q, G, Hkv, rotate, rsq, qscale, kq, kp, vq,
-                                                                   vp, kn, n_groups, gpb, nsq, rk, rv, rn, n_res, res_raw);
+                                                                   vp, kn, n_groups, gpb, nsq, rk, rv, rn, n_res, res_raw,
+                                                                   bt, gpp, pgb);
     OSC_CU_LAUNCH("k_kvq_decode");
     return OSC_OK;
 }
@@ -688,10 +701,10 @@ template <int HD, int BITS>
 osc_status pick_gm(int GM, float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, int rotate, float rsq, float qscale,
                    const uint32_t *kq, const uint16_t *kp, const uint32_t *vq, const uint16_t *vp, const float *kn,
                    int n_groups, int gpb, int nsq, int NS, const bf16 *rk, const bf16 *rv, const float *rn, int n_res,
-                   int res_raw, cudaStream_t st) {
+                   int res_raw, const int *bt, int gpp, long long pgb, cudaStream_t st) {
 #define OSC_DQ(GV)                                                                                                      \
     return launch_decode<HD, BITS, GV>(pacc, pml, q, G, Hkv, rotate, rsq, qscale, kq, kp, vq, vp, kn, n_groups, gpb, \
-                                       nsq, NS, rk, rv, rn, n_res, res_raw, st)
+                                       nsq, NS, rk, rv, rn, n_res, res_raw, bt, gpp, pgb, st)
     if (GM == 1) OSC_DQ(1);
     if (GM == 2) OSC_DQ(2);
     if (GM == 4) OSC_DQ(4);
@@ -708,18 +721,32 @@ template <int E>
 __global__ void k_kv_dequant(const uint32_t *__restrict__ kq, const uint16_t *__restrict__ kp,
                              const uint32_t *__restrict__ vq, const uint16_t *__restrict__ vp,
                              const float *__restrict__ kn, int t0, int n, int Hkv, int bits, int rotate, float rsq,
-                             bf16 *__restrict__ ok, bf16 *__restrict__ ov) {
+                             bf16 *__restrict__ ok, bf16 *__restrict__ ov, const int *__restrict__ bt, int gpp,
+                             long long pgb) {
     const int HD = 32 * E;
     const int lane = threadIdx.x & 31;
     const long wid = ((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     if (wid >= (long)n * Hkv) return;
     const int i = (int)(wid / Hkv), h = (int)(wid % Hkv), t = t0 + i;
-    const int g = t >> 5, j = t & 31, per = 32 / bits;
+    const int j = t & 31, per = 32 / bits;
+    /* paged: token t is token tl of page bt[(t / 32) / gpp]; contiguous (bt NULL): tl = t */
+    int g = t >> 5, tl = t;
+    size_t po = 0;
+    if (bt) {
+        const int pi = g / gpp;
+        g -= pi * gpp;
+        tl = g * 32 + j;
+        po = (size_t)__ldg(bt + pi) * (size_t)pgb;
+    }
+    kq = reinterpret_cast<const uint32_t *>(reinterpret_cast<const char *>(kq) + po);
+    kp = reinterpret_cast<const uint16_t *>(reinterpret_cast<const char *>(kp) + po);
+    vq = reinterpret_cast<const uint32_t *>(reinterpret_cast<const char *>(vq) + po);
+    vp = reinterpret_cast<const uint16_t *>(reinterpret_cast<const char *>(vp) + po);
     const uint32_t mask = (1u << bits) - 1u;
     const uint32_t *kw = kq + ((size_t)g * Hkv + h) * bits * HD + (size_t)(j / per) * HD;
     const __half *kpp = reinterpret_cast<const __half *>(kp) + ((size_t)g * Hkv + h) * HD * 2;
     const int sh = bits * (j % per);
-    const float nt = kn ? kn[t] : 1.f;
+    const float nt = kn ? reinterpret_cast<const float *>(reinterpret_cast<const char *>(kn) + po)[tl] : 1.f;
     float x[E];
 #pragma unroll
     for (int e = 0; e < E; e++) {
@@ -733,8 +760,8 @@ __global__ void k_kv_dequant(const uint32_t *__restrict__ kq, const uint16_t *__
         for (int e = 0; e < E; e++) x[e] *= rsq;
     }
     const size_t orow = ((size_t)i * Hkv + h) * HD;
-    const uint32_t *vw = vq + ((size_t)t * Hkv + h) * (HD * bits / 32);
-    const __half *vpp = reinterpret_cast<const __half *>(vp) + ((size_t)t * Hkv + h) * (HD / 32) * 2;
+    const uint32_t *vw = vq + ((size_t)tl * Hkv + h) * (HD * bits / 32);
+    const __half *vpp = reinterpret_cast<const __half *>(vp) + ((size_t)tl * Hkv + h) * (HD / 32) * 2;
 #pragma unroll
     for (int e = 0; e < E; e++) {
         const int c = lane * E + e;
@@ -817,7 +844,27 @@ extern "C" osc_status osc_cuda_kv_decode_attn_ex(void *out, const void *q, int H
                                                  const uint32_t *vq, const uint16_t *vp, const float *kn, int n_quant,
                                                  const void *rk, const void *rv, const float *rn, int n_res,
                                                  float scale, int res_raw) {
+    return osc_cuda_kv_decode_attn_paged(out, q, Hq, Hkv, hd, bits, rotate, norm_scale, kq, kp, vq, vp, kn, n_quant, rk,
+                                         rv, rn, n_res, scale, res_raw, NULL);
+}
+
+static osc_status check_pages(const osc_kvq_pages *pg, const char *who) {
+    if (pg && pg->bt && (pg->gpp <= 0 || pg->page_bytes <= 0 || pg->page_bytes % 16))
+        return osc_error(OSC_ERR_INVALID_ARG, "%s: pages of %d groups, %lld bytes (a multiple of 16)", who, pg->gpp,
+                         (long long)pg->page_bytes);
+    return OSC_OK;
+}
+
+extern "C" osc_status osc_cuda_kv_decode_attn_paged(void *out, const void *q, int Hq, int Hkv, int hd, int bits,
+                                                    int rotate, int norm_scale, const uint32_t *kq, const uint16_t *kp,
+                                                    const uint32_t *vq, const uint16_t *vp, const float *kn,
+                                                    int n_quant, const void *rk, const void *rv, const float *rn,
+                                                    int n_res, float scale, int res_raw, const osc_kvq_pages *pages) {
     (void)norm_scale; /* kn holds 1.0 without it */
+    OSC_TRY(check_pages(pages, "kv_decode_attn"));
+    const int *bt = pages ? pages->bt : NULL;
+    const int gpp = bt ? pages->gpp : 1;
+    const long long pgb = bt ? pages->page_bytes : 0;
     if (Hkv <= 0 || Hq % Hkv) return osc_error(OSC_ERR_INVALID_ARG, "kv_decode_attn: Hq %d / Hkv %d", Hq, Hkv);
     const int G = Hq / Hkv;
     if (G > 8) return osc_error(OSC_ERR_UNSUPPORTED, "kv_decode_attn: %d query heads per kv head (max 8)", G);
@@ -855,7 +902,7 @@ extern "C" osc_status osc_cuda_kv_decode_attn_ex(void *out, const void *q, int H
     osc_status s;
 #define OSC_HDB(HDV, BV)                                                                                               \
     s = pick_gm<HDV, BV>(GM, pacc, pml, qb, G, Hkv, rotate, rsq, qscale, kq, kp, vq, vp, kn, n_groups, gpb, nsq, NS, rkb, \
-                         rvb, rn, n_res, res_raw, st)
+                         rvb, rn, n_res, res_raw, bt, gpp, pgb, st)
     if (hd == 128) {
         if (bits == 2) OSC_HDB(128, 2); else OSC_HDB(128, 4);
     } else {
@@ -871,6 +918,17 @@ extern "C" osc_status osc_cuda_kv_decode_attn_ex(void *out, const void *q, int H
 extern "C" osc_status osc_cuda_kv_dequant(const uint32_t *kq, const uint16_t *kp, const uint32_t *vq, const uint16_t *vp,
                                           const float *kn, int t0, int n, int Hkv, int hd, int bits, int rotate,
                                           void *out_k, void *out_v) {
+    return osc_cuda_kv_dequant_paged(kq, kp, vq, vp, kn, t0, n, Hkv, hd, bits, rotate, out_k, out_v, NULL);
+}
+
+extern "C" osc_status osc_cuda_kv_dequant_paged(const uint32_t *kq, const uint16_t *kp, const uint32_t *vq,
+                                                const uint16_t *vp, const float *kn, int t0, int n, int Hkv, int hd,
+                                                int bits, int rotate, void *out_k, void *out_v,
+                                                const osc_kvq_pages *pages) {
+    OSC_TRY(check_pages(pages, "kv_dequant"));
+    const int *bt = pages ? pages->bt : NULL;
+    const int gpp = bt ? pages->gpp : 1;
+    const long long pgb = bt ? pages->page_bytes : 0;
     if (t0 < 0 || n < 0 || Hkv <= 0 || (bits != 2 && bits != 4))
         return osc_error(OSC_ERR_INVALID_ARG, "kv_dequant: t0 %d n %d Hkv %d bits %d", t0, n, Hkv, bits);
     if (n == 0) return OSC_OK;
@@ -880,7 +938,8 @@ extern "C" osc_status osc_cuda_kv_dequant(const uint32_t *kq, const uint16_t *kp
     const unsigned blocks = (unsigned)((warps * 32 + 255) / 256);
     const float rsq = 1.0f / sqrtf((float)hd);
     bf16 *ok = (bf16 *)out_k, *ov = (bf16 *)out_v;
-#define OSC_DQK(EV) k_kv_dequant<EV><<<blocks, 256, 0, st>>>(kq, kp, vq, vp, kn, t0, n, Hkv, bits, rotate, rsq, ok, ov)
+#define OSC_DQK(EV) \
+    k_kv_dequant<EV><<<blocks, 256, 0, st>>>(kq, kp, vq, vp, kn, t0, n, Hkv, bits, rotate, rsq, ok, ov, bt, gpp, pgb)
     switch (hd) {
     case 32: OSC_DQK(1); break;
     case 64: OSC_DQK(2); break;
@@ -891,6 +950,18 @@ extern "C" osc_status osc_cuda_kv_dequant(const uint32_t *kq, const uint16_t *kp
     }
 #undef OSC_DQK
     OSC_CU_LAUNCH("k_kv_dequant");
+    return OSC_OK;
+}
+
+namespace {
+__global__ void k_kv_set_i32(int *p, int v) { *p = v; }
+} // namespace
+
+extern "C" osc_status osc_cuda_kv_set_i32(int *dst, int value) {
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    k_kv_set_i32<<<1, 1, 0, st>>>(dst, value);
+    OSC_CU_LAUNCH("k_kv_set_i32");
     return OSC_OK;
 }
 

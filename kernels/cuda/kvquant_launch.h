@@ -65,11 +65,38 @@ osc_status osc_cuda_kv_decode_attn_ex(void *out, const void *q, int Hq, int Hkv,
                                       const uint16_t *vp, const float *kn, int n_quant, const void *rk,
                                       const void *rv, const float *rn, int n_res, float scale, int res_raw);
 
+/* Paged addressing (the KV page pool, kvcache/kv_internal.h): the packed arrays of a sequence
+ * are split into pages of gpp groups (32 * gpp tokens); group g is group g % gpp of page
+ * bt[g / gpp], in the layout above with n_tok = 32 * gpp. The kq/kp/vq/vp/kn pointers given
+ * with a table are those of page 0 (of the layer); page p's are page_bytes bytes further
+ * (page_bytes % 16 == 0, so the 16-byte loads stay aligned). bt: int32 device array, read by
+ * the kernels. A NULL osc_kvq_pages, or bt NULL, is the contiguous layout. */
+typedef struct osc_kvq_pages {
+    const int *bt;
+    int gpp;
+    long long page_bytes;
+} osc_kvq_pages;
+
+/* osc_cuda_kv_decode_attn_ex over a paged packed part (pages may be NULL: contiguous). */
+osc_status osc_cuda_kv_decode_attn_paged(void *out, const void *q, int Hq, int Hkv, int hd, int bits, int rotate,
+                                         int norm_scale, const uint32_t *kq, const uint16_t *kp, const uint32_t *vq,
+                                         const uint16_t *vp, const float *kn, int n_quant, const void *rk,
+                                         const void *rv, const float *rn, int n_res, float scale, int res_raw,
+                                         const osc_kvq_pages *pages);
+
 /* Tokens [t0, t0+n) of a packed region (any t0, n) back to bf16 [n][Hkv][hd]: keys in the
  * ORIGINAL domain H (k_hat * n_t) when rotate (kn may be NULL = 1), values as stored. */
 osc_status osc_cuda_kv_dequant(const uint32_t *kq, const uint16_t *kp, const uint32_t *vq, const uint16_t *vp,
                                const float *kn, int t0, int n, int Hkv, int hd, int bits, int rotate, void *out_k,
                                void *out_v);
+
+/* osc_cuda_kv_dequant over a paged packed part (pages may be NULL: contiguous). */
+osc_status osc_cuda_kv_dequant_paged(const uint32_t *kq, const uint16_t *kp, const uint32_t *vq, const uint16_t *vp,
+                                     const float *kn, int t0, int n, int Hkv, int hd, int bits, int rotate,
+                                     void *out_k, void *out_v, const osc_kvq_pages *pages);
+
+/* *dst = value on the device, queued on the library stream (no host sync): a block table entry. */
+osc_status osc_cuda_kv_set_i32(int *dst, int value);
 
 /* int8 mode: rows of hd bf16 values <-> int8 codes [rows][hd] + fp16 scales [rows] (the CPU
  * reference's rule, kv_quant.h osc_kvq_quant_i8_row). */
