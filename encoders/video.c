@@ -129,7 +129,7 @@ int osc_video_is_synthetic(const char *path) { return path && !strncmp(path, "sy
 
 /* A moving colour pattern with the header of a WxH video of SECONDS at FPS (default 30), sampled
  * and sized exactly as a real file of that header would be; frames are made at the resized size. */
-static osc_status synth_load(const char *path, const osc_video_params *p, osc_video *out) {
+static osc_status synth_info(const char *path, const osc_video_params *p, osc_video_info *out) {
     int w = 0, h = 0;
     double sec = 0, fps = 30;
     char tail[8];
@@ -149,6 +149,16 @@ static osc_status synth_load(const char *path, const osc_video_params *p, osc_vi
     info.second_per_grid = (float)((p->temporal_patch > 0 ? p->temporal_patch : 2) / (p->fps > 0 ? p->fps : OSC_VIDEO_FPS));
     osc_status s = osc_video_frame_budget(n, h, w, p, &info.min_pixels, &info.max_pixels, &info.resized_h, &info.resized_w);
     if (s != OSC_OK) return osc_error_prefix(s, "%s", path);
+    *out = info;
+    return OSC_OK;
+}
+
+static osc_status synth_load(const char *path, const osc_video_params *p, osc_video *out) {
+    osc_video_info info;
+    OSC_TRY(synth_info(path, p, &info));
+    const int w = info.width, h = info.height;
+    int n = info.n_frames;
+    const double fps = info.fps;
     const int RW = p->keep_size ? w : info.resized_w, RH = p->keep_size ? h : info.resized_h;
     out->info = info;
     out->frames = calloc((size_t)n, sizeof *out->frames);
@@ -183,8 +193,10 @@ static osc_status synth_load(const char *path, const osc_video_params *p, osc_vi
 #ifndef OSC_HAVE_FFMPEG
 
 osc_status osc_video_probe(const char *path, const osc_video_params *p, osc_video_info *info) {
-    (void)p;
+    osc_video_params dp;
+    if (!p) osc_video_default_params(&dp), p = &dp;
     memset(info, 0, sizeof *info);
+    if (osc_video_is_synthetic(path)) return synth_info(path, p, info);
     return osc_error(OSC_ERR_UNSUPPORTED, "%s: video input needs FFmpeg (built without it)", path ? path : "(null)");
 }
 osc_status osc_video_load(const char *path, const osc_video_params *p, osc_video *out) {
@@ -376,6 +388,7 @@ osc_status osc_video_probe(const char *path, const osc_video_params *pp, osc_vid
     if (!pp) osc_video_default_params(&dp), pp = &dp;
     memset(info, 0, sizeof *info);
     if (!path) return osc_error(OSC_ERR_INVALID_ARG, "video: NULL path");
+    if (osc_video_is_synthetic(path)) return synth_info(path, pp, info);
     vin v;
     OSC_TRY(vin_open(path, pp, &v, info, 0));
     osc_status s = probe_frames(path, pp, &v, info);
