@@ -11,9 +11,16 @@
 #define OSC_VERSION "0.1.0"
 
 #include "cli.h"
+#include "kernels/ops.h"
+#include "pipelines/lib/mmchat.h"
+
+#define CHAT_MAX_MEDIA 64
 
 typedef struct chat_opts {
     const char *model, *prompt, *system, *kv, *device;
+    const char *media[CHAT_MAX_MEDIA]; /* --image / --audio in the order given */
+    int media_audio[CHAT_MAX_MEDIA];
+    int n_media;
     int n_predict, n_ctx, threads, json, verbose;
     osc_sampling_params sp;
     int set_temp, set_topk, set_topp, set_minp, set_rp, set_seed;
@@ -41,10 +48,15 @@ static void usage_chat(FILE *f) {
             "Chat with a model from a HuggingFace snapshot folder (config.json, *.safetensors,\n"
             "tokenizer.json). With -p the reply to one prompt is streamed to stdout; without -p\n"
             "an interactive multi-turn chat reads lines from stdin (/reset clears it, /exit or\n"
-            "end of input leaves). Speed is reported on stderr.\n\n"
+            "end of input leaves). Speed is reported on stderr.\n"
+            "With Qwen2.5-Omni or Qwen2.5-VL, the line `/image PATH` attaches an image to the next\n"
+            "message (several lines attach several; they go before the text) and `/audio PATH` an\n"
+            "audio (Qwen2.5-Omni); the conversation about them goes on turn after turn.\n\n"
             "options:\n"
             "  -m, --model DIR       model folder (required)\n"
             "  -p, --prompt TEXT     the user message; omit for an interactive chat\n"
+            "  -i, --image FILE      attach an image to the first message (repeat for more)\n"
+            "  -a, --audio FILE      attach an audio to the first message (Qwen2.5-Omni)\n"
             "  -s, --system TEXT     system prompt (default: the model family's)\n"
             "  -n, --n-predict N     most tokens to generate per reply (default 256)\n"
             "  -c, --ctx N           context length in tokens (default min(model max, 4096))\n"
@@ -58,7 +70,8 @@ static void usage_chat(FILE *f) {
             "                        (default oscar2; bf16 when the model's head_dim does not allow it)\n"
             "      --device D        cpu, cuda or auto (default auto: cuda when a GPU is usable)\n"
             "  -t, --threads N       CPU threads (default: all cores)\n"
-            "      --json            print one JSON object with the reply and statistics\n"
+            "      --json            print one JSON object with the reply and statistics (with\n"
+            "                        images/audio: one per turn, one line each when interactive)\n"
             "  -v, --verbose         log loading details to stderr\n"
             "  -h, --help            this help\n");
 }
@@ -106,6 +119,12 @@ static int parse_chat(int argc, char **argv, chat_opts *o) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return 3;
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEEDV(); o->model = v; }
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { NEEDV(); o->prompt = v; }
+        else if (!strcmp(a, "-i") || !strcmp(a, "--image") || !strcmp(a, "-a") || !strcmp(a, "--audio")) {
+            NEEDV();
+            if (o->n_media == CHAT_MAX_MEDIA) { fprintf(stderr, "oscar: at most %d images and audios\n", CHAT_MAX_MEDIA); return 2; }
+            o->media_audio[o->n_media] = a[1] == 'a' || a[2] == 'a';
+            o->media[o->n_media++] = v;
+        }
         else if (!strcmp(a, "-s") || !strcmp(a, "--system")) { NEEDV(); o->system = v; }
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { NEEDV(); if (parse_int(a, v, 0, 1 << 20, &o->n_predict)) return 2; }
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { NEEDV(); if (parse_int(a, v, 16, 1 << 22, &o->n_ctx)) return 2; }
@@ -176,12 +195,187 @@ static int fail(const char *what) {
     return 1;
 }
 
+/* ---- chat with images / audio (pipelines/lib/mmchat.h) ------------------------------------ */
+
+/* "/image PATH" -> PATH (after spaces), or NULL when the line is not that command. */
+static const char *media_cmd(const char *line, const char *cmd) {
+    size_t k = strlen(cmd);
+    if (strncmp(line, cmd, k) || (line[k] && line[k] != ' ' && line[k] != '\t')) return NULL;
+    line += k;
+    while (*line == ' ' || *line == '\t') line++;
+    return line;
+}
+
+static int mm_on_token(const char *piece, int32_t id, void *user) {
+    stream_ctx *c = user;
+    return on_token(piece, id, c);
+}
+
+static int mm_attach(osc_mmchat *c, const char *path, int audio, const char **names, int *is_audio, int *n_names) {
+    if ((audio ? osc_mmchat_attach_audio(c, path) : osc_mmchat_attach_image(c, path)) != OSC_OK) {
+        fprintf(stderr, "oscar: cannot attach the %s: %s\n", audio ? "audio" : "image", osc_last_error());
+        return -1;
+    }
+    if (*n_names < CHAT_MAX_MEDIA) {
+        names[*n_names] = strdup(path);
+        is_audio[(*n_names)++] = audio;
+    }
+    return 0;
+}
+
+static void mm_free_names(const char **names, int *n) {
+    for (int i = 0; i < *n; i++) free((char *)names[i]);
+    *n = 0;
+}
+
+/* One user turn; prints the reply (streamed, or a JSON object), speed on stderr. 0 ok, 1 fatal,
+ * -1 the turn was refused (context) and the chat goes on. */
+static int mm_turn(osc_mmchat *c, const chat_opts *o, const char *text, int max_tokens, const char **names,
+                   const int *is_audio, int n_names, int pretty) {
+    stream_ctx sc = {!o->json, NULL, 0, 0};
+    osc_mmchat_stats st;
+    osc_status s = osc_mmchat_turn(c, text, max_tokens, mm_on_token, &sc, &st);
+    if (s != OSC_OK) {
+        free(sc.buf);
+        if (s == OSC_ERR_CONTEXT && !st.prompt_tokens && o->prompt == NULL) {
+            fprintf(stderr, "oscar: %s\n", osc_last_error());
+            return -1;
+        }
+        return fail("generation failed");
+    }
+    if (o->json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "model", o->model);
+        cJSON_AddStringToObject(j, "prompt", text);
+        cJSON *ji = cJSON_AddArrayToObject(j, "images"), *ja = cJSON_AddArrayToObject(j, "audios");
+        for (int i = 0; i < n_names; i++) cJSON_AddItemToArray(is_audio[i] ? ja : ji, cJSON_CreateString(names[i]));
+        cJSON_AddStringToObject(j, "reply", sc.buf ? sc.buf : "");
+        int nr = 0;
+        const int32_t *r = osc_mmchat_reply(c, &nr);
+        cJSON *jr = cJSON_AddArrayToObject(j, "ids");
+        for (int i = 0; i < nr; i++) cJSON_AddItemToArray(jr, cJSON_CreateNumber(r[i]));
+        cJSON_AddNumberToObject(j, "prompt_tokens", st.prompt_tokens);
+        cJSON_AddNumberToObject(j, "image_tokens", st.image_tokens);
+        cJSON_AddNumberToObject(j, "audio_tokens", st.audio_tokens);
+        cJSON_AddNumberToObject(j, "gen_tokens", st.gen_tokens);
+        cJSON_AddNumberToObject(j, "context_tokens", st.context_tokens);
+        cJSON_AddNumberToObject(j, "rope_delta", st.rope_delta);
+        cJSON_AddNumberToObject(j, "encode_seconds", st.encode_seconds);
+        cJSON_AddNumberToObject(j, "prompt_seconds", st.prompt_seconds);
+        cJSON_AddNumberToObject(j, "gen_seconds", st.gen_seconds);
+        cJSON_AddStringToObject(j, "finish", st.stopped ? "stop" : "length");
+        cJSON_AddStringToObject(j, "kv", osc_mmchat_kv_mode(c));
+        char *txt = pretty ? cJSON_Print(j) : cJSON_PrintUnformatted(j);
+        if (txt) puts(txt);
+        fflush(stdout);
+        free(txt);
+        cJSON_Delete(j);
+    } else {
+        fputc('\n', stdout);
+        fflush(stdout);
+        if (st.image_tokens || st.audio_tokens)
+            fprintf(stderr, "oscar: %d image + %d audio tokens encoded in %.2f s", st.image_tokens, st.audio_tokens,
+                    st.encode_seconds);
+        osc_gen_stats gs = {0};
+        gs.prompt_tokens = st.prompt_tokens;
+        gs.prompt_seconds = st.prompt_seconds;
+        gs.gen_tokens = st.gen_tokens;
+        gs.gen_seconds = st.gen_seconds;
+        print_speed(&gs);
+    }
+    free(sc.buf);
+    return 0;
+}
+
+static int cmd_chat_mm(const chat_opts *o) {
+    osc_mmchat_params p;
+    memset(&p, 0, sizeof p);
+    p.model = o->model;
+    p.system = o->system;
+    p.kv = o->kv;
+    p.n_ctx = o->n_ctx;
+    p.dev = OSC_DEV_CPU;
+    if (!strcmp(o->device, "cuda") || (!strcmp(o->device, "auto") && osc_device_cuda_available())) {
+        if (!osc_device_cuda_available()) {
+            fprintf(stderr, "oscar: --device cuda: no usable GPU (or built without CUDA)\n");
+            return 1;
+        }
+        p.dev = OSC_DEV_CUDA;
+    }
+    if (o->threads > 0) osc_cpu_set_threads(o->threads);
+    if (osc_mmchat_sampler_defaults(o->model, &p.sp) != OSC_OK) return fail("cannot load the model");
+    if (o->set_temp) p.sp.temperature = o->sp.temperature;
+    if (o->set_topk) p.sp.top_k = o->sp.top_k;
+    if (o->set_topp) p.sp.top_p = o->sp.top_p;
+    if (o->set_minp) p.sp.min_p = o->sp.min_p;
+    if (o->set_rp) p.sp.repeat_penalty = o->sp.repeat_penalty;
+    if (o->set_seed) p.sp.seed = o->sp.seed;
+    const int max_tokens = o->n_predict >= 0 ? o->n_predict : 256;
+    osc_mmchat *c;
+    if (osc_mmchat_open(&p, &c) != OSC_OK) return fail("cannot load the model");
+    if (o->verbose) fprintf(stderr, "oscar: %s\n", osc_mmchat_describe(c));
+    const char *names[CHAT_MAX_MEDIA];
+    int is_audio[CHAT_MAX_MEDIA], n_names = 0, rc = 0;
+    for (int i = 0; i < o->n_media; i++) {
+        if (mm_attach(c, o->media[i], o->media_audio[i], names, is_audio, &n_names)) {
+            rc = 1;
+            break;
+        }
+    }
+    if (!rc && o->prompt) {
+        rc = mm_turn(c, o, o->prompt, max_tokens, names, is_audio, n_names, 1) ? 1 : 0;
+    } else if (!rc) {
+        char line[65536];
+        for (;;) {
+            fputs("> ", stderr);
+            if (!fgets(line, sizeof line, stdin)) break;
+            size_t n = strlen(line);
+            while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+            if (!n) continue;
+            if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) break;
+            if (!strcmp(line, "/reset")) {
+                osc_mmchat_reset(c);
+                mm_free_names(names, &n_names);
+                fputs("(conversation cleared)\n", stderr);
+                continue;
+            }
+            const char *path;
+            int audio = 0;
+            if ((path = media_cmd(line, "/image")) || (audio = 1, path = media_cmd(line, "/audio"))) {
+                if (!*path) {
+                    fprintf(stderr, "oscar: usage: %s PATH\n", audio ? "/audio" : "/image");
+                    continue;
+                }
+                if (!mm_attach(c, path, audio, names, is_audio, &n_names))
+                    fprintf(stderr, "(%s %s attached to the next message)\n", audio ? "audio" : "image", path);
+                continue;
+            }
+            int r = mm_turn(c, o, line, max_tokens, names, is_audio, n_names, 0);
+            if (r > 0) { rc = 1; break; }
+            if (r == 0) mm_free_names(names, &n_names);
+        }
+        if (!rc && osc_mmchat_n_attached(c))
+            fprintf(stderr, "oscar: warning: %d attached image(s)/audio(s) were not sent (no message followed)\n",
+                    osc_mmchat_n_attached(c));
+    }
+    mm_free_names(names, &n_names);
+    osc_mmchat_free(c);
+    return rc;
+}
+
 static int cmd_chat(int argc, char **argv) {
     chat_opts o;
     int r = parse_chat(argc, argv, &o);
     if (r == 3) { usage_chat(stdout); return 0; }
     if (r) return r;
     osc_set_log_callback(log_to_stderr, NULL, o.verbose ? OSC_LOG_DEBUG : OSC_LOG_WARN);
+    /* Qwen2.5-Omni / Qwen2.5-VL: the multimodal engine for interactive chats (where /image may
+     * come) and for any chat with --image/--audio; every other chat goes through osc_session. */
+    if (osc_mmchat_model_ok(o.model) && (!o.prompt || o.n_media)) return cmd_chat_mm(&o);
+    if (o.n_media) {
+        fprintf(stderr, "oscar: %s: images and audio need a Qwen2.5-Omni or Qwen2.5-VL model folder\n", o.model);
+        return 1;
+    }
     osc_model_params mp = osc_model_default_params();
     mp.device = !strcmp(o.device, "cpu") ? OSC_DEVICE_CPU : !strcmp(o.device, "cuda") ? OSC_DEVICE_CUDA : OSC_DEVICE_AUTO;
     mp.n_threads = o.threads;
@@ -243,6 +437,11 @@ static int cmd_chat(int argc, char **argv) {
             while (n && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
             if (!n) continue;
             if (!strcmp(line, "/exit") || !strcmp(line, "/quit")) break;
+            if (media_cmd(line, "/image") || media_cmd(line, "/audio")) {
+                fprintf(stderr, "oscar: this model takes no images or audio (they need Qwen2.5-Omni or Qwen2.5-VL); "
+                        "nothing attached\n");
+                continue;
+            }
             if (!strcmp(line, "/reset")) {
                 osc_session_free(s);
                 if (osc_session_new(m, &ps, &s) != OSC_OK) { rc = fail("cannot reset the session"); s = NULL; break; }
