@@ -8,6 +8,7 @@ int osc_cli_bench(int argc, char **argv); /* bench.c */
 int osc_cli_caption(int argc, char **argv); /* caption.c */
 int osc_cli_kvstat(int argc, char **argv); /* kvstat.c */
 int osc_cli_listen(int argc, char **argv); /* listen.c */
+int osc_cli_ppl(int argc, char **argv);   /* ppl.c */
 int osc_cli_vqa(int argc, char **argv);   /* vqa.c */
 
 #endif

@@ -37,6 +37,7 @@ static void usage_main(FILE *f) {
             "  caption  caption many videos (Qwen2.5-Omni), one JSON line each; resumable, batched\n"
             "  bench    measure prefill/decode speed and decode attention (random weights of a named shape)\n"
             "  kvstat   KV-cache fidelity report: per-layer attention error, KL and key norms of each cache mode\n"
+            "  ppl      perplexity on a text file and KL divergence of each KV cache mode from bf16\n"
             "  help     show this help, or `oscar help <command>`\n\n"
             "Run `oscar <command> --help` for the options of a command.\n",
             OSC_VERSION);
@@ -477,6 +478,10 @@ int main(int argc, char **argv) {
         if (argc > 2 && !strcmp(argv[2], "chat")) usage_chat(stdout);
         else if (argc > 2 && !strcmp(argv[2], "bench")) { char *h[] = {"--help"}; return osc_cli_bench(1, h); }
         else if (argc > 2 && !strcmp(argv[2], "listen")) { char *h[] = {"--help"}; return osc_cli_listen(1, h); }
+        else if (argc > 2 && !strcmp(argv[2], "ppl")) { char *h[] = {"--help"}; return osc_cli_ppl(1, h); }
+        else if (argc > 2 && !strcmp(argv[2], "vqa")) { char *h[] = {"--help"}; return osc_cli_vqa(1, h); }
+        else if (argc > 2 && !strcmp(argv[2], "kvstat")) { char *h[] = {"--help"}; return osc_cli_kvstat(1, h); }
+        else if (argc > 2 && !strcmp(argv[2], "caption")) { char *h[] = {"--help"}; return osc_cli_caption(1, h); }
         else usage_main(stdout);
         return 0;
     }
@@ -484,6 +489,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "bench")) return osc_cli_bench(argc - 2, argv + 2);
     if (!strcmp(cmd, "kvstat")) return osc_cli_kvstat(argc - 2, argv + 2);
     if (!strcmp(cmd, "listen")) return osc_cli_listen(argc - 2, argv + 2);
+    if (!strcmp(cmd, "ppl")) return osc_cli_ppl(argc - 2, argv + 2);
     if (!strcmp(cmd, "vqa")) return osc_cli_vqa(argc - 2, argv + 2);
     if (!strcmp(cmd, "caption")) return osc_cli_caption(argc - 2, argv + 2);
     fprintf(stderr, "oscar: unknown command '%s'\n\n", cmd);
