@@ -25,10 +25,11 @@ osc_status osc_generate_batch(osc_llm *m, osc_llm_ctx *c, osc_gen_request *r, in
     int32_t *tok = malloc((size_t)n * sizeof(int32_t));
     osc_kv **kv = malloc((size_t)n * sizeof(osc_kv *));
     int *idx = malloc((size_t)n * sizeof(int));
+    int32_t *picked = malloc((size_t)n * sizeof(int32_t));
     /* history for the repetition penalty: prompt + generated, per request */
     int32_t **hist = calloc((size_t)n, sizeof(int32_t *));
     osc_status s = OSC_OK;
-    if (!logits || !start || !tok || !kv || !idx || !hist) {
+    if (!logits || !start || !tok || !kv || !idx || !hist || !picked) {
         s = osc_error(OSC_ERR_OOM, "generate: out of host memory");
         goto done;
     }
@@ -73,17 +74,20 @@ osc_status osc_generate_batch(osc_llm *m, osc_llm_ctx *c, osc_gen_request *r, in
         start[na] = na;
         /* a batch larger than the scratch goes in pieces; start[] is 0..na, so its head
          * serves as the row table of every piece */
+        /* all greedy: the pick is made on the device and only ids come back */
+        int greedy = 1;
+        for (int j = 0; j < na; j++) greedy &= r[idx[j]].sampler == NULL;
         int cap = osc_llm_ctx_max_tokens(c);
         for (int off = 0; off < na; off += cap) {
             int step = na - off < cap ? na - off : cap;
             osc_llm_batch b = {.n_seq = step, .seq_start = start, .tokens = tok + off, .kv = kv + off, .all_logits = 0};
-            s = osc_llm_forward(m, c, &b, logits + (size_t)off * V);
+            s = greedy ? osc_llm_forward_greedy(m, c, &b, picked + off) : osc_llm_forward(m, c, &b, logits + (size_t)off * V);
             if (s != OSC_OK) goto done;
         }
         for (int j = 0; j < na; j++) {
             osc_gen_request *q = &r[idx[j]];
             int nh = q->n_prompt + q->n_out;
-            int32_t t = pick(q->sampler, logits + (size_t)j * V, V, hist[idx[j]], nh);
+            int32_t t = greedy ? picked[j] : pick(q->sampler, logits + (size_t)j * V, V, hist[idx[j]], nh);
             q->out[q->n_out++] = t;
             hist[idx[j]][nh] = t;
             if (is_stop(t, stop, n_stop)) q->stopped = 1;
@@ -98,5 +102,6 @@ done:
     free(tok);
     free(kv);
     free(idx);
+    free(picked);
     return s;
 }

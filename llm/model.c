@@ -477,7 +477,7 @@ static osc_status scatter_mm(osc_llm *m, osc_tensor *x, const osc_llm_batch *b, 
 
 static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, int n_seq, const int *seq_start,
                                 const int32_t *tokens, const int32_t *pos, int pos_stride, osc_kv **kv, int all_logits,
-                                float *logits) {
+                                float *logits, int32_t *ids_out) {
     const osc_llm_config *cf = &m->cfg;
     const int N = seq_start[n_seq] - seq_start[0];
     const int base = seq_start[0];
@@ -574,7 +574,7 @@ static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch 
         OSC_TRY(osc_op_add(&x, &x, &o));
     }
     for (int s2 = 0; s2 < n_seq; s2++) osc_kv_advance(kv[s2], seq_start[s2 + 1] - seq_start[s2]);
-    if (!logits) return OSC_OK;
+    if (!logits && !ids_out) return OSC_OK;
     /* final norm + head on the rows whose logits are wanted */
     int n_out = all_logits ? N : n_seq;
     osc_tensor last = rows2(&c->last, 0, n_out);
@@ -589,10 +589,16 @@ static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch 
     }
     osc_tensor lg = rows2(&c->logits, 0, n_out);
     OSC_TRY(osc_op_matmul(&lg, &last, &m->lm_head, NULL));
+    if (ids_out) {
+        /* greedy on the device: only the ids cross the bus (the token-id scratch is free now) */
+        osc_tensor am = osc_tensor_1d(c->ids.data, OSC_I32, m->dev, n_out);
+        OSC_TRY(osc_op_argmax(&am, &lg));
+        return osc_copy_bytes(ids_out, OSC_DEV_CPU, am.data, m->dev, (size_t)n_out * sizeof(int32_t));
+    }
     return osc_tensor_download_f32(logits, &lg, (int64_t)n_out * cf->vocab_size);
 }
 
-osc_status osc_llm_forward(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, float *logits) {
+static osc_status forward_impl(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, float *logits, int32_t *ids) {
     const osc_llm_config *cf = &m->cfg;
     int n_tokens = b->seq_start[b->n_seq] - b->seq_start[0];
     if (b->n_seq <= 0 || n_tokens <= 0) return osc_error(OSC_ERR_INVALID_ARG, "forward: empty batch");
@@ -613,7 +619,8 @@ osc_status osc_llm_forward(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, f
                              s, osc_kv_len(b->kv[s]), n, osc_kv_capacity(b->kv[s]));
     }
     if (n_tokens <= c->max_tokens)
-        return forward_chunk(m, c, b, b->n_seq, b->seq_start, b->tokens, b->pos, n_tokens, b->kv, b->all_logits, logits);
+        return forward_chunk(m, c, b, b->n_seq, b->seq_start, b->tokens, b->pos, n_tokens, b->kv, b->all_logits, logits,
+                             ids);
     if (b->n_seq != 1)
         return osc_error(OSC_ERR_INVALID_ARG, "forward: a batch of %d sequences with %d tokens exceeds the %d-token scratch",
                          b->n_seq, n_tokens, c->max_tokens);
@@ -625,7 +632,16 @@ osc_status osc_llm_forward(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, f
         float *lg = NULL;
         if (logits && b->all_logits) lg = logits + (size_t)off * cf->vocab_size;
         else if (logits && last) lg = logits;
-        OSC_TRY(forward_chunk(m, c, b, 1, st, b->tokens, b->pos, n_tokens, b->kv, b->all_logits, lg));
+        OSC_TRY(forward_chunk(m, c, b, 1, st, b->tokens, b->pos, n_tokens, b->kv, b->all_logits, lg, last ? ids : NULL));
     }
     return OSC_OK;
+}
+
+osc_status osc_llm_forward(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, float *logits) {
+    return forward_impl(m, c, b, logits, NULL);
+}
+
+osc_status osc_llm_forward_greedy(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, int32_t *ids) {
+    if (!ids || b->all_logits) return osc_error(OSC_ERR_INVALID_ARG, "forward_greedy: ids required, all_logits must be 0");
+    return forward_impl(m, c, b, NULL, ids);
 }

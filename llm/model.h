@@ -92,5 +92,9 @@ typedef struct osc_llm_batch {
     const osc_tensor *mm_embeds;
 } osc_llm_batch;
 osc_status osc_llm_forward(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, float *logits);
+/* The same forward (all_logits must be 0), but the greedy pick of each sequence is made on the
+ * model's device and only ids[n_seq] come back (argmax of the last row's logits, first index on
+ * ties, as a host argmax of osc_llm_forward's logits gives). */
+osc_status osc_llm_forward_greedy(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, int32_t *ids);
 
 #endif

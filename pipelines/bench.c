@@ -51,7 +51,7 @@ static void usage_bench(FILE *f) {
             "  fill      B caches are filled to C tokens (by prefill, timed and reported, or\n"
             "            with random K/V, see --fill);\n"
             "  decode    2 warm-up steps, then --gen steps of all B sequences x 1 token (greedy,\n"
-            "            argmax on the host); decode tok/s = B*gen / total time, step = median;\n"
+            "            argmax on the device, ids downloaded); decode tok/s = B*gen / total time, step = median;\n"
             "  bandwidth (weight bytes read per step + B * KV bytes of C tokens) / median step,\n"
             "            and that as a fraction of the device-to-device copy bandwidth.\n"
             "With --attn: only the decode-attention microbenchmark (osc_op_attention, S = 1,\n"
@@ -609,15 +609,14 @@ static osc_status bench_decode(e2e_env *e, const bench_opts *o, const char *mode
         osc_llm_batch bb = {.n_seq = B, .seq_start = st, .tokens = cur, .kv = kvs, .all_logits = 0};
         s = osc_device_sync(e->dev);
         double a = now_s();
-        if (s == OSC_OK) s = osc_llm_forward(e->m, e->ctx, &bb, e->logits);
+        /* greedy on the device: only B ids come back, as in osc_generate_batch */
+        if (s == OSC_OK) s = osc_llm_forward_greedy(e->m, e->ctx, &bb, cur);
         if (s == OSC_OK) s = osc_device_sync(e->dev);
         double z = now_s();
         if (it >= warm) {
             ts[it - warm] = z - a;
             total += z - a;
         }
-        for (int b = 0; b < B && s == OSC_OK; b++)
-            cur[b] = argmax_row(e->logits + (size_t)b * c->vocab_size, c->vocab_size);
     }
     if (s != OSC_OK) {
         report_err("decode", s, e->dev, 0);
