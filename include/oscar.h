@@ -59,6 +59,8 @@ osc_status osc_model_load(const char *dir, const osc_model_params *params, osc_m
 void osc_model_free(osc_model *m);
 /* Short description, e.g. "qwen2 2 layers, hidden 128, vocab 600". Owned by the model. */
 const char *osc_model_describe(const osc_model *m);
+/* The KV cache mode sessions of this model use by default (after "auto" was resolved). */
+const char *osc_model_kv_mode(const osc_model *m);
 
 typedef struct osc_session_params {
     int n_ctx;                 /* context length in tokens; 0 = min(model max, 4096) */

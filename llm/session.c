@@ -122,8 +122,8 @@ osc_status osc_model_load(const char *dir, const osc_model_params *params, osc_m
     for (int i = 0; i < m->gen.n_eos; i++) add_stop(m, m->gen.eos_ids[i]);
     if (m->chat_fmt == OSC_CHAT_CHATML) add_stop(m, osc_tokenizer_token_id(m->tok, "<|im_end|>"));
     if (m->chat_fmt == OSC_CHAT_LLAMA3) add_stop(m, osc_tokenizer_token_id(m->tok, "<|eot_id|>"));
-    snprintf(m->desc, sizeof m->desc, "%s; chat template %s", osc_llm_describe(m->llm),
-             m->chat_fmt == OSC_CHAT_CHATML ? "ChatML" : m->chat_fmt == OSC_CHAT_LLAMA3 ? "Llama-3" : "none");
+    snprintf(m->desc, sizeof m->desc, "%s; chat template %s; KV cache %s", osc_llm_describe(m->llm),
+             m->chat_fmt == OSC_CHAT_CHATML ? "ChatML" : m->chat_fmt == OSC_CHAT_LLAMA3 ? "Llama-3" : "none", m->kv_mode);
     *out = m;
     return OSC_OK;
 }
@@ -136,6 +136,7 @@ void osc_model_free(osc_model *m) {
 }
 
 const char *osc_model_describe(const osc_model *m) { return m->desc; }
+const char *osc_model_kv_mode(const osc_model *m) { return m->kv_mode; }
 
 osc_sampling_params osc_sampling_default_params(const osc_model *m) {
     osc_sampling_params p = {256, 0.0f, 0, 1.0f, 0.0f, 1.0f, 0};

@@ -414,6 +414,7 @@ static int cmd_chat(int argc, char **argv) {
             cJSON_AddStringToObject(j, "model", o.model);
             cJSON_AddStringToObject(j, "prompt", o.prompt);
             cJSON_AddStringToObject(j, "reply", sc.buf ? sc.buf : "");
+            cJSON_AddStringToObject(j, "kv", o.kv ? o.kv : osc_model_kv_mode(m));
             cJSON_AddNumberToObject(j, "prompt_tokens", st.prompt_tokens);
             cJSON_AddNumberToObject(j, "gen_tokens", st.gen_tokens);
             cJSON_AddNumberToObject(j, "prompt_seconds", st.prompt_seconds);
