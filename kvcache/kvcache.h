@@ -17,8 +17,11 @@
  * The quantised modes take float32 tensors on the CPU and bf16 on CUDA (kv_gpu.c), and
  * need head_dim % 32 == 0 and head_dim <= 512; the rotating ones need head_dim a power of two.
  * Packed layouts and the quantiser are documented in kv_quant.h.
- * Flushing: when a layer's residual holds r_evict tokens they are quantised and appended, so a
- * store of S tokens may flush several blocks; prefill keeps T mod r_evict tokens in the window.
+ * Flushing (lazy): a full residual window of r_evict tokens is quantised and appended when the
+ * next token arrives, so the newest token is always in the window (a decode step never reads
+ * its own token packed) and a store of S tokens may flush several blocks; after T tokens the
+ * window holds ((T - 1) mod r_evict) + 1 of them. On CUDA the window keeps raw keys (bf16, not
+ * rotated or normalised); the CPU reference keeps them rotated and normalised in float32.
  * Current-token rule (oscar-kv.md step 8): osc_kv_attend always uses the S tokens of the current
  * forward in full precision, read from the k/v tensors given to the matching osc_kv_store
  * (unrotated, unnormalised), even if a flush inside that store already packed them; older
@@ -26,8 +29,9 @@
  * quantised modes the k and v passed to osc_kv_store must stay valid and unchanged until
  * osc_kv_attend of the same layer returns (the decoder's scratch does), and attend must follow
  * the store of the same layer.
- * Memory is sized once at creation for n_ctx tokens (or taken page by page from a pool, below). Errors: OSC_ERR_CONTEXT when a store would
- * pass n_ctx; OSC_ERR_UNSUPPORTED for an unknown mode (the message lists the known ones).
+ * Memory is sized once at creation for n_ctx tokens (or taken page by page from a pool, below).
+ * Errors: OSC_ERR_CONTEXT when a store would pass n_ctx; OSC_ERR_UNSUPPORTED for an unknown mode
+ * (the message lists the known ones).
  * Not thread-safe; one sequence per cache. */
 #ifndef OSC_KVCACHE_H
 #define OSC_KVCACHE_H
