@@ -36,6 +36,7 @@ struct osc_audio_enc {
     osc_arena arena;
     osc_tensor mel, col1, h1, col2, x, xn, q, k, v, att, o, f, pe, pooled, pn, y;
     float *stage; /* host: the pass's features transposed to [T, n_mels] */
+    int32_t *cu;  /* host: [chunks + 1] row offsets of the pass's chunks after conv2 (cu_seqlens) */
 };
 
 /* ---- config ------------------------------------------------------------------------------ */
@@ -274,6 +275,7 @@ void osc_audio_enc_free(osc_audio_enc *e) {
     free(e->layers);
     osc_arena_free(&e->arena);
     free(e->stage);
+    free(e->cu);
     free(e);
 }
 
@@ -317,7 +319,9 @@ static osc_status ensure_scratch(osc_audio_enc *e, int chunks) {
     if (chunks <= e->sc_chunks) return OSC_OK;
     osc_arena_free(&e->arena);
     free(e->stage);
+    free(e->cu);
     e->stage = NULL;
+    e->cu = NULL;
     e->sc_chunks = 0;
     const osc_audio_enc_config *c = &e->cfg;
     const int C = 2 * c->n_window, n2full = (C - 1) / 2 + 1;
@@ -347,7 +351,8 @@ static osc_status ensure_scratch(osc_audio_enc *e, int chunks) {
     e->y = osc_arena_2d(a, OSC_F32, P, O);
     if (!e->y.data) return OSC_ERR_OOM;
     e->stage = malloc((size_t)T * M * sizeof(float));
-    if (!e->stage) return osc_error(OSC_ERR_OOM, "audio encoder: out of host memory (%lld frames)", (long long)T);
+    e->cu = malloc(((size_t)chunks + 1) * sizeof(int32_t));
+    if (!e->stage || !e->cu) return osc_error(OSC_ERR_OOM, "audio encoder: out of host memory (%lld frames)", (long long)T);
     OSC_TRY(fill_pe(e, S, n2full));
     e->sc_chunks = chunks;
     return OSC_OK;
@@ -382,8 +387,10 @@ static osc_status encode_pass(osc_audio_enc *e, const float *feat, int L, int c0
         int64_t a = (int64_t)(ch - c0) * C, n = (int64_t)ch * C + C <= L ? C : L - (int64_t)ch * C;
         osc_tensor src = rows(&mel, a, n), dst = rows(&e->col1, a, n);
         OSC_TRY(osc_op_im2col1d(&dst, &src, 3, 1, 1));
+        e->cu[ch - c0] = (int32_t)S;
         S += (n - 1) / 2 + 1;
     }
+    e->cu[c1 - c0] = (int32_t)S;
     osc_tensor col1 = rows(&e->col1, 0, T), h1 = rows(&e->h1, 0, T);
     OSC_TRY(osc_op_matmul(&h1, &col1, &e->conv1_w, &e->conv1_b));
     OSC_TRY(osc_op_gelu(&h1, &h1));
@@ -412,15 +419,10 @@ static osc_status encode_pass(osc_audio_enc *e, const float *feat, int L, int c0
         OSC_TRY(osc_op_matmul(&k, &xn, &Lw->wk, NULL));
         OSC_TRY(osc_op_matmul(&v, &xn, &Lw->wv, &Lw->bv));
         /* block-diagonal attention: each chunk attends to itself only (cu_seqlens of the reference) */
-        int64_t r0 = 0;
-        for (int ch = c0; ch < c1; ch++) {
-            int64_t n = (int64_t)ch * C + C <= L ? C : L - (int64_t)ch * C;
-            int64_t n2 = (n - 1) / 2 + 1;
-            osc_tensor qc = rows(&q, r0, n2), kc = rows(&k, r0, n2), vc = rows(&v, r0, n2), ac = rows(&att, r0, n2);
-            osc_tensor q3 = view3(&qc, n2, H, hd), k3 = view3(&kc, n2, H, hd), v3 = view3(&vc, n2, H, hd);
-            osc_tensor a3 = view3(&ac, n2, H, hd);
-            OSC_TRY(osc_op_attention(&a3, &q3, &k3, &v3, 0, scale, 0));
-            r0 += n2;
+        {
+            osc_tensor q3 = view3(&q, S, H, hd), k3 = view3(&k, S, H, hd), v3 = view3(&v, S, H, hd);
+            osc_tensor a3 = view3(&att, S, H, hd);
+            OSC_TRY(osc_op_attention_varlen(&a3, &q3, &k3, &v3, e->cu, c1 - c0, scale, 0));
         }
         OSC_TRY(osc_op_matmul(&o, &att, &Lw->wo, &Lw->bo));
         OSC_TRY(osc_op_add(&x, &x, &o));

@@ -30,7 +30,7 @@ struct osc_vision {
     osc_arena arena;              /* scratch of one encode, grown on demand */
     /* host scratch of one encode */
     int32_t *h_perm, *h_rev, *h_pos;
-    int64_t *h_cu, *h_cu_full;
+    int32_t *h_cu, *h_cu_full; /* segment offsets in patches (N <= 2^28) */
     float *h_pv;
     int64_t host_cap;             /* patches the host scratch holds */
 };
@@ -413,8 +413,8 @@ static osc_status host_reserve(osc_vision *v, int64_t N) {
     v->h_perm = malloc((size_t)(N / mu + 1) * sizeof(int32_t));
     v->h_rev = malloc((size_t)(N / mu + 1) * sizeof(int32_t));
     v->h_pos = malloc((size_t)3 * N * sizeof(int32_t));
-    v->h_cu = malloc((size_t)(N / mu + 2) * sizeof(int64_t));
-    v->h_cu_full = malloc((size_t)(N + 2) * sizeof(int64_t));
+    v->h_cu = malloc((size_t)(N / mu + 2) * sizeof(int32_t));
+    v->h_cu_full = malloc((size_t)(N + 2) * sizeof(int32_t));
     v->h_pv = malloc((size_t)N * v->cfg.patch_dim * sizeof(float));
     v->host_cap = 0;
     if (!v->h_perm || !v->h_rev || !v->h_pos || !v->h_cu || !v->h_cu_full || !v->h_pv)
@@ -476,8 +476,8 @@ static osc_status scratch_make(osc_vision *v, int64_t N, vis_scratch *s) {
 /* Window order of the merge units and the attention segments (transformers'
  * get_vision_window_index and get_vision_cu_seqlens). perm[T]: unit index in window order;
  * cu[n_cu+1] window segment bounds in patches; cu_full[n_full+1] one segment per temporal slice. */
-static void window_index(const osc_vision_config *c, const int32_t (*g)[3], int n_items, int32_t *perm, int64_t *cu,
-                         int *n_cu, int64_t *cu_full, int *n_full) {
+static void window_index(const osc_vision_config *c, const int32_t (*g)[3], int n_items, int32_t *perm, int32_t *cu,
+                         int *n_cu, int32_t *cu_full, int *n_full) {
     const int ws = c->window / c->merge / c->patch, mu = c->merge * c->merge;
     int64_t np = 0, off = 0;
     int nc = 0, nf = 0;
@@ -496,11 +496,11 @@ static void window_index(const osc_vision_config *c, const int32_t (*g)[3], int 
                             cnt++;
                         }
                     if (cnt) { /* unique_consecutive drops empty windows */
-                        cu[nc + 1] = cu[nc] + cnt * mu;
+                        cu[nc + 1] = cu[nc] + (int32_t)(cnt * mu);
                         nc++;
                     }
                 }
-            cu_full[nf + 1] = cu_full[nf] + (int64_t)gh * gw * mu;
+            cu_full[nf + 1] = cu_full[nf] + gh * gw * mu;
             nf++;
         }
         off += (int64_t)gt * gh * gw;
@@ -513,19 +513,6 @@ static int is_full(const osc_vision_config *c, int l) {
     for (int i = 0; i < c->n_fullatt; i++)
         if (c->fullatt[i] == l) return 1;
     return 0;
-}
-
-/* Non-causal attention over each segment [cu[s], cu[s+1]) of q/k/v [N, H, hd]. */
-static osc_status seg_attention(osc_tensor *att, const osc_tensor *q, const osc_tensor *k, const osc_tensor *vv,
-                                const int64_t *cu, int n, float scale) {
-    for (int s = 0; s < n; s++) {
-        int64_t a = cu[s], len = cu[s + 1] - cu[s];
-        if (len <= 0) continue;
-        osc_tensor o = osc_tensor_rows(att, a, len), qs = osc_tensor_rows(q, a, len);
-        osc_tensor ks = osc_tensor_rows(k, a, len), vs = osc_tensor_rows(vv, a, len);
-        OSC_TRY(osc_op_attention(&o, &qs, &ks, &vs, 0, scale, 0));
-    }
-    return OSC_OK;
 }
 
 osc_status osc_vision_encode(osc_vision *v, const float *pixel_values, int64_t n_patches, const int32_t (*grid)[3],
@@ -596,8 +583,8 @@ osc_status osc_vision_encode(osc_vision *v, const float *pixel_values, int64_t n
         OSC_TRY(osc_op_matmul(&s.v, &s.xn, &B->wv, &B->bv));
         OSC_TRY(osc_op_rope(&q3, &s.pos, &v->rope));
         OSC_TRY(osc_op_rope(&k3, &s.pos, &v->rope));
-        if (is_full(c, l)) OSC_TRY(seg_attention(&a3, &q3, &k3, &v3, v->h_cu_full, n_full, scale));
-        else OSC_TRY(seg_attention(&a3, &q3, &k3, &v3, v->h_cu, n_cu, scale));
+        if (is_full(c, l)) OSC_TRY(osc_op_attention_varlen(&a3, &q3, &k3, &v3, v->h_cu_full, n_full, scale, 0));
+        else OSC_TRY(osc_op_attention_varlen(&a3, &q3, &k3, &v3, v->h_cu, n_cu, scale, 0)); /* one launch for all windows */
         OSC_TRY(osc_op_matmul(&s.tmp, &s.att, &B->wo, &B->bo));
         OSC_TRY(osc_op_add(&s.x, &s.x, &s.tmp));
         OSC_TRY(osc_op_rmsnorm(&s.xn, &s.x, &B->norm2, c->eps));

@@ -281,6 +281,44 @@ osc_status osc_op_attention(osc_tensor *out, const osc_tensor *q, const osc_tens
              osc_cuda_attention(out, q, k, v, q_pos0, scale, causal));
 }
 
+osc_status osc_op_attention_varlen(osc_tensor *out, const osc_tensor *q, const osc_tensor *k, const osc_tensor *v,
+                                   const int32_t *cu, int nseg, float scale, int causal) {
+    const char *op = "attention_varlen";
+    TRY(check_tensor(op, "out", out)); TRY(check_tensor(op, "q", q));
+    TRY(check_tensor(op, "k", k)); TRY(check_tensor(op, "v", v));
+    TRY(same_dev(op, "q", q, out)); TRY(same_dev(op, "k", k, out)); TRY(same_dev(op, "v", v, out));
+    osc_dtype dt = act_dt(out->dev);
+    TRY(want_dt(op, "out", out, dt)); TRY(want_dt(op, "q", q, dt));
+    TRY(want_dt(op, "k", k, dt)); TRY(want_dt(op, "v", v, dt));
+    if (q->nd != 3 || k->nd != 3 || v->nd != 3 || out->nd != 3 || k->ne[0] != q->ne[0] || v->ne[0] != q->ne[0] ||
+        k->ne[1] != v->ne[1] || k->ne[2] != q->ne[2] || v->ne[2] != q->ne[2] || out->ne[0] != q->ne[0] ||
+        out->ne[1] != q->ne[1] || out->ne[2] != q->ne[2] || k->ne[1] <= 0 || q->ne[1] % k->ne[1] != 0 || q->ne[2] <= 0)
+        return osc_error(OSC_ERR_INVALID_ARG,
+                         "%s: shapes out %s, q %s, k %s, v %s (want q/out [N,Hq,D], k/v [N,Hkv,D], Hq %% Hkv == 0)", op,
+                         sh(out).s, sh(q).s, sh(k).s, sh(v).s);
+    if (nseg < 0 || (nseg > 0 && !cu)) return osc_error(OSC_ERR_INVALID_ARG, "%s: %d segments, offsets %p", op, nseg, (const void *)cu);
+    if (q->ne[0] > INT32_MAX) return osc_error(OSC_ERR_UNSUPPORTED, "%s: %lld rows", op, (long long)q->ne[0]);
+    for (int s = 0; s < nseg; s++)
+        if (cu[s] < 0 || cu[s + 1] < cu[s] || cu[s + 1] > q->ne[0])
+            return osc_error(OSC_ERR_INVALID_ARG, "%s: segment %d [%d, %d) is not inside [0, %lld) in order", op, s, cu[s],
+                             cu[s + 1], (long long)q->ne[0]);
+    if (out->data == q->data || out->data == k->data || out->data == v->data)
+        return osc_error(OSC_ERR_INVALID_ARG, "%s: out must not alias q, k or v", op);
+    if (!isfinite(scale)) return osc_error(OSC_ERR_INVALID_ARG, "%s: scale %g is not finite", op, (double)scale);
+    if (nseg == 0) return OSC_OK;
+    if (out->dev == OSC_DEV_CPU) {
+        for (int s = 0; s < nseg; s++) {
+            int64_t a = cu[s], n = cu[s + 1] - cu[s];
+            if (n == 0) continue;
+            osc_tensor os = osc_tensor_rows(out, a, n), qs = osc_tensor_rows(q, a, n);
+            osc_tensor ks = osc_tensor_rows(k, a, n), vs = osc_tensor_rows(v, a, n);
+            TRY(osc_cpu_attention(&os, &qs, &ks, &vs, 0, scale, causal));
+        }
+        return OSC_OK;
+    }
+    DISPATCH(out->dev, OSC_OK, osc_cuda_attention_varlen(out, q, k, v, cu, nseg, scale, causal));
+}
+
 osc_status osc_op_attention_decode_batch(osc_tensor *out, const osc_tensor *q, const osc_tensor *const *k,
                                          const osc_tensor *const *v, const int *lens, int B, float scale) {
     const char *op = "attention_decode_batch";

@@ -85,6 +85,14 @@ osc_status osc_op_attention_decode_batch(osc_tensor *out, const osc_tensor *q, c
                                          const osc_tensor *const *v, const int *lens, int B, float scale);
 osc_status osc_op_attention(osc_tensor *out, const osc_tensor *q, const osc_tensor *k,
                             const osc_tensor *v, int64_t q_pos0, float scale, int causal);
+/* Attention inside segments of packed rows (cu_seqlens): rows [cu[s], cu[s+1]) of q [N,Hq,D]
+ * attend to the same rows of k, v [N,Hkv,D] (causal: row i of a segment sees its rows <= i),
+ * out [N,Hq,D]. cu is a host array of nseg+1 nondecreasing offsets, cu[0] >= 0, cu[nseg] <= N
+ * (empty segments allowed; rows outside every segment are left untouched). Equals a loop of
+ * osc_op_attention over the segments (the CPU path is that loop); on CUDA one launch for up to
+ * 65535 segments. */
+osc_status osc_op_attention_varlen(osc_tensor *out, const osc_tensor *q, const osc_tensor *k, const osc_tensor *v,
+                                   const int32_t *cu, int nseg, float scale, int causal);
 
 
 /* ---- 1-D convolution helpers (audio encoder; kernels/cpu/cpu_conv.c, kernels/cuda/cuda_conv.cu) ----

@@ -81,8 +81,18 @@ template <int DP>
 __global__ void __launch_bounds__(128)
 k_attn_prefill(bf16 *__restrict__ out, const bf16 *__restrict__ q, const bf16 *__restrict__ k,
                const bf16 *__restrict__ v, int S, int T, int Hq, int Hkv, int D, long long q_pos0,
-               float scale_log2, int causal, int vec_ok) {
+               float scale_log2, int causal, int vec_ok, const int *__restrict__ cu) {
     typedef prefill_smem<DP> L;
+    if (cu) { /* varlen: blockIdx.z is a segment [cu[z], cu[z+1]) of the packed rows, attending to itself */
+        const int o0 = cu[blockIdx.z];
+        S = T = cu[blockIdx.z + 1] - o0;
+        if ((int)blockIdx.x * PB_Q >= S * (Hq / Hkv)) return; /* whole block: no barrier reached */
+        q += (size_t)o0 * Hq * D;
+        out += (size_t)o0 * Hq * D;
+        k += (size_t)o0 * Hkv * D;
+        v += (size_t)o0 * Hkv * D;
+        q_pos0 = 0;
+    }
     extern __shared__ __align__(128) unsigned char smem_pf[];
     unsigned char *smem = smem_pf;
     bf16 *Qs = (bf16 *)(smem + L::q_off);
@@ -218,7 +228,8 @@ k_attn_prefill(bf16 *__restrict__ out, const bf16 *__restrict__ q, const bf16 *_
 
 template <int DP>
 osc_status launch_prefill(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, int S, int T, int Hq, int Hkv,
-                          int D, long long q_pos0, float scale, int causal, int vec_ok, cudaStream_t st) {
+                          int D, long long q_pos0, float scale, int causal, int vec_ok, cudaStream_t st,
+                          const int *cu = nullptr, int nseg = 1) {
     typedef prefill_smem<DP> L;
     static bool attr_set = false; /* benign race: setting it twice is harmless */
     if (!attr_set) {
@@ -227,9 +238,9 @@ osc_status launch_prefill(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v
         attr_set = true;
     }
     int NR = S * (Hq / Hkv);
-    dim3 grid((unsigned)((NR + PB_Q - 1) / PB_Q), (unsigned)Hkv);
+    dim3 grid((unsigned)((NR + PB_Q - 1) / PB_Q), (unsigned)Hkv, (unsigned)nseg); /* varlen: S = longest segment */
     k_attn_prefill<DP><<<grid, 128, L::bytes, st>>>(out, q, k, v, S, T, Hq, Hkv, D, q_pos0, scale * kLog2e, causal,
-                                                  vec_ok);
+                                                  vec_ok, cu);
     OSC_CU_LAUNCH("k_attn_prefill");
     return OSC_OK;
 }
@@ -803,5 +814,45 @@ extern "C" osc_status osc_cuda_attention_decode_batch(osc_tensor *out, const osc
     k_attn_combine<<<(unsigned)(B * Hkv * G), D >= 128 ? 128 : 64, 0, st>>>((bf16 *)out->data, part_acc, part_ml, nsplit,
                                                                           G, G, Hq, D);
     OSC_CU_LAUNCH("k_attn_combine");
+    return OSC_OK;
+}
+
+/* Segments of packed rows in one launch (vision windows / frames, batched prefill): the prefill
+ * kernel with grid.z over segments, up to 65535 segments per launch. */
+extern "C" osc_status osc_cuda_attention_varlen(osc_tensor *out, const osc_tensor *q, const osc_tensor *k,
+                                                const osc_tensor *v, const int32_t *cu, int nseg, float scale,
+                                                int causal) {
+    const int Hq = (int)q->ne[1], D = (int)q->ne[2], Hkv = (int)k->ne[1];
+    if (D > 256) return osc_error(OSC_ERR_UNSUPPORTED, "attention: head_dim %d > 256 on CUDA", D);
+    const int G = Hq / Hkv;
+    const bf16 *qp = (const bf16 *)q->data, *kp = (const bf16 *)k->data, *vp = (const bf16 *)v->data;
+    const int vec_ok = D % 8 == 0 && (((uintptr_t)qp | (uintptr_t)kp | (uintptr_t)vp) & 15u) == 0;
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    const int kMaxZ = 65535;
+    for (int s0 = 0; s0 < nseg; s0 += kMaxZ) {
+        const int n = nseg - s0 < kMaxZ ? nseg - s0 : kMaxZ;
+        int maxlen = 0;
+        for (int i = 0; i < n; i++)
+            if (cu[s0 + i + 1] - cu[s0 + i] > maxlen) maxlen = cu[s0 + i + 1] - cu[s0 + i];
+        if (maxlen == 0) continue;
+        if ((long long)maxlen * G > INT32_MAX) return osc_error(OSC_ERR_UNSUPPORTED, "attention: too many rows");
+        void *ws;
+        OSC_TRY(osc_cu_scratch((size_t)(n + 1) * sizeof(int32_t), &ws));
+        OSC_CU_CHECK(cudaMemcpyAsync(ws, cu + s0, (size_t)(n + 1) * sizeof(int32_t), cudaMemcpyHostToDevice, st));
+        const int *dcu = (const int *)ws;
+        bf16 *o = (bf16 *)out->data;
+#define OSC_VARLEN(DPV) \
+    OSC_TRY(launch_prefill<DPV>(o, qp, kp, vp, maxlen, maxlen, Hq, Hkv, D, 0, scale, causal, vec_ok, st, dcu, n))
+        if (D <= 32) OSC_VARLEN(32);
+        else if (D <= 64) OSC_VARLEN(64);
+        else if (D <= 80) OSC_VARLEN(80);
+        else if (D <= 96) OSC_VARLEN(96);
+        else if (D <= 128) OSC_VARLEN(128);
+        else if (D <= 160) OSC_VARLEN(160);
+        else if (D <= 192) OSC_VARLEN(192);
+        else OSC_VARLEN(256);
+#undef OSC_VARLEN
+    }
     return OSC_OK;
 }

@@ -58,6 +58,8 @@ osc_status osc_cuda_attention_decode_batch(osc_tensor *out, const osc_tensor *q,
                                           const osc_tensor *const *v, const int *lens, int B, float scale);
 osc_status osc_cuda_attention(osc_tensor *out, const osc_tensor *q, const osc_tensor *k,
                               const osc_tensor *v, int64_t q_pos0, float scale, int causal);
+osc_status osc_cuda_attention_varlen(osc_tensor *out, const osc_tensor *q, const osc_tensor *k, const osc_tensor *v,
+                                     const int32_t *cu, int nseg, float scale, int causal);
 
 
 /* 1-D convolution helpers (cuda_conv.cu): x/out BF16. */

@@ -468,6 +468,67 @@ static void test_attention_batch(void) {
     }
 }
 
+/* varlen attention (one launch over segments of packed rows: vision windows, audio chunks) vs
+ * one CPU osc_op_attention per segment; rows outside every segment must stay as they were */
+static void test_attention_varlen(void) {
+    static const int seg_a[] = {1, 63, 64, 65, 200, 0, 7, 130};
+    static const int cases[][5] = {/* Hq, Hkv, D, causal, n_repeat of seg_a (0: 1350 windows of 64) */
+                                   {16, 16, 80, 0, 1}, {8, 2, 64, 1, 1}, {4, 4, 128, 0, 2}, {16, 16, 80, 0, 0},
+                                   {20, 20, 64, 0, 1}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        int Hq = cases[ci][0], Hkv = cases[ci][1], D = cases[ci][2], causal = cases[ci][3], rep = cases[ci][4];
+        int nseg = rep ? rep * (int)(sizeof seg_a / sizeof seg_a[0]) : 1350;
+        int32_t *cu = malloc((size_t)(nseg + 1) * sizeof *cu);
+        cu[0] = 3; /* rows [0, 3) and the last 5 rows lie outside every segment */
+        for (int i = 0; i < nseg; i++) cu[i + 1] = cu[i] + (rep ? seg_a[i % (int)(sizeof seg_a / sizeof seg_a[0])] : 64);
+        int N = cu[nseg] + 5;
+        int64_t qs[3] = {N, Hq, D}, ks[3] = {N, Hkv, D};
+        int64_t nq = (int64_t)N * Hq * D, nk = (int64_t)N * Hkv * D;
+        float *q = hrand(nq, 4.f, 0.f), *k = hrand(nk, 1.f, 0.f), *v = hrand(nk, 1.f, 0.2f);
+        float *ref = hrand(nq, 1.f, 3.f), *got = hzeros(nq);
+        osc_tensor gq = gpu_from_f32(q, OSC_BF16, 3, qs), gk = gpu_from_f32(k, OSC_BF16, 3, ks);
+        osc_tensor gv = gpu_from_f32(v, OSC_BF16, 3, ks), go = gpu_from_f32(ref, OSC_BF16, 3, qs);
+        float scale = 1.f / sqrtf((float)D);
+        for (int i = 0; i < nseg; i++) {
+            int64_t a = cu[i], n = cu[i + 1] - cu[i];
+            if (!n) continue;
+            int64_t sq[3] = {n, Hq, D}, sk[3] = {n, Hkv, D};
+            osc_tensor cq = cpu_t(q + a * Hq * D, 3, sq), ck = cpu_t(k + a * Hkv * D, 3, sk);
+            osc_tensor cv = cpu_t(v + a * Hkv * D, 3, sk), co = cpu_t(ref + a * Hq * D, 3, sq);
+            CHECK(osc_op_attention(&co, &cq, &ck, &cv, 0, scale, causal) == OSC_OK, "cpu: %s", osc_last_error());
+        }
+        DEV_OK(osc_op_attention_varlen(&go, &gq, &gk, &gv, cu, nseg, scale, causal));
+        gpu_to_f32(&go, got);
+        char name[128];
+        snprintf(name, sizeof name, "attention_varlen %d segments N=%d Hq=%d Hkv=%d D=%d %s", nseg, N, Hq, Hkv, D,
+                 causal ? "causal" : "full");
+        report(name, rel_l2(got, ref, nq), TOL);
+        int64_t outside = 0;
+        for (int64_t i = 0; i < 3 * Hq * D; i++) outside += got[i] != ref[i];
+        for (int64_t i = (int64_t)cu[nseg] * Hq * D; i < nq; i++) outside += got[i] != ref[i];
+        CHECK(outside == 0, "%s: %lld values outside the segments changed", name, (long long)outside);
+        if (!rep && !g_dev_fail && !getenv("OSC_GPU_TEST_NOTIME")) {
+            int iters = 20;
+            DEV_OK(osc_cuda_sync());
+            double t0 = now_s();
+            for (int i = 0; i < iters; i++) osc_op_attention_varlen(&go, &gq, &gk, &gv, cu, nseg, scale, causal);
+            DEV_OK(osc_cuda_sync());
+            double t1 = now_s();
+            for (int i = 0; i < iters; i++)
+                for (int j = 0; j < nseg; j++) {
+                    osc_tensor o1 = osc_tensor_rows(&go, cu[j], 64), q1 = osc_tensor_rows(&gq, cu[j], 64);
+                    osc_tensor k1 = osc_tensor_rows(&gk, cu[j], 64), v1 = osc_tensor_rows(&gv, cu[j], 64);
+                    osc_op_attention(&o1, &q1, &k1, &v1, 0, scale, causal);
+                }
+            DEV_OK(osc_cuda_sync());
+            printf("    time %.1f us/call varlen vs %.1f us as %d calls\n", (t1 - t0) / iters * 1e6,
+                   (now_s() - t1) / iters * 1e6, nseg);
+        }
+        gpu_free(&gq); gpu_free(&gk); gpu_free(&gv); gpu_free(&go);
+        free(q); free(k); free(v); free(ref); free(got); free(cu);
+    }
+}
+
 int main(void) {
     if (!osc_cuda_available()) {
         printf("no GPU: skipped\n");
@@ -489,6 +550,7 @@ int main(void) {
     RUN(matmul);
     RUN(attention);
     RUN(attention_batch);
+    RUN(attention_varlen);
 #undef RUN
     return check_done("test_ops_gpu");
 }
