@@ -20,8 +20,11 @@
  * (c) k_attn_decode1: the common decode case (one query row, D 64/128/256, up to 8 query heads
  *     per KV head), a streaming kernel with 16-byte loads and per-key-group online softmax
  *     (see its comment); same partials and combine as (b).
+ * (a2) k_attn_fa2: the prefill kernel for head dims 32/64/80/96/128 (16-byte aligned rows): mma.sync
+ *     with registers for Q, scores and O, cp.async double-buffered K/V tiles (see its comment);
+ *     (a) remains for the other head dims (and with OSC_ATTN_WMMA set, for comparison).
  * osc_cuda_attention picks (c) when it applies, else (b) when S <= 4 and its shared memory
- * fits, else (a). */
+ * fits, else (a2) or (a). */
 #include "kernels/cuda/cuda_common.cuh"
 
 #include <mma.h>
@@ -243,6 +246,245 @@ osc_status launch_prefill(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v
                                                   vec_ok, cu);
     OSC_CU_LAUNCH("k_attn_prefill");
     return OSC_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* (a2) prefill with mma.sync (FlashAttention-2 style), head dims 32/64/80/96/128               */
+/* ------------------------------------------------------------------------------------------ */
+/* Block = 4 warps = 64 GQA rows (16 per warp) of one KV head, 64-key tiles. Q fragments, the
+ * scores and the O accumulator live in registers (mma.sync m16n8k16 bf16 -> fp32 layouts), so
+ * the softmax rescale never touches shared memory; the scores become the A operand of P V
+ * directly (the accumulator layout of two n8 tiles is the A layout of one k16 step). K/V tiles
+ * are double-buffered in shared memory with cp.async (rows past T are zero-filled) and read
+ * with ldmatrix (.trans for V). Rows are the same r = s*G + g packing as (a); causal and varlen
+ * handling too. Needs D == DP and 16-byte aligned rows (D % 8 == 0). */
+const int FA_BM = 64, FA_BN = 64;
+
+template <int DP> struct fa_smem {
+    static const int LD = DP + 8; /* bf16 per row: 16-byte rows, ldmatrix rows on distinct banks */
+    static const size_t bytes = (size_t)4 * FA_BN * LD * 2; /* K, V x 2 stages */
+};
+
+__device__ __forceinline__ void fa_cp16(void *smem, const void *g, bool pred) {
+    unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    int n = pred ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g), "r"(n));
+}
+__device__ __forceinline__ void fa_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void fa_wait1() { asm volatile("cp.async.wait_group 1;\n" ::); }
+__device__ __forceinline__ void fa_ldsm4(unsigned &r0, unsigned &r1, unsigned &r2, unsigned &r3, const bf16 *p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
+}
+__device__ __forceinline__ void fa_ldsm4t(unsigned &r0, unsigned &r1, unsigned &r2, unsigned &r3, const bf16 *p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3) : "r"(a));
+}
+__device__ __forceinline__ void fa_mma(float *c, const unsigned *a, unsigned b0, unsigned b1) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ unsigned fa_pack(float lo, float hi) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<unsigned *>(&h);
+}
+
+/* load keys [k0, k0 + 64) of one KV head (D bf16 per row) into a [64][LD] shared tile */
+template <int DP>
+__device__ __forceinline__ void fa_load(bf16 *dst, const bf16 *src, int k0, int T, int Hkv, int kvh) {
+    constexpr int CH = DP / 8, LD = fa_smem<DP>::LD;
+    for (int i = threadIdx.x; i < FA_BN * CH; i += blockDim.x) {
+        const int r = i / CH, c = (i % CH) * 8, j = k0 + r;
+        const bool ok = j < T;
+        fa_cp16(dst + r * LD + c, ok ? src + ((size_t)j * Hkv + kvh) * DP + c : src, ok);
+    }
+}
+
+template <int DP>
+__global__ void __launch_bounds__(128)
+k_attn_fa2(bf16 *__restrict__ out, const bf16 *__restrict__ q, const bf16 *__restrict__ k,
+           const bf16 *__restrict__ v, int S, int T, int Hq, int Hkv, long long q_pos0, float scale_log2, int causal,
+           const int *__restrict__ cu) {
+    constexpr int LD = fa_smem<DP>::LD, KS = DP / 16, NT = FA_BN / 8, ON = DP / 8;
+    extern __shared__ __align__(16) unsigned char fa_sm[];
+    bf16 *Ks = (bf16 *)fa_sm, *Vs = Ks + 2 * FA_BN * LD;
+    const int G = Hq / Hkv;
+    if (cu) {
+        const int o0 = cu[blockIdx.z];
+        S = T = cu[blockIdx.z + 1] - o0;
+        if ((int)blockIdx.x * FA_BM >= S * G) return;
+        q += (size_t)o0 * Hq * DP;
+        out += (size_t)o0 * Hq * DP;
+        k += (size_t)o0 * Hkv * DP;
+        v += (size_t)o0 * Hkv * DP;
+        q_pos0 = 0;
+    }
+    const int kvh = blockIdx.y, NR = S * G, r0 = blockIdx.x * FA_BM;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, qr = lane >> 2, qc = (lane & 3) * 2;
+    const int rA = r0 + warp * 16 + qr, rB = rA + 8;
+    const bf16 *pa = rA < NR ? q + ((size_t)(rA / G) * Hq + (size_t)kvh * G + rA % G) * DP : nullptr;
+    const bf16 *pb = rB < NR ? q + ((size_t)(rB / G) * Hq + (size_t)kvh * G + rB % G) * DP : nullptr;
+    unsigned qa[KS][4];
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++) {
+        qa[kk][0] = pa ? *reinterpret_cast<const unsigned *>(pa + kk * 16 + qc) : 0u;
+        qa[kk][1] = pb ? *reinterpret_cast<const unsigned *>(pb + kk * 16 + qc) : 0u;
+        qa[kk][2] = pa ? *reinterpret_cast<const unsigned *>(pa + kk * 16 + 8 + qc) : 0u;
+        qa[kk][3] = pb ? *reinterpret_cast<const unsigned *>(pb + kk * 16 + 8 + qc) : 0u;
+    }
+    float o[ON][4];
+#pragma unroll
+    for (int n = 0; n < ON; n++) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+    float mA = -INFINITY, mB = -INFINITY, lA = 0.f, lB = 0.f;
+    const long long limA = rA < NR ? (causal ? q_pos0 + rA / G : (long long)T - 1) : -1;
+    const long long limB = rB < NR ? (causal ? q_pos0 + rB / G : (long long)T - 1) : -1;
+    const int rlast = min(r0 + FA_BM, NR) - 1;
+    const long long kend_ll = causal ? q_pos0 + rlast / G + 1 : (long long)T;
+    const int kend = (int)(kend_ll < T ? kend_ll : T);
+    const int ntile = (kend + FA_BN - 1) / FA_BN;
+    const int j8 = lane >> 3, l8 = lane & 7;
+
+    if (ntile > 0) {
+        fa_load<DP>(Ks, k, 0, T, Hkv, kvh);
+        fa_load<DP>(Vs, v, 0, T, Hkv, kvh);
+    }
+    fa_commit();
+    for (int t = 0; t < ntile; t++) {
+        if (t + 1 < ntile) {
+            const int b = (t + 1) & 1;
+            fa_load<DP>(Ks + b * FA_BN * LD, k, (t + 1) * FA_BN, T, Hkv, kvh);
+            fa_load<DP>(Vs + b * FA_BN * LD, v, (t + 1) * FA_BN, T, Hkv, kvh);
+        }
+        fa_commit();
+        fa_wait1();
+        __syncthreads();
+        const bf16 *Kt = Ks + (t & 1) * FA_BN * LD, *Vt = Vs + (t & 1) * FA_BN * LD;
+        float sc[NT][4];
+#pragma unroll
+        for (int n = 0; n < NT; n++) sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) {
+#pragma unroll
+            for (int np = 0; np < NT / 2; np++) {
+                unsigned b0, b1, b2, b3;
+                fa_ldsm4(b0, b1, b2, b3, Kt + (np * 16 + (j8 >> 1) * 8 + l8) * LD + kk * 16 + (j8 & 1) * 8);
+                fa_mma(sc[2 * np], qa[kk], b0, b1);
+                fa_mma(sc[2 * np + 1], qa[kk], b2, b3);
+            }
+        }
+        /* scale, mask, online softmax (rows rA: elements 0,1; rB: 2,3; a row spans a lane quad) */
+        const int k0 = t * FA_BN;
+        float xA = -INFINITY, xB = -INFINITY;
+#pragma unroll
+        for (int n = 0; n < NT; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int key = k0 + n * 8 + qc + (e & 1);
+                const long long lim = e < 2 ? limA : limB;
+                float x = (key < T && key <= lim) ? sc[n][e] * scale_log2 : -INFINITY;
+                sc[n][e] = x;
+                if (e < 2) xA = fmaxf(xA, x);
+                else xB = fmaxf(xB, x);
+            }
+        xA = fmaxf(xA, __shfl_xor_sync(0xffffffffu, xA, 1));
+        xA = fmaxf(xA, __shfl_xor_sync(0xffffffffu, xA, 2));
+        xB = fmaxf(xB, __shfl_xor_sync(0xffffffffu, xB, 1));
+        xB = fmaxf(xB, __shfl_xor_sync(0xffffffffu, xB, 2));
+        const float nA = fmaxf(mA, xA), nB = fmaxf(mB, xB);
+        const float aA = nA == -INFINITY ? 1.f : exp2f(mA - nA), aB = nB == -INFINITY ? 1.f : exp2f(mB - nB);
+        mA = nA, mB = nB;
+        unsigned pk[NT][2];
+        float sA = 0.f, sB = 0.f;
+#pragma unroll
+        for (int n = 0; n < NT; n++) {
+            float p0 = nA == -INFINITY ? 0.f : exp2f(sc[n][0] - nA), p1 = nA == -INFINITY ? 0.f : exp2f(sc[n][1] - nA);
+            float p2 = nB == -INFINITY ? 0.f : exp2f(sc[n][2] - nB), p3 = nB == -INFINITY ? 0.f : exp2f(sc[n][3] - nB);
+            pk[n][0] = fa_pack(p0, p1);
+            pk[n][1] = fa_pack(p2, p3);
+            const __nv_bfloat162 h0 = *reinterpret_cast<const __nv_bfloat162 *>(&pk[n][0]);
+            const __nv_bfloat162 h1 = *reinterpret_cast<const __nv_bfloat162 *>(&pk[n][1]);
+            sA += __low2float(h0) + __high2float(h0); /* l sums the bf16 probabilities P V uses */
+            sB += __low2float(h1) + __high2float(h1);
+        }
+        lA = lA * aA + sA;
+        lB = lB * aB + sB;
+#pragma unroll
+        for (int n = 0; n < ON; n++) {
+            o[n][0] *= aA, o[n][1] *= aA;
+            o[n][2] *= aB, o[n][3] *= aB;
+        }
+        /* O += P V */
+#pragma unroll
+        for (int kk = 0; kk < FA_BN / 16; kk++) {
+            const unsigned a[4] = {pk[2 * kk][0], pk[2 * kk][1], pk[2 * kk + 1][0], pk[2 * kk + 1][1]};
+#pragma unroll
+            for (int np = 0; np < ON / 2; np++) {
+                unsigned b0, b1, b2, b3;
+                fa_ldsm4t(b0, b1, b2, b3, Vt + (kk * 16 + (j8 & 1) * 8 + l8) * LD + np * 16 + (j8 >> 1) * 8);
+                fa_mma(o[2 * np], a, b0, b1);
+                fa_mma(o[2 * np + 1], a, b2, b3);
+            }
+        }
+        __syncthreads(); /* everyone is done with this stage before it is refilled */
+    }
+    lA += __shfl_xor_sync(0xffffffffu, lA, 1);
+    lA += __shfl_xor_sync(0xffffffffu, lA, 2);
+    lB += __shfl_xor_sync(0xffffffffu, lB, 1);
+    lB += __shfl_xor_sync(0xffffffffu, lB, 2);
+    const float iA = lA > 0.f ? 1.f / lA : 0.f, iB = lB > 0.f ? 1.f / lB : 0.f;
+    if (rA < NR) {
+        bf16 *dst = out + ((size_t)(rA / G) * Hq + (size_t)kvh * G + rA % G) * DP;
+#pragma unroll
+        for (int n = 0; n < ON; n++)
+            *reinterpret_cast<__nv_bfloat162 *>(dst + n * 8 + qc) = __floats2bfloat162_rn(o[n][0] * iA, o[n][1] * iA);
+    }
+    if (rB < NR) {
+        bf16 *dst = out + ((size_t)(rB / G) * Hq + (size_t)kvh * G + rB % G) * DP;
+#pragma unroll
+        for (int n = 0; n < ON; n++)
+            *reinterpret_cast<__nv_bfloat162 *>(dst + n * 8 + qc) = __floats2bfloat162_rn(o[n][2] * iB, o[n][3] * iB);
+    }
+}
+
+template <int DP>
+osc_status launch_fa2(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, int S, int T, int Hq, int Hkv,
+                      long long q_pos0, float scale, int causal, cudaStream_t st, const int *cu = nullptr,
+                      int nseg = 1) {
+    typedef fa_smem<DP> L;
+    static bool attr_set = false; /* benign race: setting it twice is harmless */
+    if (!attr_set) {
+        OSC_CU_CHECK(cudaFuncSetAttribute(k_attn_fa2<DP>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)L::bytes));
+        attr_set = true;
+    }
+    const int NR = S * (Hq / Hkv);
+    dim3 grid((unsigned)((NR + FA_BM - 1) / FA_BM), (unsigned)Hkv, (unsigned)nseg);
+    k_attn_fa2<DP><<<grid, 128, L::bytes, st>>>(out, q, k, v, S, T, Hq, Hkv, q_pos0, scale * kLog2e, causal, cu);
+    OSC_CU_LAUNCH("k_attn_fa2");
+    return OSC_OK;
+}
+
+/* the mma kernel takes head dims 32/64/80/96/128 with 16-byte aligned rows (OSC_ATTN_WMMA set in
+ * the environment: the older WMMA kernel instead, for comparison) */
+bool fa2_ok(int D, int vec_ok) {
+    static int wmma = -1;
+    if (wmma < 0) wmma = getenv("OSC_ATTN_WMMA") != nullptr;
+    return !wmma && vec_ok && (D == 32 || D == 64 || D == 80 || D == 96 || D == 128);
+}
+
+osc_status launch_fa2_any(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, int S, int T, int Hq, int Hkv,
+                          int D, long long q_pos0, float scale, int causal, cudaStream_t st, const int *cu = nullptr,
+                          int nseg = 1) {
+    switch (D) {
+    case 32: return launch_fa2<32>(out, q, k, v, S, T, Hq, Hkv, q_pos0, scale, causal, st, cu, nseg);
+    case 64: return launch_fa2<64>(out, q, k, v, S, T, Hq, Hkv, q_pos0, scale, causal, st, cu, nseg);
+    case 80: return launch_fa2<80>(out, q, k, v, S, T, Hq, Hkv, q_pos0, scale, causal, st, cu, nseg);
+    case 96: return launch_fa2<96>(out, q, k, v, S, T, Hq, Hkv, q_pos0, scale, causal, st, cu, nseg);
+    default: return launch_fa2<128>(out, q, k, v, S, T, Hq, Hkv, q_pos0, scale, causal, st, cu, nseg);
+    }
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -470,9 +712,8 @@ __global__ void k_attn_combine(bf16 *__restrict__ out, const float *__restrict__
  * dots are reduced across the TPK lanes by xor-shuffles. The groups merge in shared memory
  * at the end and write one (m, l, acc[D]) partial per (split, head) in the layout of
  * k_attn_combine. */
-const int D1_U = 4;
-
-template <int D, int GM>
+/* D1_U: keys in flight per key group and step (a tuning knob, see dec_u below) */
+template <int D, int GM, int D1_U>
 __device__ __forceinline__ void decode1_body(float *__restrict__ part_acc, float *__restrict__ part_ml,
                                              const bf16 *__restrict__ q, const bf16 *__restrict__ k,
                                              const bf16 *__restrict__ v, int G, int Hkv, int kvh, int klim, int chunk,
@@ -602,53 +843,83 @@ __device__ __forceinline__ void decode1_body(float *__restrict__ part_acc, float
 }
 
 /* one sequence: grid (splits, Hkv) */
-template <int D, int GM>
+template <int D, int GM, int U>
 __global__ void __launch_bounds__(128)
 k_attn_decode1(float *__restrict__ part_acc, float *__restrict__ part_ml, const bf16 *__restrict__ q,
                const bf16 *__restrict__ k, const bf16 *__restrict__ v, int G, int Hkv, int klim, int chunk,
                float scale_log2) {
-    decode1_body<D, GM>(part_acc, part_ml, q, k, v, G, Hkv, blockIdx.y, klim, chunk, blockIdx.x, gridDim.x, blockIdx.y,
+    decode1_body<D, GM, U>(part_acc, part_ml, q, k, v, G, Hkv, blockIdx.y, klim, chunk, blockIdx.x, gridDim.x, blockIdx.y,
                         scale_log2);
 }
 
 /* B sequences with their own K/V buffers and lengths: grid (splits, Hkv, B); partials of
  * sequence b, kv head h at "kv head" b*Hkv + h, so k_attn_combine merges them as B*Hkv heads */
-template <int D, int GM>
+/* Each sequence spreads its own length over the gridDim.x splits (at least 64 keys per split),
+ * read from device memory: the launch does not depend on the lengths (CUDA graph replay). */
+template <int D, int GM, int U>
 __global__ void __launch_bounds__(128)
 k_attn_decode1_batch(float *__restrict__ part_acc, float *__restrict__ part_ml, const bf16 *__restrict__ q,
                      const bf16 *const *__restrict__ ks, const bf16 *const *__restrict__ vs,
-                     const int *__restrict__ lens, int G, int Hkv, int chunk, float scale_log2) {
-    const int b = blockIdx.z;
-    decode1_body<D, GM>(part_acc, part_ml, q + (size_t)b * Hkv * G * D, ks[b], vs[b], G, Hkv, blockIdx.y, lens[b], chunk,
+                     const int *__restrict__ lens, int G, int Hkv, float scale_log2) {
+    const int b = blockIdx.z, len = lens[b];
+    int chunk = (len + (int)gridDim.x - 1) / (int)gridDim.x;
+    if (chunk < 64) chunk = 64;
+    decode1_body<D, GM, U>(part_acc, part_ml, q + (size_t)b * Hkv * G * D, ks[b], vs[b], G, Hkv, blockIdx.y, len, chunk,
                         blockIdx.x, gridDim.x, b * Hkv + blockIdx.y, scale_log2);
+}
+
+/* Tuning knobs of the one-row decode kernels. Keys in flight per key group: 8 for a batch of
+ * sequences or more than 4 query heads per KV head, else 4 (a sweep on the H200, PERFORMANCE.md:
+ * U 8 lifted the 7B shape's 16 x 32K decode from 449 to 613 tokens/s, while single sequences
+ * with 4 heads per KV head were fastest at U 4); blocks per SM the split count aims at: 4. The
+ * environment overrides both for sweeps: OSC_DEC_U (2, 4, 8), OSC_DEC_BPS. */
+int env_int(const char *name, int def) {
+    const char *e = getenv(name);
+    return e && *e ? atoi(e) : def;
+}
+int dec_u(int auto_u) {
+    static int u = -1;
+    if (u < 0) u = env_int("OSC_DEC_U", 0);
+    return u == 2 || u == 4 || u == 8 ? u : auto_u;
+}
+int dec_bps(void) {
+    static int b = 0;
+    if (!b) b = env_int("OSC_DEC_BPS", 4);
+    return b < 1 ? 1 : b;
 }
 
 template <int D>
 osc_status launch_decode1(float *pacc, float *pml, const bf16 *q, const bf16 *k, const bf16 *v, int G, int Hkv,
                           int klim, int chunk, int nsplit, float scale_log2, cudaStream_t st) {
     dim3 grid((unsigned)nsplit, (unsigned)Hkv);
-#define OSC_D1(GV) k_attn_decode1<D, GV><<<grid, 128, 0, st>>>(pacc, pml, q, k, v, G, Hkv, klim, chunk, scale_log2)
+    const int du = dec_u(G > 4 ? 8 : 4);
+#define OSC_D1U(GV, U) k_attn_decode1<D, GV, U><<<grid, 128, 0, st>>>(pacc, pml, q, k, v, G, Hkv, klim, chunk, scale_log2)
+#define OSC_D1(GV) do { if (du == 2) OSC_D1U(GV, 2); else if (du == 8) OSC_D1U(GV, 8); else OSC_D1U(GV, 4); } while (0)
     if (G <= 1) OSC_D1(1);
     else if (G <= 2) OSC_D1(2);
     else if (G <= 4) OSC_D1(4);
     else OSC_D1(8);
 #undef OSC_D1
+#undef OSC_D1U
     OSC_CU_LAUNCH("k_attn_decode1");
     return OSC_OK;
 }
 
 template <int D>
 osc_status launch_decode1_batch(float *pacc, float *pml, const bf16 *q, const bf16 *const *ks, const bf16 *const *vs,
-                                const int *lens, int G, int Hkv, int B, int chunk, int nsplit, float scale_log2,
+                                const int *lens, int G, int Hkv, int B, int nsplit, float scale_log2,
                                 cudaStream_t st) {
     dim3 grid((unsigned)nsplit, (unsigned)Hkv, (unsigned)B);
-#define OSC_D1B(GV) \
-    k_attn_decode1_batch<D, GV><<<grid, 128, 0, st>>>(pacc, pml, q, ks, vs, lens, G, Hkv, chunk, scale_log2)
+    const int du = dec_u(G > 4 || B > 1 ? 8 : 4);
+#define OSC_D1BU(GV, U) \
+    k_attn_decode1_batch<D, GV, U><<<grid, 128, 0, st>>>(pacc, pml, q, ks, vs, lens, G, Hkv, scale_log2)
+#define OSC_D1B(GV) do { if (du == 2) OSC_D1BU(GV, 2); else if (du == 8) OSC_D1BU(GV, 8); else OSC_D1BU(GV, 4); } while (0)
     if (G <= 1) OSC_D1B(1);
     else if (G <= 2) OSC_D1B(2);
     else if (G <= 4) OSC_D1B(4);
     else OSC_D1B(8);
 #undef OSC_D1B
+#undef OSC_D1BU
     OSC_CU_LAUNCH("k_attn_decode1_batch");
     return OSC_OK;
 }
@@ -684,7 +955,7 @@ extern "C" osc_status osc_cuda_attention(osc_tensor *out, const osc_tensor *q, c
         if (kl > T) kl = T;
         if (kl < 1) kl = 1;
         const int klim = (int)kl;
-        int want = (4 * osc_cu_num_sms() + Hkv - 1) / Hkv; /* ~4 blocks per SM */
+        int want = (dec_bps() * osc_cu_num_sms() + Hkv - 1) / Hkv; /* ~dec_bps blocks per SM */
         int nsplit = (klim + 63) / 64;
         if (nsplit > want) nsplit = want;
         if (nsplit > DK_MAX_SPLITS) nsplit = DK_MAX_SPLITS;
@@ -744,6 +1015,8 @@ extern "C" osc_status osc_cuda_attention(osc_tensor *out, const osc_tensor *q, c
 
     /* ---- (a) prefill ---- */
     if ((long long)S * G > INT32_MAX) return osc_error(OSC_ERR_UNSUPPORTED, "attention: too many rows");
+    if (fa2_ok(D, vec_ok))
+        return launch_fa2_any(o, qp, kp, vp, S, T, Hq, Hkv, D, (long long)q_pos0, scale, causal, st);
 #define OSC_PREFILL(DPV) \
     return launch_prefill<DPV>(o, qp, kp, vp, S, T, Hq, Hkv, D, (long long)q_pos0, scale, causal, vec_ok, st)
     if (D <= 32) OSC_PREFILL(32);
@@ -777,13 +1050,8 @@ extern "C" osc_status osc_cuda_attention_decode_batch(osc_tensor *out, const osc
     }
     cudaStream_t st;
     OSC_TRY(osc_cu_stream(&st));
-    int want = (4 * osc_cu_num_sms() + B * Hkv - 1) / (B * Hkv);
-    int nsplit = (maxlen + 63) / 64;
+    int nsplit = (maxlen + 63) / 64, want = osc_cuda_decode_tab_splits(B, Hkv);
     if (nsplit > want) nsplit = want;
-    if (nsplit > DK_MAX_SPLITS) nsplit = DK_MAX_SPLITS;
-    if (nsplit < 1) nsplit = 1;
-    int chunk = (maxlen + nsplit - 1) / nsplit;
-    nsplit = (maxlen + chunk - 1) / chunk;
     /* scratch: [k ptrs][v ptrs][lens] then the partials */
     size_t tab = ((size_t)B * (2 * sizeof(void *) + sizeof(int)) + 255) & ~(size_t)255;
     size_t acc_n = (size_t)B * Hkv * nsplit * G * D, ml_n = (size_t)B * Hkv * nsplit * G * 2;
@@ -806,10 +1074,10 @@ extern "C" osc_status osc_cuda_attention_decode_batch(osc_tensor *out, const osc
     float *part_acc = (float *)((char *)ws + tab), *part_ml = part_acc + acc_n;
     const float sl2 = scale * kLog2e;
     const bf16 *qp = (const bf16 *)q->data;
-    osc_status s1 = D == 64 ? launch_decode1_batch<64>(part_acc, part_ml, qp, dk, dv, dl, G, Hkv, B, chunk, nsplit, sl2, st)
+    osc_status s1 = D == 64 ? launch_decode1_batch<64>(part_acc, part_ml, qp, dk, dv, dl, G, Hkv, B, nsplit, sl2, st)
                     : D == 128
-                        ? launch_decode1_batch<128>(part_acc, part_ml, qp, dk, dv, dl, G, Hkv, B, chunk, nsplit, sl2, st)
-                        : launch_decode1_batch<256>(part_acc, part_ml, qp, dk, dv, dl, G, Hkv, B, chunk, nsplit, sl2, st);
+                        ? launch_decode1_batch<128>(part_acc, part_ml, qp, dk, dv, dl, G, Hkv, B, nsplit, sl2, st)
+                        : launch_decode1_batch<256>(part_acc, part_ml, qp, dk, dv, dl, G, Hkv, B, nsplit, sl2, st);
     OSC_TRY(s1);
     k_attn_combine<<<(unsigned)(B * Hkv * G), D >= 128 ? 128 : 64, 0, st>>>((bf16 *)out->data, part_acc, part_ml, nsplit,
                                                                           G, G, Hq, D);
@@ -842,6 +1110,10 @@ extern "C" osc_status osc_cuda_attention_varlen(osc_tensor *out, const osc_tenso
         OSC_CU_CHECK(cudaMemcpyAsync(ws, cu + s0, (size_t)(n + 1) * sizeof(int32_t), cudaMemcpyHostToDevice, st));
         const int *dcu = (const int *)ws;
         bf16 *o = (bf16 *)out->data;
+        if (fa2_ok(D, vec_ok)) {
+            OSC_TRY(launch_fa2_any(o, qp, kp, vp, maxlen, maxlen, Hq, Hkv, D, 0, scale, causal, st, dcu, n));
+            continue;
+        }
 #define OSC_VARLEN(DPV) \
     OSC_TRY(launch_prefill<DPV>(o, qp, kp, vp, maxlen, maxlen, Hq, Hkv, D, 0, scale, causal, vec_ok, st, dcu, n))
         if (D <= 32) OSC_VARLEN(32);
@@ -854,5 +1126,75 @@ extern "C" osc_status osc_cuda_attention_varlen(osc_tensor *out, const osc_tenso
         else OSC_VARLEN(256);
 #undef OSC_VARLEN
     }
+    return OSC_OK;
+}
+
+/* ---- the decode step of a CUDA graph (llm/model.c): tables and lengths in device memory ---- */
+
+extern "C" int osc_cuda_decode_tab_splits(int B, int Hkv) {
+    int bh = B * Hkv > 0 ? B * Hkv : 1;
+    int want = (dec_bps() * osc_cu_num_sms() + bh - 1) / bh; /* ~dec_bps blocks per SM */
+    if (want > DK_MAX_SPLITS) want = DK_MAX_SPLITS;
+    return want < 1 ? 1 : want;
+}
+
+extern "C" int osc_cuda_decode_tab_ok(int Hq, int Hkv, int D) {
+    return Hkv > 0 && Hq % Hkv == 0 && Hq / Hkv <= 8 && (D == 64 || D == 128 || D == 256);
+}
+
+extern "C" size_t osc_cuda_decode_tab_part_floats(int B, int Hq, int Hkv, int D, int nsplit) {
+    return (size_t)B * Hkv * nsplit * (Hq / Hkv) * (size_t)(D + 2);
+}
+
+namespace {
+/* grid (B, 2): row b of k (y = 0) or v (y = 1), [B, row] bf16, goes to row lens1[b] - 1 of
+ * tab[y * tab_stride + b] */
+__global__ void k_kv_append(const bf16 *__restrict__ k, const bf16 *__restrict__ v, bf16 *const *__restrict__ tab,
+                            int tab_stride, const int *__restrict__ lens1, int row) {
+    const int b = blockIdx.x, y = blockIdx.y;
+    const bf16 *src = (y ? v : k) + (size_t)b * row;
+    bf16 *dst = tab[y * tab_stride + b] + (size_t)(lens1[b] - 1) * row;
+    if ((row & 7) == 0) {
+        for (int i = threadIdx.x; i < row / 8; i += blockDim.x)
+            reinterpret_cast<uint4 *>(dst)[i] = reinterpret_cast<const uint4 *>(src)[i];
+    } else {
+        for (int i = threadIdx.x; i < row; i += blockDim.x) dst[i] = src[i];
+    }
+}
+} // namespace
+
+extern "C" osc_status osc_cuda_kv_append(const void *k, const void *v, void *const *tab, int tab_stride,
+                                         const int32_t *lens1, int B, int row) {
+    if (B <= 0) return OSC_OK;
+    if ((((uintptr_t)k | (uintptr_t)v) & 15u) && (row & 7) == 0)
+        return osc_error(OSC_ERR_INVALID_ARG, "kv append: unaligned rows");
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    k_kv_append<<<dim3((unsigned)B, 2), 128, 0, st>>>((const bf16 *)k, (const bf16 *)v, (bf16 *const *)tab, tab_stride,
+                                                      (const int *)lens1, row);
+    OSC_CU_LAUNCH("k_kv_append");
+    return OSC_OK;
+}
+
+extern "C" osc_status osc_cuda_attention_decode_tab(void *out, const void *q, const void *const *ktab,
+                                                    const void *const *vtab, const int32_t *lens1, int B, int Hq,
+                                                    int Hkv, int D, float scale, float *part, int nsplit) {
+    if (!osc_cuda_decode_tab_ok(Hq, Hkv, D) || nsplit < 1 || nsplit > DK_MAX_SPLITS)
+        return osc_error(OSC_ERR_UNSUPPORTED, "decode attention (tables): Hq %d, Hkv %d, D %d, %d splits", Hq, Hkv, D,
+                         nsplit);
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    const int G = Hq / Hkv;
+    float *pacc = part, *pml = part + (size_t)B * Hkv * nsplit * G * D;
+    const bf16 *const *dk = (const bf16 *const *)ktab, *const *dv = (const bf16 *const *)vtab;
+    const float sl2 = scale * kLog2e;
+    const int *dl = (const int *)lens1;
+    const bf16 *qp = (const bf16 *)q;
+    osc_status s = D == 64    ? launch_decode1_batch<64>(pacc, pml, qp, dk, dv, dl, G, Hkv, B, nsplit, sl2, st)
+                   : D == 128 ? launch_decode1_batch<128>(pacc, pml, qp, dk, dv, dl, G, Hkv, B, nsplit, sl2, st)
+                              : launch_decode1_batch<256>(pacc, pml, qp, dk, dv, dl, G, Hkv, B, nsplit, sl2, st);
+    OSC_TRY(s);
+    k_attn_combine<<<(unsigned)(B * Hkv * G), D >= 128 ? 128 : 64, 0, st>>>((bf16 *)out, pacc, pml, nsplit, G, G, Hq, D);
+    OSC_CU_LAUNCH("k_attn_combine");
     return OSC_OK;
 }

@@ -529,6 +529,48 @@ static void test_attention_varlen(void) {
     }
 }
 
+/* prefill attention at a long causal shape: time and TFLOP/s of the kernel in use (run again with
+ * OSC_ATTN_WMMA=1 to time the older WMMA kernel), and 24 random rows checked against the CPU. */
+static void test_attention_prefill_speed(void) {
+    if (getenv("OSC_GPU_TEST_NOTIME")) return;
+    const int S = 8192, Hq = 28, Hkv = 4, D = 128;
+    int64_t qs[3] = {S, Hq, D}, ks[3] = {S, Hkv, D};
+    float *q = hrand((int64_t)S * Hq * D, 4.f, 0.f), *k = hrand((int64_t)S * Hkv * D, 1.f, 0.f);
+    float *v = hrand((int64_t)S * Hkv * D, 1.f, 0.2f);
+    osc_tensor gq = gpu_from_f32(q, OSC_BF16, 3, qs), gk = gpu_from_f32(k, OSC_BF16, 3, ks);
+    osc_tensor gv = gpu_from_f32(v, OSC_BF16, 3, ks), go = gpu_empty(OSC_BF16, 3, qs);
+    float scale = 1.f / sqrtf((float)D);
+    DEV_OK(osc_op_attention(&go, &gq, &gk, &gv, 0, scale, 1));
+    DEV_OK(osc_cuda_sync());
+    int iters = 10;
+    double t0 = now_s();
+    for (int i = 0; i < iters; i++) osc_op_attention(&go, &gq, &gk, &gv, 0, scale, 1);
+    DEV_OK(osc_cuda_sync());
+    double sec = (now_s() - t0) / iters, flop = 4.0 * Hq * D * ((double)S * (S + 1) / 2);
+    printf("    prefill attention S=T=%d Hq=%d Hkv=%d D=%d causal: %.2f ms, %.1f TFLOP/s%s\n", S, Hq, Hkv, D, sec * 1e3,
+           flop / sec / 1e12, getenv("OSC_ATTN_WMMA") ? " (WMMA kernel)" : "");
+    /* spot check: 24 rows against the CPU on the full key range they see */
+    int bad = 0;
+    float *got = hzeros((int64_t)S * Hq * D);
+    gpu_to_f32(&go, got);
+    double worst = 0;
+    for (int i = 0; i < 24; i++) {
+        int r = (int)((i * 2654435761u) % (unsigned)S);
+        int64_t q1[3] = {1, Hq, D}, k1[3] = {r + 1, Hkv, D};
+        float *ref = hzeros((int64_t)Hq * D);
+        osc_tensor cq = cpu_t(q + (int64_t)r * Hq * D, 3, q1), ck = cpu_t(k, 3, k1), cv = cpu_t(v, 3, k1);
+        osc_tensor co = cpu_t(ref, 3, q1);
+        bad |= osc_op_attention(&co, &cq, &ck, &cv, r, scale, 1) != OSC_OK;
+        double e = rel_l2(got + (int64_t)r * Hq * D, ref, (int64_t)Hq * D);
+        if (e > worst) worst = e;
+        free(ref);
+    }
+    CHECK(!bad, "cpu attention rows");
+    report("attention prefill S=T=8192 Hq=28 Hkv=4 D=128 causal (24 rows vs cpu)", worst, TOL);
+    gpu_free(&gq); gpu_free(&gk); gpu_free(&gv); gpu_free(&go);
+    free(q); free(k); free(v); free(got);
+}
+
 int main(void) {
     if (!osc_cuda_available()) {
         printf("no GPU: skipped\n");
@@ -551,6 +593,7 @@ int main(void) {
     RUN(attention);
     RUN(attention_batch);
     RUN(attention_varlen);
+    RUN(attention_prefill_speed);
 #undef RUN
     return check_done("test_ops_gpu");
 }
