@@ -14,6 +14,9 @@
 #include "../kernels/rope.h"
 #include "../kvcache/kv_batch.h"
 #include "gguf_load.h"
+#ifdef OSC_HAVE_CUDA
+#include "../kernels/cuda/launch.h"
+#endif
 
 typedef struct osc_layer_w {
     osc_tensor attn_norm, wq, bq, wk, bk, wv, bv, wo, q_norm, k_norm;
@@ -47,6 +50,9 @@ struct osc_llm_ctx {
     osc_tensor *bk, *bv;
     const osc_tensor **bkp, **bvp;
     int *blen;
+#ifdef OSC_HAVE_CUDA
+    struct dgraph *dg; /* CUDA-graph decode steps (NULL until the first eligible step) */
+#endif
 };
 
 void osc_llm_ctx_set_probe(osc_llm_ctx *c, osc_llm_probe_fn fn, void *user) {
@@ -432,8 +438,15 @@ osc_status osc_llm_ctx_new(osc_llm *m, int max_tokens, osc_llm_ctx **out) {
 
 int osc_llm_ctx_max_tokens(const osc_llm_ctx *c) { return c->max_tokens; }
 
+#ifdef OSC_HAVE_CUDA
+static void dgraph_free(struct dgraph *g);
+#endif
+
 void osc_llm_ctx_free(osc_llm_ctx *c) {
     if (!c) return;
+#ifdef OSC_HAVE_CUDA
+    dgraph_free(c->dg);
+#endif
     free(c->bk), free(c->bv), free(c->bkp), free(c->bvp), free(c->blen);
     osc_arena_free(&c->arena);
     free(c);
@@ -475,6 +488,220 @@ static osc_status scatter_mm(osc_llm *m, osc_tensor *x, const osc_llm_batch *b, 
     return OSC_OK;
 }
 
+#ifdef OSC_HAVE_CUDA
+/* ---- the decode step as a CUDA graph ------------------------------------------------------------
+ * A decode step of B plain (bf16) caches on the GPU, one token each, is the same ~15 launches per
+ * layer every time; only the token ids, positions and cache lengths change. This path keeps those
+ * in device memory (one small upload per step: ids, positions, lengths), stores K/V through a
+ * device table of cache pointers (uploaded only when the set of caches changes) and runs the
+ * batched decode attention with a split count that does not depend on the lengths, so the whole
+ * step (embedding, layers, final norm, head, argmax) is captured once per batch size and mode
+ * (greedy ids / logits) and replayed. A batch size runs eagerly the first time it is seen (warms
+ * cuBLASLt's algorithm cache) and is captured the second time. OSC_CUDA_GRAPHS=0 turns it off. */
+#define DG_MAX_B 256
+
+struct dgraph {
+    int32_t *dstep;                /* device: ids [DG_MAX_B] | pos [3 * DG_MAX_B] | lens1 [DG_MAX_B] */
+    int32_t hstep[5 * DG_MAX_B];
+    void **dtab;                   /* device: [layers][2][DG_MAX_B] K / V base pointers */
+    void **htab;                   /* host mirror of what dtab holds */
+    float *dpart;                  /* device: attention partials for the largest split plan */
+    size_t part_floats;
+    unsigned char warm[2][DG_MAX_B + 1];
+    osc_cuda_graph *g[2][DG_MAX_B + 1];
+    int failed;                    /* capture failed once: stay eager */
+    int captured;
+    long replayed, eager;
+};
+
+static void dgraph_free(struct dgraph *g) {
+    if (!g) return;
+    for (int a = 0; a < 2; a++)
+        for (int b = 0; b <= DG_MAX_B; b++) osc_cuda_graph_free(g->g[a][b]);
+    osc_cuda_free(g->dstep);
+    osc_cuda_free(g->dtab);
+    osc_cuda_free(g->dpart);
+    free(g->htab);
+    free(g);
+}
+
+static int dgraph_enabled(void) {
+    const char *e = getenv("OSC_CUDA_GRAPHS");
+    return !(e && !strcmp(e, "0"));
+}
+
+static osc_status dgraph_get(osc_llm *m, osc_llm_ctx *c, struct dgraph **out) {
+    if (c->dg) {
+        *out = c->dg;
+        return OSC_OK;
+    }
+    const osc_llm_config *cf = &m->cfg;
+    struct dgraph *g = calloc(1, sizeof *g);
+    if (!g) return osc_error(OSC_ERR_OOM, "out of host memory");
+    size_t nt = (size_t)cf->n_layers * 2 * DG_MAX_B;
+    size_t pf = 0;
+    for (int b = 1; b <= DG_MAX_B; b++) {
+        size_t f = osc_cuda_decode_tab_part_floats(b, cf->n_heads, cf->n_kv_heads, cf->head_dim,
+                                                   osc_cuda_decode_tab_splits(b, cf->n_kv_heads));
+        if (f > pf) pf = f;
+    }
+    g->part_floats = pf;
+    g->htab = calloc(nt, sizeof *g->htab);
+    osc_status s = g->htab ? OSC_OK : osc_error(OSC_ERR_OOM, "out of host memory");
+    if (s == OSC_OK) s = osc_cuda_malloc((void **)&g->dstep, sizeof g->hstep);
+    if (s == OSC_OK) s = osc_cuda_malloc((void **)&g->dtab, nt * sizeof(void *));
+    if (s == OSC_OK) s = osc_cuda_malloc((void **)&g->dpart, pf * sizeof(float));
+    if (s == OSC_OK) s = osc_cuda_memcpy_h2d(g->dtab, g->htab, nt * sizeof(void *)); /* all NULL */
+    if (s != OSC_OK) {
+        dgraph_free(g);
+        return osc_error_prefix(s, "decode graph buffers");
+    }
+    c->dg = g;
+    *out = g;
+    return OSC_OK;
+}
+
+/* The step body: everything between the step upload and the result download. */
+static osc_status dgraph_body(osc_llm *m, osc_llm_ctx *c, struct dgraph *g, int B, int greedy) {
+    const osc_llm_config *cf = &m->cfg;
+    const int64_t hd = cf->head_dim;
+    const int Hq = cf->n_heads, Hkv = cf->n_kv_heads;
+    const int mrope = cf->rope_type == OSC_ROPE_MROPE;
+    const int nsplit = osc_cuda_decode_tab_splits(B, Hkv);
+    const int32_t *lens1 = g->dstep + 4 * DG_MAX_B;
+    osc_tensor ids = osc_tensor_1d(g->dstep, OSC_I32, m->dev, B);
+    osc_tensor posT = mrope ? osc_tensor_2d(g->dstep + DG_MAX_B, OSC_I32, m->dev, 3, B)
+                            : osc_tensor_1d(g->dstep + DG_MAX_B, OSC_I32, m->dev, B);
+    osc_tensor x = rows2(&c->x, 0, B), xn = rows2(&c->xn, 0, B), o = rows2(&c->o, 0, B);
+    osc_tensor q = rows2(&c->q, 0, B), k = rows2(&c->k, 0, B), v = rows2(&c->v, 0, B), att = rows2(&c->att, 0, B);
+    osc_tensor gt = rows2(&c->gate, 0, B), u = rows2(&c->up, 0, B);
+    OSC_TRY(osc_op_embed(&x, &m->embed, &ids));
+    for (int l = 0; l < cf->n_layers; l++) {
+        const osc_layer_w *L = &m->layers[l];
+        OSC_TRY(osc_op_rmsnorm(&xn, &x, &L->attn_norm, cf->rms_eps));
+        OSC_TRY(osc_op_matmul(&q, &xn, &L->wq, cf->attn_bias ? &L->bq : NULL));
+        OSC_TRY(osc_op_matmul(&k, &xn, &L->wk, cf->attn_bias ? &L->bk : NULL));
+        OSC_TRY(osc_op_matmul(&v, &xn, &L->wv, cf->attn_bias ? &L->bv : NULL));
+        if (cf->qk_norm) {
+            osc_tensor qh = osc_tensor_2d(q.data, q.dt, q.dev, (int64_t)B * Hq, hd);
+            osc_tensor kh = osc_tensor_2d(k.data, k.dt, k.dev, (int64_t)B * Hkv, hd);
+            OSC_TRY(osc_op_rmsnorm(&qh, &qh, &L->q_norm, cf->rms_eps));
+            OSC_TRY(osc_op_rmsnorm(&kh, &kh, &L->k_norm, cf->rms_eps));
+        }
+        osc_tensor q3 = view3(&q, B, Hq, hd), k3 = view3(&k, B, Hkv, hd);
+        OSC_TRY(osc_op_rope(&q3, &posT, &m->rope));
+        OSC_TRY(osc_op_rope(&k3, &posT, &m->rope));
+        void **tab = g->dtab + (size_t)l * 2 * DG_MAX_B;
+        OSC_TRY(osc_cuda_kv_append(k.data, v.data, tab, DG_MAX_B, lens1, B, (int)(Hkv * hd)));
+        OSC_TRY(osc_cuda_attention_decode_tab(att.data, q.data, (const void *const *)tab,
+                                              (const void *const *)(tab + DG_MAX_B), lens1, B, Hq, Hkv, (int)hd,
+                                              1.0f / sqrtf((float)hd), g->dpart, nsplit));
+        OSC_TRY(osc_op_matmul(&o, &att, &L->wo, NULL));
+        OSC_TRY(osc_op_add(&x, &x, &o));
+        OSC_TRY(osc_op_rmsnorm(&xn, &x, &L->mlp_norm, cf->rms_eps));
+        OSC_TRY(osc_op_matmul(&gt, &xn, &L->w_gate, NULL));
+        OSC_TRY(osc_op_matmul(&u, &xn, &L->w_up, NULL));
+        OSC_TRY(osc_op_silu_mul(&gt, &gt, &u));
+        OSC_TRY(osc_op_matmul(&o, &gt, &L->w_down, NULL));
+        OSC_TRY(osc_op_add(&x, &x, &o));
+    }
+    osc_tensor last = rows2(&c->last, 0, B), lg = rows2(&c->logits, 0, B);
+    OSC_TRY(osc_op_rmsnorm(&last, &x, &m->norm, cf->rms_eps));
+    OSC_TRY(osc_op_matmul(&lg, &last, &m->lm_head, NULL));
+    if (greedy) {
+        osc_tensor am = osc_tensor_1d(c->ids.data, OSC_I32, m->dev, B);
+        OSC_TRY(osc_op_argmax(&am, &lg));
+    }
+    return OSC_OK;
+}
+
+/* A decode step through the graph path. *done = 0 (nothing run) when the batch does not qualify. */
+static osc_status dgraph_step(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, int n_seq, const int *seq_start,
+                              const int32_t *tokens, const int32_t *pos, int pos_stride, osc_kv **kv, float *logits,
+                              int32_t *ids_out, int *done) {
+    const osc_llm_config *cf = &m->cfg;
+    *done = 0;
+    const int B = n_seq, base = seq_start[0];
+    if (m->dev == OSC_DEV_CPU || !dgraph_enabled() || B > DG_MAX_B || B > c->max_tokens || b->n_mm > 0 || c->probe ||
+        b->all_logits || (!logits && !ids_out) || seq_start[B] - base != B ||
+        !osc_cuda_decode_tab_ok(cf->n_heads, cf->n_kv_heads, cf->head_dim) || (cf->n_kv_heads * cf->head_dim) % 8)
+        return OSC_OK;
+    osc_tensor tk, tv;
+    for (int s = 0; s < B; s++)
+        if (!osc_kv_plain_layer(kv[s], 0, &tk, &tv)) return OSC_OK;
+    struct dgraph *g = NULL;
+    OSC_TRY(dgraph_get(m, c, &g));
+    if (g->failed) return OSC_OK;
+    /* step inputs: ids, positions ([3][B] for M-RoPE), attend lengths */
+    const int mrope = cf->rope_type == OSC_ROPE_MROPE;
+    int32_t *h = g->hstep;
+    for (int s = 0; s < B; s++) {
+        int n0 = osc_kv_len(kv[s]);
+        h[s] = tokens[base + s];
+        for (int a = 0; a < (mrope ? 3 : 1); a++)
+            h[DG_MAX_B + a * B + s] = pos ? pos[(mrope ? a : 0) * pos_stride + base + s] : n0;
+        h[4 * DG_MAX_B + s] = n0 + 1;
+    }
+    /* cache pointer table: uploaded when a slot's cache changed */
+    int dirty = 0;
+    for (int l = 0; l < cf->n_layers; l++)
+        for (int s = 0; s < B; s++) {
+            osc_kv_plain_layer(kv[s], l, &tk, &tv);
+            void **t = g->htab + (size_t)l * 2 * DG_MAX_B;
+            if (t[s] != tk.data || t[DG_MAX_B + s] != tv.data) {
+                t[s] = tk.data;
+                t[DG_MAX_B + s] = tv.data;
+                dirty = 1;
+            }
+        }
+    if (dirty)
+        OSC_TRY(osc_cuda_memcpy_async(g->dtab, g->htab, (size_t)cf->n_layers * 2 * DG_MAX_B * sizeof(void *), 1));
+    OSC_TRY(osc_cuda_memcpy_async(g->dstep, h, sizeof g->hstep, 1));
+    const int greedy = ids_out != NULL;
+    if (g->g[greedy][B]) {
+        OSC_TRY(osc_cuda_graph_launch(g->g[greedy][B]));
+        g->replayed++;
+    } else if (!g->warm[greedy][B]) {
+        OSC_TRY(dgraph_body(m, c, g, B, greedy));
+        g->warm[greedy][B] = 1;
+        g->eager++;
+    } else {
+        OSC_TRY(osc_cuda_graph_begin());
+        osc_status s = dgraph_body(m, c, g, B, greedy);
+        osc_cuda_graph *gr = NULL;
+        osc_status s2 = osc_cuda_graph_end(&gr);
+        if (s != OSC_OK || s2 != OSC_OK) {
+            osc_cuda_graph_free(gr);
+            g->failed = 1;
+            osc_log(OSC_LOG_WARN, "decode graph: capture failed (%s); decoding without graphs", osc_last_error());
+            OSC_TRY(dgraph_body(m, c, g, B, greedy)); /* run this step eagerly */
+            g->eager++;
+        } else {
+            g->g[greedy][B] = gr;
+            g->captured++;
+            OSC_TRY(osc_cuda_graph_launch(gr));
+            g->replayed++;
+        }
+    }
+    for (int s = 0; s < B; s++) osc_kv_advance(kv[s], 1);
+    *done = 1;
+    if (greedy) return osc_copy_bytes(ids_out, OSC_DEV_CPU, c->ids.data, m->dev, (size_t)B * sizeof(int32_t));
+    osc_tensor lg = rows2(&c->logits, 0, B);
+    return osc_tensor_download_f32(logits, &lg, (int64_t)B * cf->vocab_size);
+}
+#endif
+
+void osc_llm_ctx_graph_stats(const osc_llm_ctx *c, int *captured, long *replayed, long *eager) {
+    int cap = 0;
+    long rep = 0, eag = 0;
+#ifdef OSC_HAVE_CUDA
+    if (c->dg) cap = c->dg->captured, rep = c->dg->replayed, eag = c->dg->eager;
+#endif
+    if (captured) *captured = cap;
+    if (replayed) *replayed = rep;
+    if (eager) *eager = eag;
+}
+
 static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, int n_seq, const int *seq_start,
                                 const int32_t *tokens, const int32_t *pos, int pos_stride, osc_kv **kv, int all_logits,
                                 float *logits, int32_t *ids_out) {
@@ -485,6 +712,13 @@ static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch 
     const int Hq = cf->n_heads, Hkv = cf->n_kv_heads;
     const int mrope = cf->rope_type == OSC_ROPE_MROPE;
     const float scale = 1.0f / sqrtf((float)hd);
+#ifdef OSC_HAVE_CUDA
+    {
+        int done = 0;
+        OSC_TRY(dgraph_step(m, c, b, n_seq, seq_start, tokens, pos, pos_stride, kv, logits, ids_out, &done));
+        if (done) return OSC_OK;
+    }
+#endif
 
     /* positions: explicit, or continuing each sequence's cache */
     int32_t pos_host[3 * 512];

@@ -97,4 +97,11 @@ osc_status osc_llm_forward(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, f
  * ties, as a host argmax of osc_llm_forward's logits gives). */
 osc_status osc_llm_forward_greedy(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, int32_t *ids);
 
+/* CUDA: a decode step (one token per sequence, at most 256 sequences, every cache "bf16", no
+ * multimodal rows, no probe) is replayed from a CUDA graph captured once per batch size and
+ * output kind (logits / greedy ids); the first step of each batch size runs without one. Set
+ * OSC_CUDA_GRAPHS=0 in the environment to disable. Counts for tests and benchmarks: graphs
+ * captured, steps replayed, steps that ran the same path eagerly. All 0 on the CPU. */
+void osc_llm_ctx_graph_stats(const osc_llm_ctx *c, int *captured, long *replayed, long *eager);
+
 #endif

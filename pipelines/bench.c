@@ -87,7 +87,8 @@ static void usage_bench(FILE *f) {
             "  -h, --help          this help\n\n"
             "JSON fields: kind (e2e|attn|kvattn), shape, device, kv, bits_per_element and\n"
             "bytes_per_token_per_layer (of the kv mode, residual window excluded), batch, ctx,\n"
-            "prompt_tokens_per_s, decode_tokens_per_s, step_ms, weight_bytes, kv_bytes_per_seq,\n"
+            "prompt_tokens_per_s, decode_tokens_per_s, step_ms, graph_steps (timed decode steps\n"
+            "replayed from a CUDA graph; OSC_CUDA_GRAPHS=0 disables them), weight_bytes, kv_bytes_per_seq,\n"
             "achieved_gbps, copy_gbps, frac_of_copy, attn_us, date, commit (env OSC_COMMIT).\n",
             osc_llm_preset_names(), osc_kv_modes());
 }
@@ -192,6 +193,7 @@ typedef struct result {
     const char *kind;
     char shape[64], kv[32];
     int batch, ctx, prompt, gen, launches;
+    long graph_steps; /* e2e: timed decode steps replayed from a CUDA graph */
     double prompt_tps, fill_s, decode_tps, step_ms, step_ms_min, weight_bytes, bytes_per_step, kv_bytes_per_seq,
         achieved_gbps, attn_us, attn_us_min;
     double bits_per_element, bytes_per_token_per_layer; /* of the kv mode, residual window excluded */
@@ -262,6 +264,7 @@ static int write_json(const char *path, const results *rs, const char *device, d
             cJSON_AddNumberToObject(o, "decode_tokens_per_s", r->decode_tps);
             cJSON_AddNumberToObject(o, "step_ms", r->step_ms);
             cJSON_AddNumberToObject(o, "step_ms_min", r->step_ms_min);
+            cJSON_AddNumberToObject(o, "graph_steps", (double)r->graph_steps);
             cJSON_AddNumberToObject(o, "weight_bytes", r->weight_bytes);
             cJSON_AddNumberToObject(o, "bytes_per_step", r->bytes_per_step);
         } else {
@@ -605,7 +608,9 @@ static osc_status bench_decode(e2e_env *e, const bench_opts *o, const char *mode
     /* decode: warm-up steps, then gen timed steps of all B sequences x 1 token */
     for (int b = 0; b <= B; b++) st[b] = b;
     double total = 0;
+    long rep0 = 0, rep1 = 0;
     for (int it = 0; it < warm + o->gen && s == OSC_OK; it++) {
+        if (it == warm) osc_llm_ctx_graph_stats(e->ctx, NULL, &rep0, NULL);
         osc_llm_batch bb = {.n_seq = B, .seq_start = st, .tokens = cur, .kv = kvs, .all_logits = 0};
         s = osc_device_sync(e->dev);
         double a = now_s();
@@ -622,6 +627,8 @@ static osc_status bench_decode(e2e_env *e, const bench_opts *o, const char *mode
         report_err("decode", s, e->dev, 0);
         goto done;
     }
+    osc_llm_ctx_graph_stats(e->ctx, NULL, &rep1, NULL);
+    r->graph_steps = rep1 - rep0;
     {
         double med = median(ts, o->gen);
         /* bytes of C cached tokens (what one step reads per sequence) */

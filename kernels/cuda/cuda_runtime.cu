@@ -172,3 +172,62 @@ extern "C" osc_status osc_cuda_mem_info(size_t *free_b, size_t *total_b) {
     if (total_b) *total_b = t;
     return OSC_OK;
 }
+
+struct osc_cuda_graph {
+    cudaGraphExec_t exec;
+};
+
+extern "C" osc_status osc_cuda_graph_begin(void) {
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    OSC_CU_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    return OSC_OK;
+}
+
+extern "C" osc_status osc_cuda_graph_end(osc_cuda_graph **out) {
+    *out = nullptr;
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    cudaGraph_t g = nullptr;
+    cudaError_t e = cudaStreamEndCapture(st, &g);
+    if (e != cudaSuccess || !g) {
+        cudaGetLastError();
+        return osc_error(OSC_ERR_DEVICE, "CUDA graph capture failed: %s", cudaGetErrorString(e));
+    }
+    cudaGraphExec_t ex = nullptr;
+    e = cudaGraphInstantiate(&ex, g, 0);
+    cudaGraphDestroy(g);
+    if (e != cudaSuccess) {
+        cudaGetLastError();
+        return osc_error(OSC_ERR_DEVICE, "CUDA graph instantiate failed: %s", cudaGetErrorString(e));
+    }
+    osc_cuda_graph *h = (osc_cuda_graph *)malloc(sizeof *h);
+    if (!h) {
+        cudaGraphExecDestroy(ex);
+        return osc_error(OSC_ERR_OOM, "out of host memory");
+    }
+    h->exec = ex;
+    *out = h;
+    return OSC_OK;
+}
+
+extern "C" osc_status osc_cuda_graph_launch(osc_cuda_graph *g) {
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    OSC_CU_CHECK(cudaGraphLaunch(g->exec, st));
+    return OSC_OK;
+}
+
+extern "C" void osc_cuda_graph_free(osc_cuda_graph *g) {
+    if (!g) return;
+    cudaGraphExecDestroy(g->exec);
+    free(g);
+}
+
+extern "C" osc_status osc_cuda_memcpy_async(void *dst, const void *src, size_t n, int h2d) {
+    if (n == 0) return OSC_OK;
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    OSC_CU_CHECK(cudaMemcpyAsync(dst, src, n, h2d ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToDevice, st));
+    return OSC_OK;
+}

@@ -38,6 +38,33 @@ osc_status osc_cuda_memcpy_d2d(void *dst, const void *src, size_t n);
 osc_status osc_cuda_sync(void);
 osc_status osc_cuda_mem_info(size_t *free_b, size_t *total_b);
 
+/* CUDA graphs of the library stream (the decode step, llm/model.c). begin: start capturing
+ * (thread-local mode: the ops launched until end are recorded, not run); end: stop and
+ * instantiate into *out (on error the capture is discarded and *out is NULL); launch: replay on
+ * the stream (asynchronous, ordered with the other ops). Ops inside a capture must not
+ * synchronise, allocate or copy from pageable host memory. */
+typedef struct osc_cuda_graph osc_cuda_graph;
+osc_status osc_cuda_graph_begin(void);
+osc_status osc_cuda_graph_end(osc_cuda_graph **out);
+osc_status osc_cuda_graph_launch(osc_cuda_graph *g);
+void osc_cuda_graph_free(osc_cuda_graph *g);
+/* copy on the stream without waiting (h2d from pageable memory is staged before returning) */
+osc_status osc_cuda_memcpy_async(void *dst, const void *src, size_t n, int h2d);
+
+/* Decode step with device-side tables (the graph path of llm/model.c), bf16 caches:
+ * kv_append: row b of k/v [B, row] goes to row lens1[b] - 1 of tab[b] (keys) / tab[tab_stride + b]
+ * (values); attention_decode_tab: q/out [B, Hq, D], sequence b attends to the first lens1[b]
+ * rows of ktab[b]/vtab[b] ([T, Hkv, D]); part: nsplit partials, part_floats(B, ...) floats.
+ * tab, lens1, part are device memory; nothing depends on host values at replay. */
+int osc_cuda_decode_tab_ok(int Hq, int Hkv, int D);
+int osc_cuda_decode_tab_splits(int B, int Hkv);
+size_t osc_cuda_decode_tab_part_floats(int B, int Hq, int Hkv, int D, int nsplit);
+osc_status osc_cuda_kv_append(const void *k, const void *v, void *const *tab, int tab_stride, const int32_t *lens1,
+                              int B, int row);
+osc_status osc_cuda_attention_decode_tab(void *out, const void *q, const void *const *ktab, const void *const *vtab,
+                                         const int32_t *lens1, int B, int Hq, int Hkv, int D, float scale,
+                                         float *part, int nsplit);
+
 /* ---- op launchers (same parameters as kernels/ops.h) ---- */
 osc_status osc_cuda_embed(osc_tensor *out, const osc_tensor *table, const osc_tensor *ids);
 osc_status osc_cuda_matmul(osc_tensor *out, const osc_tensor *x, const osc_tensor *w,

@@ -194,6 +194,133 @@ static void test_quant_modes(void) {
     osc_llm_free(cm);
 }
 
+/* The decode step replayed from CUDA graphs (llm/model.c): three bf16 caches of different
+ * lengths decoded together, then two of them (a new batch size and a changed cache table), vs
+ * the CPU float32 model step by step; greedy ids from the graph equal the argmax of the graph's
+ * own logits; with OSC_CUDA_GRAPHS=0 the eager path gives the same logits within tolerance. */
+static double graph_run(osc_llm *m, int greedy_mode, const int32_t *forced, int32_t *chain, float *all, int *cap,
+                        long *rep, long *eag) {
+    const osc_llm_config *c = osc_llm_config_of(m);
+    const int V = c->vocab_size, P[3] = {5, 40, 77}, NS = 10;
+    osc_kv *kv[3] = {0};
+    osc_llm_ctx *x = NULL;
+    osc_llm_ctx_new(m, 128, &x);
+    for (int s = 0; s < 3; s++) {
+        osc_llm_kv_new(m, "bf16", 128, &kv[s]);
+        int32_t ids[80];
+        for (int i = 0; i < P[s]; i++) ids[i] = (i * 53 + s * 17 + 3) % V;
+        int st[2] = {0, P[s]};
+        osc_llm_batch b = {.n_seq = 1, .seq_start = st, .tokens = ids, .kv = &kv[s]};
+        CHECK(osc_llm_forward(m, x, &b, NULL) == OSC_OK, "graph test prefill: %s", osc_last_error());
+    }
+    int32_t prev[3] = {7, 8, 9};
+    for (int t = 0; t < NS; t++) {
+        int act[3], n = 0;
+        for (int s = 0; s < 3; s++)
+            if (t < 6 || s != 1) act[n++] = s;
+        int32_t tok[3];
+        osc_kv *kb[3];
+        int st[4];
+        for (int i = 0; i < n; i++) {
+            tok[i] = greedy_mode ? prev[act[i]] : forced[t * 3 + act[i]];
+            kb[i] = kv[act[i]];
+            st[i] = i;
+        }
+        st[n] = n;
+        osc_llm_batch b = {.n_seq = n, .seq_start = st, .tokens = tok, .kv = kb};
+        if (greedy_mode) {
+            int32_t out[3];
+            CHECK(osc_llm_forward_greedy(m, x, &b, out) == OSC_OK, "graph greedy step %d: %s", t, osc_last_error());
+            for (int i = 0; i < n; i++) chain[t * 3 + act[i]] = prev[act[i]] = out[i];
+        } else {
+            float *lg = malloc((size_t)n * V * 4);
+            CHECK(osc_llm_forward(m, x, &b, lg) == OSC_OK, "graph step %d: %s", t, osc_last_error());
+            for (int i = 0; i < n; i++) memcpy(all + ((size_t)t * 3 + act[i]) * V, lg + (size_t)i * V, (size_t)V * 4);
+            free(lg);
+        }
+    }
+    osc_llm_ctx_graph_stats(x, cap, rep, eag);
+    for (int s = 0; s < 3; s++) osc_kv_free(kv[s]);
+    osc_llm_ctx_free(x);
+    return 0;
+}
+
+static void test_graph_decode(void) {
+    osc_llm_config c;
+    memset(&c, 0, sizeof c);
+    c.arch = OSC_ARCH_QWEN2;
+    snprintf(c.model_type, sizeof c.model_type, "qwen2");
+    c.vocab_size = 512; c.hidden_size = 256; c.intermediate_size = 512; c.n_layers = 2;
+    c.n_heads = 8; c.n_kv_heads = 2; c.head_dim = 128; c.rms_eps = 1e-6f; c.rope_theta = 10000;
+    c.rope_type = OSC_ROPE_DEFAULT; c.max_pos = 1024; c.attn_bias = 1; c.bos_id = c.pad_id = -1;
+    c.image_token_id = c.video_token_id = c.audio_token_id = -1;
+    c.vision_start_id = c.vision_end_id = c.audio_start_id = c.audio_end_id = -1;
+    osc_llm *gm = NULL, *cm = NULL;
+    CHECK(osc_llm_new_random(&c, OSC_DEV_CUDA, 5, &gm) == OSC_OK, "random cuda: %s", osc_last_error());
+    CHECK(osc_llm_new_random(&c, OSC_DEV_CPU, 5, &cm) == OSC_OK, "random cpu: %s", osc_last_error());
+    if (!gm || !cm) goto out;
+    {
+        const int V = c.vocab_size;
+        size_t n = (size_t)10 * 3 * V;
+        int32_t forced[30], chain[30] = {0};
+        for (int i = 0; i < 30; i++) forced[i] = (i * 71 + 5) % V;
+        float *g = calloc(n, 4), *cc = calloc(n, 4), *e = calloc(n, 4), *gc = calloc(n, 4);
+        int cap = 0, cap0 = 0;
+        long rep = 0, eag = 0, rep0 = 0, eag0 = 0;
+        graph_run(gm, 0, forced, NULL, g, &cap, &rep, &eag);
+        graph_run(cm, 0, forced, NULL, cc, NULL, NULL, NULL);
+        double worst = 0;
+        for (int t = 0; t < 30; t++) {
+            if (t / 3 >= 6 && t % 3 == 1) continue; /* sequence 1 left after step 5 */
+            double er = rel_l2(g + (size_t)t * V, cc + (size_t)t * V, V);
+            if (er > worst) worst = er;
+        }
+        CHECK(worst <= 2e-2, "graph decode vs cpu: worst row rel err %.3g", worst);
+        CHECK(cap == 2 && rep == 8 && eag == 2, "graph decode: %d graphs captured, %ld steps replayed, %ld eager "
+              "(want 2, 8, 2)", cap, rep, eag);
+        printf("graph decode (B 3 then 2, 10 steps): cuda vs cpu worst row rel. error %.2e; %d graphs, %ld replays, "
+               "%ld eager steps\n", worst, cap, rep, eag);
+        /* greedy ids from graphs == argmax of the graph's logits on the same inputs */
+        graph_run(gm, 1, NULL, chain, NULL, NULL, NULL, NULL);
+        int32_t forced2[30];
+        forced2[0] = 7, forced2[1] = 8, forced2[2] = 9;
+        for (int t = 1; t < 10; t++)
+            for (int s = 0; s < 3; s++) forced2[t * 3 + s] = chain[(t - 1) * 3 + s];
+        forced2[6 * 3 + 1] = 0;
+        graph_run(gm, 0, forced2, NULL, gc, NULL, NULL, NULL);
+        int same = 0, tot = 0;
+        for (int t = 0; t < 10; t++)
+            for (int s = 0; s < 3; s++) {
+                if (t >= 6 && s == 1) continue;
+                const float *row = gc + ((size_t)t * 3 + s) * V;
+                int am = 0;
+                for (int i = 1; i < V; i++)
+                    if (row[i] > row[am]) am = i;
+                same += am == chain[t * 3 + s];
+                tot++;
+            }
+        CHECK(same == tot, "graph greedy: %d of %d ids equal the argmax of the graph logits", same, tot);
+        printf("graph greedy: %d/%d ids equal the argmax of the graph's logits\n", same, tot);
+        /* the same steps without graphs */
+        setenv("OSC_CUDA_GRAPHS", "0", 1);
+        graph_run(gm, 0, forced, NULL, e, &cap0, &rep0, &eag0);
+        unsetenv("OSC_CUDA_GRAPHS");
+        double we = 0, wg = 0;
+        for (int t = 0; t < 30; t++) {
+            if (t / 3 >= 6 && t % 3 == 1) continue;
+            double er = rel_l2(e + (size_t)t * V, cc + (size_t)t * V, V), eg = rel_l2(e + (size_t)t * V, g + (size_t)t * V, V);
+            if (er > we) we = er;
+            if (eg > wg) wg = eg;
+        }
+        CHECK(we <= 2e-2 && cap0 == 0 && rep0 == 0, "no graphs: worst %.3g vs cpu, %d graphs, %ld replays", we, cap0, rep0);
+        printf("OSC_CUDA_GRAPHS=0: no graph used; vs cpu worst %.2e, vs graphs worst %.2e\n", we, wg);
+        free(g), free(cc), free(e), free(gc);
+    }
+out:
+    osc_llm_free(gm);
+    osc_llm_free(cm);
+}
+
 int main(void) {
     if (!osc_device_cuda_available()) {
         printf("no GPU: skipped\n");
@@ -206,5 +333,6 @@ int main(void) {
     test_model(root, "llama-tiny");
     test_random_model();
     test_quant_modes();
+    test_graph_decode();
     return check_done("test_decoder_gpu");
 }
