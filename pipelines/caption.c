@@ -682,6 +682,8 @@ static void slot_start(engine *e, slot *s, osc_cap_item *it) {
         snprintf(err, sizeof err, "vision encoder: %s", osc_last_error());
         goto fail;
     }
+    double t_enc = 0; /* -v: the encoder's share of the time (one extra sync) */
+    if (e->o->verbose && osc_device_sync(e->dev) == OSC_OK) t_enc = now_s() - t0;
     osc_tensor mm = emb;
     if (aiv) {
         /* audio embeddings in the vision output's dtype, then both interleaved in prompt order */
@@ -730,8 +732,8 @@ static void slot_start(engine *e, slot *s, osc_cap_item *it) {
     free(aud_host);
     if (e->o->verbose)
         osc_log(OSC_LOG_INFO, "%s: %d frames -> grid [%d,%d,%d], %lld video + %d audio tokens, prompt %d, prep %.2f s, "
-                "encode+prefill %.2f s", it->file, it->info.n_frames, it->grid[0], it->grid[1], it->grid[2],
-                (long long)n_vid, n_aud, n, it->prep_seconds, now_s() - t0);
+                "encode+prefill %.2f s (vision encoder %.2f s)", it->file, it->info.n_frames, it->grid[0], it->grid[1],
+                it->grid[2], (long long)n_vid, n_aud, n, it->prep_seconds, now_s() - t0, t_enc);
     if (e->o->n_predict == 0) {
         slot_finish(e, s, NULL);
         return;

@@ -3,7 +3,7 @@
 # encoders/video.c, no FFmpeg needed: for GPU machines without it), with the oscar2 and the bf16
 # KV cache, and the batch each ran with / the largest that fits (from free device memory).
 # Decoding is not timed here (there is no file); measure it apart with a real clip on a machine
-# with FFmpeg. usage: tools/bench/caption_synth.sh BUILD_DIR N [SECONDS] [WxH] [N_PREDICT] [ARGS...]
+# with FFmpeg. CAPTION_KVS="oscar2" runs one mode only. usage: tools/bench/caption_synth.sh BUILD_DIR N [SECONDS] [WxH] [N_PREDICT] [ARGS...]
 set -euo pipefail
 BUILD=${1:?usage: caption_synth.sh BUILD_DIR N [SECONDS] [WxH] [N_PREDICT] [ARGS...]}
 N=${2:?usage: caption_synth.sh BUILD_DIR N [SECONDS] [WxH] [N_PREDICT] [ARGS...]}
@@ -15,7 +15,7 @@ OUT=${OSC_BENCH_OUT:-$(mktemp -d)}
 mkdir -p "$OUT"
 for ((i = 0; i < N; i++)); do echo "synthetic:$SIZE:$SEC#$i"; done > "$OUT/list.txt"
 printf '%-8s %8s %8s %8s %10s %12s\n' kv videos batch fits seconds videos/hour
-for kv in oscar2 bf16; do
+for kv in ${CAPTION_KVS:-oscar2 bf16}; do
   rm -f "$OUT/caption_$kv.jsonl"
   t0=$(date +%s.%N)
   "$BUILD/oscar" caption -m random:omni-7b --kv "$kv" -n "$NP" --temp 0 --list "$OUT/list.txt" \
