@@ -12,3 +12,15 @@ int osc_kv_plain_layer(const osc_kv *kv, int layer, osc_tensor *k, osc_tensor *v
     *v = osc_tensor_make((char *)kv->v + (size_t)layer * kv->layer_elems * es, kv->p.act_dt, kv->p.dev, 3, ne);
     return 1;
 }
+
+osc_status osc_kv_attend_batch(osc_kv **kvs, int B, int layer, const osc_tensor *q, osc_tensor *out, float scale,
+                               int *done) {
+    *done = 0;
+    if (B < 2 || !kvs || layer < 0 || layer >= kvs[0]->p.n_layers) return OSC_OK;
+#ifdef OSC_HAVE_CUDA
+    return osc_kvg_attend_batch(kvs, B, layer, q, out, scale, done);
+#else
+    (void)q, (void)out, (void)scale;
+    return OSC_OK;
+#endif
+}

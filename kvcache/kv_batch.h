@@ -10,4 +10,12 @@
  * v untouched). */
 int osc_kv_plain_layer(const osc_kv *kv, int layer, osc_tensor *k, osc_tensor *v);
 
+/* A decode step's attention for B caches at once, after each cache's osc_kv_store of its one
+ * row of `layer`: q/out [B, Hq, hd], row b attends to kvs[b] as osc_kv_attend would. One launch
+ * when every cache is a quantised block mode (kivi, rot, oscar) on the GPU with the same mode
+ * and shape and the fused decode kernel applies; then *done = 1. Otherwise *done = 0 and
+ * nothing ran (call osc_kv_attend per cache). */
+osc_status osc_kv_attend_batch(osc_kv **kvs, int B, int layer, const osc_tensor *q, osc_tensor *out, float scale,
+                               int *done);
+
 #endif

@@ -291,6 +291,41 @@ osc_status osc_kvg_store(osc_kv *kv, int l, const osc_tensor *k, const osc_tenso
     return OSC_OK;
 }
 
+/* The fused decode path of osc_kvg_attend for B caches at once (kv_batch.h). *done = 0 and
+ * nothing launched when any cache is not on that path or the caches differ in shape or mode. */
+osc_status osc_kvg_attend_batch(osc_kv **kvs, int B, int l, const osc_tensor *q, osc_tensor *out, float scale,
+                                int *done) {
+    *done = 0;
+    if (B < 2 || B > 4096 || !kvs[0]->g) return OSC_OK;
+    const osc_kv *k0 = kvs[0];
+    const int H = k0->p.n_kv_heads, hd = k0->p.head_dim;
+    if (q->dev != k0->p.dev || out->dev != k0->p.dev || q->dt != OSC_BF16 || out->dt != OSC_BF16 || q->nd != 3 ||
+        out->nd != 3 || q->ne[0] != B || out->ne[0] != B || q->ne[2] != hd || out->ne[1] != q->ne[1] ||
+        out->ne[2] != hd || q->ne[1] % H || q->ne[1] / H > 8 || (hd != 128 && hd != 256))
+        return OSC_OK;
+    for (int b = 0; b < B; b++) {
+        const osc_kv *kv = kvs[b];
+        if (!kv->g || kv->m.kind != KV_BLOCK || kv->m.bits != k0->m.bits || kv->m.rotate != k0->m.rotate ||
+            kv->m.norm != k0->m.norm || kv->p.n_kv_heads != H || kv->p.head_dim != hd || kv->p.dev != k0->p.dev ||
+            kv->cur_layer != l || kv->cur_S != 1 || kv->pending != 1 || kv->nq[l] > kv->len)
+            return OSC_OK;
+    }
+    osc_kvq_seq *seqs = malloc((size_t)B * sizeof *seqs);
+    if (!seqs) return osc_error(OSC_ERR_OOM, "kv attend batch: out of host memory");
+    for (int b = 0; b < B; b++) {
+        const osc_kv *kv = kvs[b];
+        osc_kvq_pages pg;
+        const osc_kvq_pages *pp = pages_of(kv, &pg);
+        seqs[b] = (osc_kvq_seq){g_kq(kv, l), g_kp(kv, l), g_vq(kv, l), g_vp(kv, l), g_kn(kv, l), kv->nq[l],
+                                g_rk(kv, l, 0), g_rv(kv, l, 0), kv->nres[l], pp ? *pp : (osc_kvq_pages){NULL, 1, 0}};
+    }
+    osc_status s = osc_cuda_kv_decode_attn_batch(out->data, q->data, B, (int)q->ne[1], H, hd, k0->m.bits, k0->m.rotate,
+                                                 seqs, scale, 1);
+    free(seqs);
+    if (s == OSC_OK) *done = 1;
+    return s;
+}
+
 osc_status osc_kvg_attend(osc_kv *kv, int l, const osc_tensor *q, osc_tensor *out, float scale) {
     const int H = HKV, hd = HD, S = (int)q->ne[0], len = kv->len;
     if (q->dev != kv->p.dev || out->dev != kv->p.dev || q->dt != OSC_BF16 || out->dt != OSC_BF16 || q->nd != 3 ||

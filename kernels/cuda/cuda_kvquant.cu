@@ -341,13 +341,39 @@ __device__ __forceinline__ void chunk_softmax(float (&sc)[GM], float (&m)[GM], f
     __syncwarp();
 }
 
+/* One sequence's packed part + residual window for the decode kernel (the batched launch reads
+ * an array of these from device memory, blockIdx.z = sequence). */
+struct dq_seq {
+    const uint32_t *kq;
+    const uint16_t *kp;
+    const uint32_t *vq;
+    const uint16_t *vp;
+    const float *kn;
+    const bf16 *rk, *rv;
+    const float *rn;
+    const int *bt;
+    long long pgb;
+    int gpp, n_groups, gpb, nsq, n_res;
+};
+
+/* splits [0, nsq) stream the packed groups, split nsq the residual window; any later split (a
+ * batch pads every sequence to the longest split count) writes an empty partial */
 template <int HD, int BITS, int GM>
-__global__ void __launch_bounds__(DQ_THREADS)
-k_kvq_decode(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const bf16 *__restrict__ q, int G, int Hkv,
-             int rotate, float rsq, float qscale, const uint32_t *__restrict__ kq, const uint16_t *__restrict__ kp,
-             const uint32_t *__restrict__ vq, const uint16_t *__restrict__ vp, const float *__restrict__ kn,
-             int n_groups, int gpb, int nsq, const bf16 *__restrict__ rk, const bf16 *__restrict__ rv,
-             const float *__restrict__ rn, int n_res, int res_raw, const int *__restrict__ bt, int gpp, long long pgb) {
+__device__ __forceinline__ void kvq_decode_body(float *__restrict__ part_acc, float2 *__restrict__ part_ml,
+                                                const bf16 *__restrict__ q, int G, int Hkv, int rotate, float rsq,
+                                                float qscale, const dq_seq &sq, int res_raw, int part_kvh) {
+    const uint32_t *__restrict__ kq = sq.kq;
+    const uint16_t *__restrict__ kp = sq.kp;
+    const uint32_t *__restrict__ vq = sq.vq;
+    const uint16_t *__restrict__ vp = sq.vp;
+    const float *__restrict__ kn = sq.kn;
+    const bf16 *__restrict__ rk = sq.rk;
+    const bf16 *__restrict__ rv = sq.rv;
+    const float *__restrict__ rn = sq.rn;
+    const int *__restrict__ bt = sq.bt;
+    const long long pgb = sq.pgb;
+    const int gpp = sq.gpp, n_groups = sq.n_groups, gpb = sq.gpb, nsq = sq.nsq;
+    const int n_res = (int)blockIdx.x == nsq ? sq.n_res : 0;
     typedef dq_cfg<HD, BITS, GM> C;
     const int CPL = C::CPL;
     extern __shared__ __align__(16) uint32_t smq[];
@@ -640,10 +666,29 @@ k_kvq_decode(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const b
             a += wt * reinterpret_cast<const float *>(smq + w * C::WARP_WORDS + C::QS_OFF)[h * HD + c];
             L += wt * mlb[(w * GM + h) * 2 + 1];
         }
-        const size_t pi = ((size_t)kvh * NS + split) * G + h;
+        const size_t pi = ((size_t)part_kvh * NS + split) * G + h;
         part_acc[pi * HD + c] = a;
         if (c == 0) part_ml[pi] = make_float2(M, L);
     }
+}
+
+template <int HD, int BITS, int GM>
+__global__ void __launch_bounds__(DQ_THREADS)
+k_kvq_decode(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const bf16 *__restrict__ q, int G, int Hkv,
+             int rotate, float rsq, float qscale, const dq_seq sq, int res_raw) {
+    kvq_decode_body<HD, BITS, GM>(part_acc, part_ml, q, G, Hkv, rotate, rsq, qscale, sq, res_raw, blockIdx.y);
+}
+
+/* B sequences: grid (splits, Hkv, B); sequence b's partials sit at "kv head" b*Hkv + h, so
+ * k_kvq_combine merges them as B*Hkv heads into out [B, Hq, HD] */
+template <int HD, int BITS, int GM>
+__global__ void __launch_bounds__(DQ_THREADS)
+k_kvq_decode_batch(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const bf16 *__restrict__ q, int G,
+                   int Hkv, int rotate, float rsq, float qscale, const dq_seq *__restrict__ seqs, int res_raw) {
+    const int b = blockIdx.z;
+    const dq_seq sq = seqs[b];
+    kvq_decode_body<HD, BITS, GM>(part_acc, part_ml, q + (size_t)b * Hkv * G * HD, G, Hkv, rotate, rsq, qscale, sq,
+                                  res_raw, b * Hkv + blockIdx.y);
 }
 
 /* one block per query head: merge the splits by log-sum-exp */
@@ -679,37 +724,56 @@ __global__ void k_kvq_combine(bf16 *__restrict__ out, const float *__restrict__ 
 
 template <int HD, int BITS, int GM>
 osc_status launch_decode(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, int rotate, float rsq, float qscale,
-                         const uint32_t *kq, const uint16_t *kp, const uint32_t *vq, const uint16_t *vp, const float *kn,
-                         int n_groups, int gpb, int nsq, int NS, const bf16 *rk, const bf16 *rv, const float *rn, int n_res,
-                         int res_raw, const int *bt, int gpp, long long pgb, cudaStream_t st) {
+                         const dq_seq &sq, const dq_seq *dseqs, int B, int NS, int res_raw, cudaStream_t st) {
     typedef dq_cfg<HD, BITS, GM> C;
     static bool attr = false;
     if (!attr) {
         OSC_CU_CHECK(cudaFuncSetAttribute(k_kvq_decode<HD, BITS, GM>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                           (int)C::SMEM));
+        OSC_CU_CHECK(cudaFuncSetAttribute(k_kvq_decode_batch<HD, BITS, GM>,
+                                          cudaFuncAttributeMaxDynamicSharedMemorySize, (int)C::SMEM));
         attr = true;
     }
-    dim3 grid((unsigned)NS, (unsigned)Hkv);
-    k_kvq_decode<HD, BITS, GM><<<grid, DQ_THREADS, C::SMEM, st>>>(pacc, pml, q, G, Hkv, rotate, rsq, qscale, kq, kp, vq,
-                                                                   vp, kn, n_groups, gpb, nsq, rk, rv, rn, n_res, res_raw,
-                                                                   bt, gpp, pgb);
-    OSC_CU_LAUNCH("k_kvq_decode");
+    if (dseqs) {
+        dim3 grid((unsigned)NS, (unsigned)Hkv, (unsigned)B);
+        k_kvq_decode_batch<HD, BITS, GM><<<grid, DQ_THREADS, C::SMEM, st>>>(pacc, pml, q, G, Hkv, rotate, rsq, qscale,
+                                                                             dseqs, res_raw);
+        OSC_CU_LAUNCH("k_kvq_decode_batch");
+    } else {
+        dim3 grid((unsigned)NS, (unsigned)Hkv);
+        k_kvq_decode<HD, BITS, GM><<<grid, DQ_THREADS, C::SMEM, st>>>(pacc, pml, q, G, Hkv, rotate, rsq, qscale, sq,
+                                                                       res_raw);
+        OSC_CU_LAUNCH("k_kvq_decode");
+    }
     return OSC_OK;
 }
 
 template <int HD, int BITS>
 osc_status pick_gm(int GM, float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, int rotate, float rsq, float qscale,
-                   const uint32_t *kq, const uint16_t *kp, const uint32_t *vq, const uint16_t *vp, const float *kn,
-                   int n_groups, int gpb, int nsq, int NS, const bf16 *rk, const bf16 *rv, const float *rn, int n_res,
-                   int res_raw, const int *bt, int gpp, long long pgb, cudaStream_t st) {
-#define OSC_DQ(GV)                                                                                                      \
-    return launch_decode<HD, BITS, GV>(pacc, pml, q, G, Hkv, rotate, rsq, qscale, kq, kp, vq, vp, kn, n_groups, gpb, \
-                                       nsq, NS, rk, rv, rn, n_res, res_raw, bt, gpp, pgb, st)
+                   const dq_seq &sq, const dq_seq *dseqs, int B, int NS, int res_raw, cudaStream_t st) {
+#define OSC_DQ(GV) return launch_decode<HD, BITS, GV>(pacc, pml, q, G, Hkv, rotate, rsq, qscale, sq, dseqs, B, NS, res_raw, st)
     if (GM == 1) OSC_DQ(1);
     if (GM == 2) OSC_DQ(2);
     if (GM == 4) OSC_DQ(4);
     OSC_DQ(8);
 #undef OSC_DQ
+}
+
+/* the split plan of one sequence: groups per split so that all sequences together make ~4
+ * blocks of 4 warps per SM */
+void dq_plan(dq_seq *sq, int n_quant, int n_res, int want) {
+    const int n_groups = n_quant / 32;
+    int nsq = 0, gpb = 1;
+    if (n_groups > 0) {
+        if (want < 1) want = 1;
+        gpb = (n_groups + want - 1) / want;
+        if (gpb < DQ_NW) gpb = DQ_NW;
+        nsq = (n_groups + gpb - 1) / gpb;
+    }
+    sq->n_groups = n_groups;
+    sq->gpb = gpb;
+    sq->nsq = nsq;
+    sq->n_res = n_res;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -879,30 +943,21 @@ extern "C" osc_status osc_cuda_kv_decode_attn_paged(void *out, const void *q, in
         OSC_CU_CHECK(cudaMemsetAsync(out, 0, (size_t)Hq * hd * 2, st));
         return OSC_OK;
     }
-    const int n_groups = n_quant / 32;
-    int nsq = 0, gpb = 1;
-    if (n_groups > 0) {
-        int want = (4 * osc_cu_num_sms() + Hkv - 1) / Hkv; /* ~4 blocks of 4 warps per SM */
-        if (want < 1) want = 1;
-        gpb = (n_groups + want - 1) / want;
-        if (gpb < DQ_NW) gpb = DQ_NW;
-        nsq = (n_groups + gpb - 1) / gpb;
-    }
-    const int NS = nsq + (n_res > 0 ? 1 : 0);
+    dq_seq sq = {kq, kp, vq, vp, kn, (const bf16 *)rk, (const bf16 *)rv, rn, bt, pgb, gpp, 0, 1, 0, 0};
+    dq_plan(&sq, n_quant, n_res, (4 * osc_cu_num_sms() + Hkv - 1) / Hkv); /* ~4 blocks of 4 warps per SM */
+    const int NS = sq.nsq + (n_res > 0 ? 1 : 0);
     const int GM = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8;
     size_t acc_n = (size_t)Hkv * NS * G * hd, ml_n = (size_t)Hkv * NS * G;
     void *wsp;
     OSC_TRY(osc_cu_scratch(acc_n * sizeof(float) + ml_n * sizeof(float2), &wsp));
     float *pacc = (float *)wsp;
     float2 *pml = (float2 *)(pacc + acc_n);
-    float sq = sqrtf((float)hd);
-    float rsq = 1.0f / sq;
+    float sq_hd = sqrtf((float)hd);
+    float rsq = 1.0f / sq_hd;
     float qscale = scale * kLog2e;
-    const bf16 *qb = (const bf16 *)q, *rkb = (const bf16 *)rk, *rvb = (const bf16 *)rv;
+    const bf16 *qb = (const bf16 *)q;
     osc_status s;
-#define OSC_HDB(HDV, BV)                                                                                               \
-    s = pick_gm<HDV, BV>(GM, pacc, pml, qb, G, Hkv, rotate, rsq, qscale, kq, kp, vq, vp, kn, n_groups, gpb, nsq, NS, rkb, \
-                         rvb, rn, n_res, res_raw, bt, gpp, pgb, st)
+#define OSC_HDB(HDV, BV) s = pick_gm<HDV, BV>(GM, pacc, pml, qb, G, Hkv, rotate, rsq, qscale, sq, nullptr, 1, NS, res_raw, st)
     if (hd == 128) {
         if (bits == 2) OSC_HDB(128, 2); else OSC_HDB(128, 4);
     } else {
@@ -911,6 +966,65 @@ extern "C" osc_status osc_cuda_kv_decode_attn_paged(void *out, const void *q, in
 #undef OSC_HDB
     if (s != OSC_OK) return s;
     k_kvq_combine<<<(unsigned)(Hkv * G), 128, (size_t)NS * sizeof(float), st>>>((bf16 *)out, pacc, pml, NS, G, hd);
+    OSC_CU_LAUNCH("k_kvq_combine");
+    return OSC_OK;
+}
+
+extern "C" osc_status osc_cuda_kv_decode_attn_batch(void *out, const void *q, int B, int Hq, int Hkv, int hd, int bits,
+                                                    int rotate, const osc_kvq_seq *seqs, float scale, int res_raw) {
+    if (B <= 0 || !seqs) return osc_error(OSC_ERR_INVALID_ARG, "kv_decode_attn_batch: %d sequences", B);
+    if (Hkv <= 0 || Hq % Hkv) return osc_error(OSC_ERR_INVALID_ARG, "kv_decode_attn_batch: Hq %d / Hkv %d", Hq, Hkv);
+    const int G = Hq / Hkv;
+    if (G > 8) return osc_error(OSC_ERR_UNSUPPORTED, "kv_decode_attn_batch: %d query heads per kv head (max 8)", G);
+    if (bits != 2 && bits != 4) return osc_error(OSC_ERR_INVALID_ARG, "kv_decode_attn_batch: bits %d", bits);
+    if (hd != 128 && hd != 256) return osc_error(OSC_ERR_UNSUPPORTED, "kv_decode_attn_batch: head_dim %d (128 or 256)", hd);
+    dq_seq *hs = (dq_seq *)malloc((size_t)B * sizeof *hs);
+    if (!hs) return osc_error(OSC_ERR_OOM, "kv_decode_attn_batch: host table");
+    const int want = (4 * osc_cu_num_sms() + B * Hkv - 1) / (B * Hkv);
+    int NS = 0;
+    for (int b = 0; b < B; b++) {
+        const osc_kvq_seq *x = &seqs[b];
+        if (x->n_quant < 0 || x->n_quant % 32 || x->n_res < 0 || (x->n_quant == 0 && x->n_res == 0) ||
+            (x->pages.bt && (x->pages.gpp <= 0 || x->pages.page_bytes <= 0 || x->pages.page_bytes % 16))) {
+            free(hs);
+            return osc_error(OSC_ERR_INVALID_ARG, "kv_decode_attn_batch: sequence %d: n_quant %d, n_res %d, pages", b,
+                             x->n_quant, x->n_res);
+        }
+        const int *bt = x->pages.bt;
+        hs[b] = dq_seq{x->kq, x->kp, x->vq, x->vp, x->kn, (const bf16 *)x->rk, (const bf16 *)x->rv, nullptr, bt,
+                       bt ? x->pages.page_bytes : 0, bt ? x->pages.gpp : 1, 0, 1, 0, 0};
+        dq_plan(&hs[b], x->n_quant, x->n_res, want);
+        const int ns = hs[b].nsq + (x->n_res > 0 ? 1 : 0);
+        if (ns > NS) NS = ns;
+    }
+    cudaStream_t st;
+    osc_status s = osc_cu_stream(&st);
+    const size_t acc_n = (size_t)B * Hkv * NS * G * hd, ml_n = (size_t)B * Hkv * NS * G;
+    const size_t tab_off = (acc_n * sizeof(float) + ml_n * sizeof(float2) + 255) & ~(size_t)255;
+    void *wsp = nullptr;
+    if (s == OSC_OK) s = osc_cu_scratch(tab_off + (size_t)B * sizeof(dq_seq), &wsp);
+    if (s == OSC_OK) {
+        cudaError_t e = cudaMemcpyAsync((char *)wsp + tab_off, hs, (size_t)B * sizeof(dq_seq), cudaMemcpyHostToDevice, st);
+        if (e != cudaSuccess) s = osc_error(OSC_ERR_DEVICE, "kv_decode_attn_batch: table upload: %s", cudaGetErrorString(e));
+    }
+    free(hs); /* pageable source: staged before cudaMemcpyAsync returned */
+    OSC_TRY(s);
+    float *pacc = (float *)wsp;
+    float2 *pml = (float2 *)(pacc + acc_n);
+    const dq_seq *dseqs = (const dq_seq *)((char *)wsp + tab_off);
+    const int GM = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8;
+    const float rsq = 1.0f / sqrtf((float)hd), qscale = scale * kLog2e;
+    const bf16 *qb = (const bf16 *)q;
+    const dq_seq none = {};
+#define OSC_HDB(HDV, BV) s = pick_gm<HDV, BV>(GM, pacc, pml, qb, G, Hkv, rotate, rsq, qscale, none, dseqs, B, NS, res_raw, st)
+    if (hd == 128) {
+        if (bits == 2) OSC_HDB(128, 2); else OSC_HDB(128, 4);
+    } else {
+        if (bits == 2) OSC_HDB(256, 2); else OSC_HDB(256, 4);
+    }
+#undef OSC_HDB
+    OSC_TRY(s);
+    k_kvq_combine<<<(unsigned)(B * Hkv * G), 128, (size_t)NS * sizeof(float), st>>>((bf16 *)out, pacc, pml, NS, G, hd);
     OSC_CU_LAUNCH("k_kvq_combine");
     return OSC_OK;
 }

@@ -84,6 +84,26 @@ osc_status osc_cuda_kv_decode_attn_paged(void *out, const void *q, int Hq, int H
                                          const void *rv, const float *rn, int n_res, float scale, int res_raw,
                                          const osc_kvq_pages *pages);
 
+/* One sequence of a batched decode step (osc_cuda_kv_decode_attn_batch): its packed part and
+ * raw residual window as for osc_cuda_kv_decode_attn_paged (pages.bt NULL: contiguous). */
+typedef struct osc_kvq_seq {
+    const uint32_t *kq;
+    const uint16_t *kp;
+    const uint32_t *vq;
+    const uint16_t *vp;
+    const float *kn;
+    int n_quant;
+    const void *rk, *rv;
+    int n_res;
+    osc_kvq_pages pages;
+} osc_kvq_seq;
+
+/* The decode attention of B sequences in one launch: q/out [B, Hq, hd], sequence b attends to
+ * seqs[b] (same Hkv, hd, bits, rotate for all; residual keys raw when res_raw). Equals B calls
+ * of osc_cuda_kv_decode_attn_paged up to the split plan (float summation order). */
+osc_status osc_cuda_kv_decode_attn_batch(void *out, const void *q, int B, int Hq, int Hkv, int hd, int bits,
+                                         int rotate, const osc_kvq_seq *seqs, float scale, int res_raw);
+
 /* Tokens [t0, t0+n) of a packed region (any t0, n) back to bf16 [n][Hkv][hd]: keys in the
  * ORIGINAL domain H (k_hat * n_t) when rotate (kn may be NULL = 1), values as stored. */
 osc_status osc_cuda_kv_dequant(const uint32_t *kq, const uint16_t *kp, const uint32_t *vq, const uint16_t *vp,
