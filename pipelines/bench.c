@@ -23,6 +23,7 @@
 #include "llm/model.h"
 #include "llm/presets.h"
 #include "oscar.h"
+#include "lib/args.h"
 
 /* Entry point of `oscar bench`; pipelines/main.c declares it extern and calls it with the
  * arguments after "bench". */
@@ -120,18 +121,6 @@ static uint64_t rng_next(uint64_t *s) { /* splitmix64 */
     return z ^ (z >> 31);
 }
 
-static int parse_int_b(const char *flag, const char *v, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || *end || end == v || x < lo || x > hi) {
-        fprintf(stderr, "oscar: %s expects an integer in [%d, %d], got '%s'\n", flag, lo, hi, v);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
-}
-
 static int parse_list(const char *flag, const char *v, int lo, int hi, int *out, int *n) {
     char buf[256];
     if (strlen(v) >= sizeof buf) {
@@ -145,7 +134,7 @@ static int parse_list(const char *flag, const char *v, int lo, int hi, int *out,
             fprintf(stderr, "oscar: %s takes at most %d values\n", flag, MAX_LIST);
             return -1;
         }
-        if (parse_int_b(flag, t, lo, hi, &out[*n])) return -1;
+        if (osc_arg_int(flag, t, lo, hi, &out[*n])) return -1;
         (*n)++;
     }
     if (*n == 0) {
@@ -688,10 +677,10 @@ static int parse_bench(int argc, char **argv, bench_opts *o) {
         }
         else if (!strcmp(a, "--ctx")) { NEEDV(); if (parse_list(a, v, 1, 1 << 22, o->ctx, &o->n_ctx)) return 2; }
         else if (!strcmp(a, "--batch")) { NEEDV(); if (parse_list(a, v, 1, 4096, o->batch, &o->n_batch)) return 2; }
-        else if (!strcmp(a, "--prompt")) { NEEDV(); if (parse_int_b(a, v, 1, 1 << 22, &o->prompt)) return 2; }
-        else if (!strcmp(a, "--gen")) { NEEDV(); if (parse_int_b(a, v, 1, 1 << 20, &o->gen)) return 2; }
-        else if (!strcmp(a, "--reps")) { NEEDV(); if (parse_int_b(a, v, 1, 1 << 20, &o->reps)) return 2; }
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (parse_int_b(a, v, 0, 1024, &o->threads)) return 2; }
+        else if (!strcmp(a, "--prompt")) { NEEDV(); if (osc_arg_int(a, v, 1, 1 << 22, &o->prompt)) return 2; }
+        else if (!strcmp(a, "--gen")) { NEEDV(); if (osc_arg_int(a, v, 1, 1 << 20, &o->gen)) return 2; }
+        else if (!strcmp(a, "--reps")) { NEEDV(); if (osc_arg_int(a, v, 1, 1 << 20, &o->reps)) return 2; }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (osc_arg_int(a, v, 0, 1024, &o->threads)) return 2; }
         else if (!strcmp(a, "--kv")) {
             NEEDV();
             static char buf[256];
@@ -734,11 +723,7 @@ static int parse_bench(int argc, char **argv, bench_opts *o) {
         else if (!strcmp(a, "--json")) { NEEDV(); o->json = v; }
         else if (!strcmp(a, "--seed")) {
             NEEDV();
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(v, &end, 10);
-            if (errno || *end || end == v || *v == '-') { fprintf(stderr, "oscar: --seed expects a non-negative integer, got '%s'\n", v); return 2; }
-            o->seed = s;
+            if (osc_arg_u64(a, v, &o->seed)) return 2;
         }
         else { fprintf(stderr, "oscar: unknown option '%s' (see oscar bench --help)\n", a); return 2; }
 #undef NEEDV

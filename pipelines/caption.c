@@ -50,6 +50,7 @@
 #include "llm/tokenizer.h"
 #include "lib/caption_prep.h"
 #include "lib/caption_slots.h"
+#include "lib/args.h"
 #include "oscar.h"
 
 #define CAP_DEFAULT_PROMPT "Describe this video."
@@ -65,7 +66,7 @@ typedef struct cap_opts {
     long long min_pixels, max_pixels;
     float temp, top_p, min_p, rp;
     int top_k;
-    unsigned long long seed;
+    uint64_t seed;
     int set_temp, set_topk, set_topp, set_minp, set_rp;
 } cap_opts;
 
@@ -120,35 +121,6 @@ static void log_to_stderr(osc_log_level lv, const char *msg, void *user) {
     fprintf(stderr, "oscar: %s: %s\n", names[lv], msg);
 }
 
-static int p_ll(const char *flag, const char *v, long long lo, long long hi, long long *out) {
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (errno || *end || end == v || x < lo || x > hi) {
-        fprintf(stderr, "oscar: %s expects an integer in [%lld, %lld], got '%s'\n", flag, lo, hi, v);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-static int p_int(const char *flag, const char *v, int lo, int hi, int *out) {
-    long long x;
-    if (p_ll(flag, v, lo, hi, &x)) return -1;
-    *out = (int)x;
-    return 0;
-}
-static int p_num(const char *flag, const char *v, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || *end || end == v || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "oscar: %s expects a number in [%g, %g], got '%s'\n", flag, lo, hi, v);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 /* 0 ok, 2 usage error, 3 help */
 static int parse(int argc, char **argv, cap_opts *o) {
     memset(o, 0, sizeof *o);
@@ -176,27 +148,24 @@ static int parse(int argc, char **argv, cap_opts *o) {
         else if (!strcmp(a, "--list")) { NEEDV(); o->list = v; }
         else if (!strcmp(a, "-o") || !strcmp(a, "--out")) { NEEDV(); o->out = v; }
         else if (!strcmp(a, "--tokenizer")) { NEEDV(); o->tokenizer = v; }
-        else if (!strcmp(a, "--fps")) { NEEDV(); if (p_num(a, v, 0.01, 1000, &o->fps)) return 2; }
-        else if (!strcmp(a, "--max-frames")) { NEEDV(); if (p_int(a, v, 2, 1 << 20, &o->max_frames)) return 2; }
-        else if (!strcmp(a, "--min-frames")) { NEEDV(); if (p_int(a, v, 1, 1 << 20, &o->min_frames)) return 2; }
-        else if (!strcmp(a, "--nframes")) { NEEDV(); if (p_int(a, v, 2, 1 << 20, &o->nframes)) return 2; }
-        else if (!strcmp(a, "--min-pixels")) { NEEDV(); if (p_ll(a, v, 784, 1LL << 40, &o->min_pixels)) return 2; }
-        else if (!strcmp(a, "--max-pixels")) { NEEDV(); if (p_ll(a, v, 784, 1LL << 40, &o->max_pixels)) return 2; }
+        else if (!strcmp(a, "--fps")) { NEEDV(); if (osc_arg_double(a, v, 0.01, 1000, &o->fps)) return 2; }
+        else if (!strcmp(a, "--max-frames")) { NEEDV(); if (osc_arg_int(a, v, 2, 1 << 20, &o->max_frames)) return 2; }
+        else if (!strcmp(a, "--min-frames")) { NEEDV(); if (osc_arg_int(a, v, 1, 1 << 20, &o->min_frames)) return 2; }
+        else if (!strcmp(a, "--nframes")) { NEEDV(); if (osc_arg_int(a, v, 2, 1 << 20, &o->nframes)) return 2; }
+        else if (!strcmp(a, "--min-pixels")) { NEEDV(); if (osc_arg_ll(a, v, 784, 1LL << 40, &o->min_pixels)) return 2; }
+        else if (!strcmp(a, "--max-pixels")) { NEEDV(); if (osc_arg_ll(a, v, 784, 1LL << 40, &o->max_pixels)) return 2; }
         else if (!strcmp(a, "--use-audio")) o->use_audio = 1;
-        else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) { NEEDV(); if (p_int(a, v, 1, CAP_MAX_BATCH, &o->batch)) return 2; }
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { NEEDV(); if (p_int(a, v, 64, 1 << 22, &o->n_ctx)) return 2; }
-        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { NEEDV(); if (p_int(a, v, 0, 1 << 20, &o->n_predict)) return 2; }
-        else if (!strcmp(a, "--temp")) { NEEDV(); if (p_num(a, v, 0, 100, &d)) return 2; o->temp = (float)d; o->set_temp = 1; }
-        else if (!strcmp(a, "--top-k")) { NEEDV(); if (p_int(a, v, 0, 1 << 24, &o->top_k)) return 2; o->set_topk = 1; }
-        else if (!strcmp(a, "--top-p")) { NEEDV(); if (p_num(a, v, 0, 1, &d)) return 2; o->top_p = (float)d; o->set_topp = 1; }
-        else if (!strcmp(a, "--min-p")) { NEEDV(); if (p_num(a, v, 0, 1, &d)) return 2; o->min_p = (float)d; o->set_minp = 1; }
-        else if (!strcmp(a, "--repeat-penalty")) { NEEDV(); if (p_num(a, v, 0.01, 100, &d)) return 2; o->rp = (float)d; o->set_rp = 1; }
+        else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) { NEEDV(); if (osc_arg_int(a, v, 1, CAP_MAX_BATCH, &o->batch)) return 2; }
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { NEEDV(); if (osc_arg_int(a, v, 64, 1 << 22, &o->n_ctx)) return 2; }
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { NEEDV(); if (osc_arg_int(a, v, 0, 1 << 20, &o->n_predict)) return 2; }
+        else if (!strcmp(a, "--temp")) { NEEDV(); if (osc_arg_double(a, v, 0, 100, &d)) return 2; o->temp = (float)d; o->set_temp = 1; }
+        else if (!strcmp(a, "--top-k")) { NEEDV(); if (osc_arg_int(a, v, 0, 1 << 24, &o->top_k)) return 2; o->set_topk = 1; }
+        else if (!strcmp(a, "--top-p")) { NEEDV(); if (osc_arg_double(a, v, 0, 1, &d)) return 2; o->top_p = (float)d; o->set_topp = 1; }
+        else if (!strcmp(a, "--min-p")) { NEEDV(); if (osc_arg_double(a, v, 0, 1, &d)) return 2; o->min_p = (float)d; o->set_minp = 1; }
+        else if (!strcmp(a, "--repeat-penalty")) { NEEDV(); if (osc_arg_double(a, v, 0.01, 100, &d)) return 2; o->rp = (float)d; o->set_rp = 1; }
         else if (!strcmp(a, "--seed")) {
             NEEDV();
-            char *end;
-            errno = 0;
-            o->seed = strtoull(v, &end, 10);
-            if (errno || *end || end == v || v[0] == '-') { fprintf(stderr, "oscar: --seed expects a non-negative integer, got '%s'\n", v); return 2; }
+            if (osc_arg_u64(a, v, &o->seed)) return 2;
         }
         else if (!strcmp(a, "--kv")) { NEEDV(); o->kv = v; }
         else if (!strcmp(a, "--device")) {
@@ -204,9 +173,9 @@ static int parse(int argc, char **argv, cap_opts *o) {
             if (strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto")) { fprintf(stderr, "oscar: --device must be cpu, cuda or auto\n"); return 2; }
             o->device = v;
         }
-        else if (!strcmp(a, "--workers")) { NEEDV(); if (p_int(a, v, 1, 256, &o->workers)) return 2; }
-        else if (!strcmp(a, "--queue")) { NEEDV(); if (p_int(a, v, 1, 4096, &o->queue)) return 2; }
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (p_int(a, v, 0, 1024, &o->threads)) return 2; }
+        else if (!strcmp(a, "--workers")) { NEEDV(); if (osc_arg_int(a, v, 1, 256, &o->workers)) return 2; }
+        else if (!strcmp(a, "--queue")) { NEEDV(); if (osc_arg_int(a, v, 1, 4096, &o->queue)) return 2; }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (osc_arg_int(a, v, 0, 1024, &o->threads)) return 2; }
         else if (!strcmp(a, "--ids")) o->ids = 1;
         else if (!strcmp(a, "--json-errors")) o->json_errors = 1;
         else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) o->verbose = 1;

@@ -3,7 +3,6 @@
  * tokenize, run, print a table (or JSON) and optionally draw the PNG.
  * Exit codes: 0 ok, 1 runtime error (bad model, unreadable file, out of memory), 2 usage. */
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,7 @@
 #include "llm/tokenizer.h"
 #include "oscar.h"
 #include "pipelines/lib/kvstat.h"
+#include "lib/args.h"
 
 #define KVSTAT_MAX_FILE (64u << 20)
 
@@ -64,18 +64,6 @@ static void usage_kvstat(FILE *f) {
             osc_kv_modes());
 }
 
-static int parse_int_k(const char *flag, const char *v, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || *end || end == v || x < lo || x > hi) {
-        fprintf(stderr, "oscar: %s expects an integer in [%d, %d], got '%s'\n", flag, lo, hi, v);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
-}
-
 /* 0 ok, 2 usage error, 3 help. */
 static int parse_kvstat(int argc, char **argv, kvstat_opts *o) {
     memset(o, 0, sizeof *o);
@@ -93,15 +81,15 @@ static int parse_kvstat(int argc, char **argv, kvstat_opts *o) {
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { NEEDV(); o->prompt = v; }
         else if (!strcmp(a, "-f") || !strcmp(a, "--file")) { NEEDV(); o->file = v; }
         else if (!strcmp(a, "--kv")) { NEEDV(); o->kv = v; }
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { NEEDV(); if (parse_int_k(a, v, 2, 1 << 22, &o->n_ctx)) return 2; }
-        else if (!strcmp(a, "--eval")) { NEEDV(); if (parse_int_k(a, v, 1, 1 << 20, &o->n_eval)) return 2; }
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { NEEDV(); if (osc_arg_int(a, v, 2, 1 << 22, &o->n_ctx)) return 2; }
+        else if (!strcmp(a, "--eval")) { NEEDV(); if (osc_arg_int(a, v, 1, 1 << 20, &o->n_eval)) return 2; }
         else if (!strcmp(a, "--r-evict")) {
             NEEDV();
-            if (parse_int_k(a, v, 32, 1 << 20, &o->r_evict)) return 2;
+            if (osc_arg_int(a, v, 32, 1 << 20, &o->r_evict)) return 2;
             if (o->r_evict % 32) { fprintf(stderr, "oscar: --r-evict must be a multiple of 32\n"); return 2; }
         }
-        else if (!strcmp(a, "--sink")) { NEEDV(); if (parse_int_k(a, v, 0, 1 << 20, &o->n_sink)) return 2; }
-        else if (!strcmp(a, "--layer")) { NEEDV(); if (parse_int_k(a, v, 0, 1 << 16, &o->layer)) return 2; }
+        else if (!strcmp(a, "--sink")) { NEEDV(); if (osc_arg_int(a, v, 0, 1 << 20, &o->n_sink)) return 2; }
+        else if (!strcmp(a, "--layer")) { NEEDV(); if (osc_arg_int(a, v, 0, 1 << 16, &o->layer)) return 2; }
         else if (!strcmp(a, "--png")) { NEEDV(); o->png = v; }
         else if (!strcmp(a, "--json")) o->json = 1;
         else if (!strcmp(a, "--device")) {
@@ -109,7 +97,7 @@ static int parse_kvstat(int argc, char **argv, kvstat_opts *o) {
             if (strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto")) { fprintf(stderr, "oscar: --device must be cpu, cuda or auto\n"); return 2; }
             o->device = v;
         }
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (parse_int_k(a, v, 0, 1024, &o->threads)) return 2; }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (osc_arg_int(a, v, 0, 1024, &o->threads)) return 2; }
         else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) o->verbose = 1;
         else { fprintf(stderr, "oscar: unknown option '%s' (see oscar kvstat --help)\n", a); return 2; }
 #undef NEEDV

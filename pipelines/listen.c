@@ -17,7 +17,6 @@
  * --audio-seconds S: no chat; measures the audio encoder alone on S seconds of synthetic audio
  * (features from a deterministic signal) and prints its real-time factor. */
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,6 +39,7 @@
 #include "llm/omni_prompt.h"
 #include "llm/sampler.h"
 #include "llm/tokenizer.h"
+#include "lib/args.h"
 
 #define LISTEN_DEFAULT_INSTRUCTION "Transcribe the English audio into text without any punctuation marks."
 #define LISTEN_PIECE_SAMPLES ((int64_t)OSC_MEL_MAX_SAMPLES) /* 300 s at 16 kHz */
@@ -50,7 +50,7 @@ typedef struct listen_opts {
     double max_seconds, bench_seconds;
     float temp, top_p, min_p, rp;
     int top_k;
-    unsigned long long seed;
+    uint64_t seed;
     int set_temp, set_topk, set_topp, set_minp, set_rp;
 } listen_opts;
 
@@ -94,30 +94,6 @@ static void log_to_stderr(osc_log_level lv, const char *msg, void *user) {
     fprintf(stderr, "oscar: %s: %s\n", names[lv], msg);
 }
 
-static int p_int(const char *flag, const char *v, long lo, long hi, int *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || *end || end == v || x < lo || x > hi) {
-        fprintf(stderr, "oscar: %s expects an integer in [%ld, %ld], got '%s'\n", flag, lo, hi, v);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
-}
-
-static int p_num(const char *flag, const char *v, double lo, double hi, double *out) {
-    char *end;
-    errno = 0;
-    double x = strtod(v, &end);
-    if (errno || *end || end == v || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "oscar: %s expects a number in [%g, %g], got '%s'\n", flag, lo, hi, v);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 /* 0 ok, 2 usage error, 3 help */
 static int parse(int argc, char **argv, listen_opts *o) {
     memset(o, 0, sizeof *o);
@@ -138,20 +114,17 @@ static int parse(int argc, char **argv, listen_opts *o) {
         else if (!strcmp(a, "-s") || !strcmp(a, "--system")) { NEEDV(); o->system = v; }
         else if (!strcmp(a, "--instruction")) { NEEDV(); o->instruction = v; }
         else if (!strcmp(a, "--transcribe-only")) o->transcribe_only = 1;
-        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { NEEDV(); if (p_int(a, v, 0, 1 << 20, &o->n_predict)) return 2; }
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { NEEDV(); if (p_int(a, v, 16, 1 << 22, &o->n_ctx)) return 2; }
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (p_int(a, v, 0, 1024, &o->threads)) return 2; }
-        else if (!strcmp(a, "--temp")) { NEEDV(); if (p_num(a, v, 0, 100, &d)) return 2; o->temp = (float)d; o->set_temp = 1; }
-        else if (!strcmp(a, "--top-k")) { NEEDV(); if (p_int(a, v, 0, 1 << 24, &o->top_k)) return 2; o->set_topk = 1; }
-        else if (!strcmp(a, "--top-p")) { NEEDV(); if (p_num(a, v, 0, 1, &d)) return 2; o->top_p = (float)d; o->set_topp = 1; }
-        else if (!strcmp(a, "--min-p")) { NEEDV(); if (p_num(a, v, 0, 1, &d)) return 2; o->min_p = (float)d; o->set_minp = 1; }
-        else if (!strcmp(a, "--repeat-penalty")) { NEEDV(); if (p_num(a, v, 0.01, 100, &d)) return 2; o->rp = (float)d; o->set_rp = 1; }
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { NEEDV(); if (osc_arg_int(a, v, 0, 1 << 20, &o->n_predict)) return 2; }
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { NEEDV(); if (osc_arg_int(a, v, 16, 1 << 22, &o->n_ctx)) return 2; }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (osc_arg_int(a, v, 0, 1024, &o->threads)) return 2; }
+        else if (!strcmp(a, "--temp")) { NEEDV(); if (osc_arg_double(a, v, 0, 100, &d)) return 2; o->temp = (float)d; o->set_temp = 1; }
+        else if (!strcmp(a, "--top-k")) { NEEDV(); if (osc_arg_int(a, v, 0, 1 << 24, &o->top_k)) return 2; o->set_topk = 1; }
+        else if (!strcmp(a, "--top-p")) { NEEDV(); if (osc_arg_double(a, v, 0, 1, &d)) return 2; o->top_p = (float)d; o->set_topp = 1; }
+        else if (!strcmp(a, "--min-p")) { NEEDV(); if (osc_arg_double(a, v, 0, 1, &d)) return 2; o->min_p = (float)d; o->set_minp = 1; }
+        else if (!strcmp(a, "--repeat-penalty")) { NEEDV(); if (osc_arg_double(a, v, 0.01, 100, &d)) return 2; o->rp = (float)d; o->set_rp = 1; }
         else if (!strcmp(a, "--seed")) {
             NEEDV();
-            char *end;
-            errno = 0;
-            o->seed = strtoull(v, &end, 10);
-            if (errno || *end || end == v || v[0] == '-') { fprintf(stderr, "oscar: --seed expects a non-negative integer, got '%s'\n", v); return 2; }
+            if (osc_arg_u64(a, v, &o->seed)) return 2;
         }
         else if (!strcmp(a, "--kv")) { NEEDV(); o->kv = v; }
         else if (!strcmp(a, "--device")) {
@@ -159,8 +132,8 @@ static int parse(int argc, char **argv, listen_opts *o) {
             if (strcmp(v, "cpu") && strcmp(v, "cuda") && strcmp(v, "auto")) { fprintf(stderr, "oscar: --device must be cpu, cuda or auto\n"); return 2; }
             o->device = v;
         }
-        else if (!strcmp(a, "--max-seconds")) { NEEDV(); if (p_num(a, v, 0.1, 86400, &o->max_seconds)) return 2; }
-        else if (!strcmp(a, "--audio-seconds")) { NEEDV(); if (p_num(a, v, 0.1, 7200, &o->bench_seconds)) return 2; }
+        else if (!strcmp(a, "--max-seconds")) { NEEDV(); if (osc_arg_double(a, v, 0.1, 86400, &o->max_seconds)) return 2; }
+        else if (!strcmp(a, "--audio-seconds")) { NEEDV(); if (osc_arg_double(a, v, 0.1, 7200, &o->bench_seconds)) return 2; }
         else if (!strcmp(a, "--json")) o->json = 1;
         else if (!strcmp(a, "-v") || !strcmp(a, "--verbose")) o->verbose = 1;
         else { fprintf(stderr, "oscar: unknown option '%s' (see oscar listen --help)\n", a); return 2; }

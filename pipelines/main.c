@@ -1,7 +1,6 @@
 /* oscar: the command-line front end. The only place that prints and picks exit codes.
  * Exit codes: 0 ok, 1 runtime error (bad model, bad input, out of memory), 2 usage error. */
 #include <cjson/cJSON.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +12,7 @@
 #include "cli.h"
 #include "kernels/ops.h"
 #include "pipelines/lib/mmchat.h"
+#include "lib/args.h"
 
 #define CHAT_MAX_MEDIA 64
 
@@ -83,30 +83,6 @@ static void log_to_stderr(osc_log_level lv, const char *msg, void *user) {
     fprintf(stderr, "oscar: %s: %s\n", names[lv], msg);
 }
 
-static int parse_int(const char *flag, const char *v, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || *end || end == v || x < lo || x > hi) {
-        fprintf(stderr, "oscar: %s expects an integer in [%d, %d], got '%s'\n", flag, lo, hi, v);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
-}
-
-static int parse_float(const char *flag, const char *v, float lo, float hi, float *out) {
-    char *end;
-    errno = 0;
-    float x = strtof(v, &end);
-    if (errno || *end || end == v || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "oscar: %s expects a number in [%g, %g], got '%s'\n", flag, lo, hi, v);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 /* Returns 0 on success, 2 on a usage error, 3 for --help. */
 static int parse_chat(int argc, char **argv, chat_opts *o) {
     memset(o, 0, sizeof *o);
@@ -127,21 +103,17 @@ static int parse_chat(int argc, char **argv, chat_opts *o) {
             o->media[o->n_media++] = v;
         }
         else if (!strcmp(a, "-s") || !strcmp(a, "--system")) { NEEDV(); o->system = v; }
-        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { NEEDV(); if (parse_int(a, v, 0, 1 << 20, &o->n_predict)) return 2; }
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { NEEDV(); if (parse_int(a, v, 16, 1 << 22, &o->n_ctx)) return 2; }
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (parse_int(a, v, 0, 1024, &o->threads)) return 2; }
-        else if (!strcmp(a, "--temp")) { NEEDV(); if (parse_float(a, v, 0, 100, &o->sp.temperature)) return 2; o->set_temp = 1; }
-        else if (!strcmp(a, "--top-k")) { NEEDV(); if (parse_int(a, v, 0, 1 << 24, &o->sp.top_k)) return 2; o->set_topk = 1; }
-        else if (!strcmp(a, "--top-p")) { NEEDV(); if (parse_float(a, v, 0, 1, &o->sp.top_p)) return 2; o->set_topp = 1; }
-        else if (!strcmp(a, "--min-p")) { NEEDV(); if (parse_float(a, v, 0, 1, &o->sp.min_p)) return 2; o->set_minp = 1; }
-        else if (!strcmp(a, "--repeat-penalty")) { NEEDV(); if (parse_float(a, v, 0.01f, 100, &o->sp.repeat_penalty)) return 2; o->set_rp = 1; }
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { NEEDV(); if (osc_arg_int(a, v, 0, 1 << 20, &o->n_predict)) return 2; }
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { NEEDV(); if (osc_arg_int(a, v, 16, 1 << 22, &o->n_ctx)) return 2; }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (osc_arg_int(a, v, 0, 1024, &o->threads)) return 2; }
+        else if (!strcmp(a, "--temp")) { NEEDV(); if (osc_arg_float(a, v, 0, 100, &o->sp.temperature)) return 2; o->set_temp = 1; }
+        else if (!strcmp(a, "--top-k")) { NEEDV(); if (osc_arg_int(a, v, 0, 1 << 24, &o->sp.top_k)) return 2; o->set_topk = 1; }
+        else if (!strcmp(a, "--top-p")) { NEEDV(); if (osc_arg_float(a, v, 0, 1, &o->sp.top_p)) return 2; o->set_topp = 1; }
+        else if (!strcmp(a, "--min-p")) { NEEDV(); if (osc_arg_float(a, v, 0, 1, &o->sp.min_p)) return 2; o->set_minp = 1; }
+        else if (!strcmp(a, "--repeat-penalty")) { NEEDV(); if (osc_arg_float(a, v, 0.01f, 100, &o->sp.repeat_penalty)) return 2; o->set_rp = 1; }
         else if (!strcmp(a, "--seed")) {
             NEEDV();
-            char *end;
-            errno = 0;
-            unsigned long long s = strtoull(v, &end, 10);
-            if (errno || *end || end == v) { fprintf(stderr, "oscar: --seed expects a non-negative integer, got '%s'\n", v); return 2; }
-            o->sp.seed = s;
+            if (osc_arg_u64(a, v, &o->sp.seed)) return 2;
             o->set_seed = 1;
         }
         else if (!strcmp(a, "--kv")) { NEEDV(); o->kv = v; }

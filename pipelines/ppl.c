@@ -43,6 +43,7 @@
 #include "llm/model.h"
 #include "llm/tokenizer.h"
 #include "pipelines/cli.h"
+#include "lib/args.h"
 
 #define PPL_MAX_MODES 16
 #define PPL_MAX_TEXT (256u << 20)
@@ -100,18 +101,6 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int parse_int_p(const char *flag, const char *v, int lo, int hi, int *out) {
-    char *end;
-    errno = 0;
-    long x = strtol(v, &end, 10);
-    if (errno || *end || end == v || x < lo || x > hi) {
-        fprintf(stderr, "oscar: %s expects an integer in [%d, %d], got '%s'\n", flag, lo, hi, v);
-        return -1;
-    }
-    *out = (int)x;
-    return 0;
-}
-
 static int add_mode(ppl_opts *o, const char *m) {
     for (int i = 0; i < o->n_modes; i++)
         if (!strcmp(o->modes[i], m)) return 0;
@@ -138,13 +127,13 @@ static int parse_ppl(int argc, char **argv, ppl_opts *o) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return 3;
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEEDV(); o->model = v; }
         else if (!strcmp(a, "-f") || !strcmp(a, "--file")) { NEEDV(); o->text = v; }
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { NEEDV(); if (parse_int_p(a, v, 4, 1 << 20, &o->ctx)) return 2; }
-        else if (!strcmp(a, "--stride")) { NEEDV(); if (parse_int_p(a, v, 1, 1 << 20, &o->stride)) return 2; }
-        else if (!strcmp(a, "--max-windows")) { NEEDV(); if (parse_int_p(a, v, 1, 1 << 20, &o->max_windows)) return 2; }
-        else if (!strcmp(a, "--chunk")) { NEEDV(); if (parse_int_p(a, v, 1, 1 << 16, &o->chunk)) return 2; }
-        else if (!strcmp(a, "--batch")) { NEEDV(); if (parse_int_p(a, v, 1, 1 << 16, &o->batch)) return 2; }
-        else if (!strcmp(a, "--residual")) { NEEDV(); if (parse_int_p(a, v, 32, 1 << 20, &o->residual)) return 2; }
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (parse_int_p(a, v, 0, 1024, &o->threads)) return 2; }
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { NEEDV(); if (osc_arg_int(a, v, 4, 1 << 20, &o->ctx)) return 2; }
+        else if (!strcmp(a, "--stride")) { NEEDV(); if (osc_arg_int(a, v, 1, 1 << 20, &o->stride)) return 2; }
+        else if (!strcmp(a, "--max-windows")) { NEEDV(); if (osc_arg_int(a, v, 1, 1 << 20, &o->max_windows)) return 2; }
+        else if (!strcmp(a, "--chunk")) { NEEDV(); if (osc_arg_int(a, v, 1, 1 << 16, &o->chunk)) return 2; }
+        else if (!strcmp(a, "--batch")) { NEEDV(); if (osc_arg_int(a, v, 1, 1 << 16, &o->batch)) return 2; }
+        else if (!strcmp(a, "--residual")) { NEEDV(); if (osc_arg_int(a, v, 32, 1 << 20, &o->residual)) return 2; }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (osc_arg_int(a, v, 0, 1024, &o->threads)) return 2; }
         else if (!strcmp(a, "--kv")) { NEEDV(); kv = v; }
         else if (!strcmp(a, "--device")) {
             NEEDV();

@@ -7,7 +7,6 @@
  * (llm/omni_prompt.h) -> M-RoPE position ids (llm/mm_pos.h) -> one prefill with the encoder
  * rows scattered into the pad rows -> sampling, each new token at position cache_index + delta.
  * The answer streams to stdout (or one JSON object with --json); speed goes to stderr. */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +30,7 @@
 #include "llm/sampler.h"
 #include "llm/tokenizer.h"
 #include "oscar.h"
+#include "lib/args.h"
 
 #define VQA_MAX_IMAGES 64
 
@@ -42,7 +42,7 @@ typedef struct vqa_opts {
     long long min_pixels, max_pixels;
     float temp, top_p, min_p, rp;
     int top_k;
-    unsigned long long seed;
+    uint64_t seed;
     int set_temp, set_topk, set_topp, set_minp, set_rp;
 } vqa_opts;
 
@@ -75,29 +75,6 @@ static void usage(FILE *f) {
             "  -h, --help            this help\n");
 }
 
-static int p_int(const char *flag, const char *v, long long lo, long long hi, long long *out) {
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (errno || *end || end == v || x < lo || x > hi) {
-        fprintf(stderr, "oscar: %s expects an integer in [%lld, %lld], got '%s'\n", flag, lo, hi, v);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-static int p_float(const char *flag, const char *v, float lo, float hi, float *out) {
-    char *end;
-    errno = 0;
-    float x = strtof(v, &end);
-    if (errno || *end || end == v || !(x >= lo && x <= hi)) {
-        fprintf(stderr, "oscar: %s expects a number in [%g, %g], got '%s'\n", flag, lo, hi, v);
-        return -1;
-    }
-    *out = x;
-    return 0;
-}
-
 /* 0 ok, 2 usage error, 3 help */
 static int parse(int argc, char **argv, vqa_opts *o) {
     memset(o, 0, sizeof *o);
@@ -117,22 +94,19 @@ static int parse(int argc, char **argv, vqa_opts *o) {
         }
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) { NEEDV(); o->prompt = v; }
         else if (!strcmp(a, "-s") || !strcmp(a, "--system")) { NEEDV(); o->system = v; }
-        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { NEEDV(); if (p_int(a, v, 0, 1 << 20, &x)) return 2; o->n_predict = (int)x; }
-        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { NEEDV(); if (p_int(a, v, 16, 1 << 22, &x)) return 2; o->n_ctx = (int)x; }
-        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (p_int(a, v, 0, 1024, &x)) return 2; o->threads = (int)x; }
-        else if (!strcmp(a, "--min-pixels")) { NEEDV(); if (p_int(a, v, 784, 1LL << 40, &o->min_pixels)) return 2; }
-        else if (!strcmp(a, "--max-pixels")) { NEEDV(); if (p_int(a, v, 784, 1LL << 40, &o->max_pixels)) return 2; }
-        else if (!strcmp(a, "--temp")) { NEEDV(); if (p_float(a, v, 0, 100, &o->temp)) return 2; o->set_temp = 1; }
-        else if (!strcmp(a, "--top-k")) { NEEDV(); if (p_int(a, v, 0, 1 << 24, &x)) return 2; o->top_k = (int)x; o->set_topk = 1; }
-        else if (!strcmp(a, "--top-p")) { NEEDV(); if (p_float(a, v, 0, 1, &o->top_p)) return 2; o->set_topp = 1; }
-        else if (!strcmp(a, "--min-p")) { NEEDV(); if (p_float(a, v, 0, 1, &o->min_p)) return 2; o->set_minp = 1; }
-        else if (!strcmp(a, "--repeat-penalty")) { NEEDV(); if (p_float(a, v, 0.01f, 100, &o->rp)) return 2; o->set_rp = 1; }
+        else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { NEEDV(); if (osc_arg_ll(a, v, 0, 1 << 20, &x)) return 2; o->n_predict = (int)x; }
+        else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { NEEDV(); if (osc_arg_ll(a, v, 16, 1 << 22, &x)) return 2; o->n_ctx = (int)x; }
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (osc_arg_ll(a, v, 0, 1024, &x)) return 2; o->threads = (int)x; }
+        else if (!strcmp(a, "--min-pixels")) { NEEDV(); if (osc_arg_ll(a, v, 784, 1LL << 40, &o->min_pixels)) return 2; }
+        else if (!strcmp(a, "--max-pixels")) { NEEDV(); if (osc_arg_ll(a, v, 784, 1LL << 40, &o->max_pixels)) return 2; }
+        else if (!strcmp(a, "--temp")) { NEEDV(); if (osc_arg_float(a, v, 0, 100, &o->temp)) return 2; o->set_temp = 1; }
+        else if (!strcmp(a, "--top-k")) { NEEDV(); if (osc_arg_ll(a, v, 0, 1 << 24, &x)) return 2; o->top_k = (int)x; o->set_topk = 1; }
+        else if (!strcmp(a, "--top-p")) { NEEDV(); if (osc_arg_float(a, v, 0, 1, &o->top_p)) return 2; o->set_topp = 1; }
+        else if (!strcmp(a, "--min-p")) { NEEDV(); if (osc_arg_float(a, v, 0, 1, &o->min_p)) return 2; o->set_minp = 1; }
+        else if (!strcmp(a, "--repeat-penalty")) { NEEDV(); if (osc_arg_float(a, v, 0.01f, 100, &o->rp)) return 2; o->set_rp = 1; }
         else if (!strcmp(a, "--seed")) {
             NEEDV();
-            char *end;
-            errno = 0;
-            o->seed = strtoull(v, &end, 10);
-            if (errno || *end || end == v || *v == '-') { fprintf(stderr, "oscar: --seed expects a non-negative integer, got '%s'\n", v); return 2; }
+            if (osc_arg_u64(a, v, &o->seed)) return 2;
         }
         else if (!strcmp(a, "--kv")) { NEEDV(); o->kv = v; }
         else if (!strcmp(a, "--device")) {
