@@ -10,6 +10,12 @@
  * v untouched). */
 int osc_kv_plain_layer(const osc_kv *kv, int layer, osc_tensor *k, osc_tensor *v);
 
+/* A decode step's stores for B caches at once: row b of k, v [B, Hkv, hd] appended to kvs[b]
+ * as osc_kv_store(kvs[b], layer, row b) would (window flushes included). One copy launch when
+ * every cache is a quantised block mode on the GPU with the same shape and room for the row;
+ * then *done = 1. Otherwise *done = 0 and nothing changed (store per cache). */
+osc_status osc_kv_store_batch(osc_kv **kvs, int B, int layer, const osc_tensor *k, const osc_tensor *v, int *done);
+
 /* A decode step's attention for B caches at once, after each cache's osc_kv_store of its one
  * row of `layer`: q/out [B, Hq, hd], row b attends to kvs[b] as osc_kv_attend would. One launch
  * when every cache is a quantised block mode (kivi, rot, oscar) on the GPU with the same mode

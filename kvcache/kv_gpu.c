@@ -25,6 +25,7 @@
 
 #include "../core/device.h"
 #include "../kernels/cuda/kvquant_launch.h"
+#include "../kernels/cuda/launch.h"
 #include "../kernels/ops.h"
 #include "kv_internal.h"
 #include "kv_quant.h"
@@ -288,6 +289,43 @@ osc_status osc_kvg_store(osc_kv *kv, int l, const osc_tensor *k, const osc_tenso
     kv->cur_v = v->data;
     kv->cur_S = S;
     kv->cur_layer = l;
+    return OSC_OK;
+}
+
+/* One decode row per cache for B GPU block caches (osc_kv_store_batch): full windows are
+ * flushed first (per cache, as osc_kvg_store does), then one launch copies row b of k/v
+ * [B, Hkv, hd] into cache b's window. The caller has checked modes, shapes and lengths. */
+osc_status osc_kvg_store_rows(osc_kv **kvs, int B, int l, const osc_tensor *k, const osc_tensor *v) {
+    const osc_kv *k0 = kvs[0];
+    const size_t row = (size_t)k0->p.n_kv_heads * k0->p.head_dim, rowb = row * 2;
+    const size_t tab_bytes = (size_t)2 * B * sizeof(void *), bytes = tab_bytes + (size_t)B * sizeof(int32_t);
+    char *h = malloc(bytes);
+    if (!h) return osc_error(OSC_ERR_OOM, "kv store batch: out of host memory");
+    void **tab = (void **)h;
+    int32_t *lens1 = (int32_t *)(h + tab_bytes);
+    osc_status s = OSC_OK;
+    for (int b = 0; b < B && s == OSC_OK; b++) {
+        osc_kv *kv = kvs[b];
+        if (kv->nres[l] == kv->R) s = flush_window(kv, l); /* lazy: the newest token stays in the window */
+        tab[b] = g_rk(kv, l, kv->nres[l]);
+        tab[B + b] = g_rv(kv, l, kv->nres[l]);
+        lens1[b] = 1;
+    }
+    void *d = NULL;
+    if (s == OSC_OK) s = tmp_get(bytes, &d);
+    if (s == OSC_OK) s = osc_cuda_memcpy_async(d, h, bytes, 1); /* staged: h may go at once */
+    free(h);
+    OSC_TRY(s);
+    OSC_TRY(osc_cuda_kv_append(k->data, v->data, (void *const *)d, B, (const int32_t *)((char *)d + tab_bytes), B,
+                               (int)row));
+    for (int b = 0; b < B; b++) {
+        osc_kv *kv = kvs[b];
+        kv->nres[l] += 1;
+        kv->cur_k = (char *)k->data + (size_t)b * rowb;
+        kv->cur_v = (char *)v->data + (size_t)b * rowb;
+        kv->cur_S = 1;
+        kv->cur_layer = l;
+    }
     return OSC_OK;
 }
 

@@ -84,6 +84,7 @@ void osc_kvg_free(osc_kv *kv);
 size_t osc_kvg_bytes(const osc_kv_params *p, int kind, int bits, int norm);
 osc_status osc_kvg_store(osc_kv *kv, int l, const osc_tensor *k, const osc_tensor *v);
 osc_status osc_kvg_attend(osc_kv *kv, int l, const osc_tensor *q, osc_tensor *out, float scale);
+osc_status osc_kvg_store_rows(osc_kv **kvs, int B, int l, const osc_tensor *k, const osc_tensor *v);
 osc_status osc_kvg_attend_batch(osc_kv **kvs, int B, int l, const osc_tensor *q, osc_tensor *out, float scale,
                                 int *done);
 osc_status osc_kvg_truncate_layer(osc_kv *kv, int l, int n);

@@ -507,6 +507,36 @@ osc_status osc_kv_store(osc_kv *kv, int layer, const osc_tensor *k, const osc_te
     return osc_op_convert(&dv, v);
 }
 
+osc_status osc_kv_store_batch(osc_kv **kvs, int B, int layer, const osc_tensor *k, const osc_tensor *v, int *done) {
+    *done = 0;
+    if (B < 2 || !kvs || layer < 0 || layer >= kvs[0]->p.n_layers) return OSC_OK;
+#ifdef OSC_HAVE_CUDA
+    const osc_kv *k0 = kvs[0];
+    const int H = k0->p.n_kv_heads, hd = k0->p.head_dim;
+    if (!k0->g || k->dev != k0->p.dev || v->dev != k0->p.dev || k->dt != OSC_BF16 || v->dt != OSC_BF16 || k->nd != 3 ||
+        v->nd != 3 || k->ne[0] != B || v->ne[0] != B || k->ne[1] != H || v->ne[1] != H || k->ne[2] != hd ||
+        v->ne[2] != hd || ((H * hd) % 8))
+        return OSC_OK;
+    for (int b = 0; b < B; b++) {
+        const osc_kv *kv = kvs[b];
+        if (!kv->g || kv->m.kind != KV_BLOCK || kv->p.n_kv_heads != H || kv->p.head_dim != hd ||
+            kv->p.n_layers != k0->p.n_layers || kv->len + 1 > kv->p.n_ctx ||
+            kv->nq[layer] + kv->nres[layer] != kv->len)
+            return OSC_OK;
+    }
+    for (int b = 0; b < B; b++) {
+        osc_kv *kv = kvs[b];
+        if (kv->pool) OSC_TRY(pool_reserve(kv, kv->len + 1));
+        kv->pending = 1;
+    }
+    OSC_TRY(osc_kvg_store_rows(kvs, B, layer, k, v));
+    *done = 1;
+#else
+    (void)k, (void)v;
+#endif
+    return OSC_OK;
+}
+
 /* ---- quantised attention (CPU reference) -------------------------------------------------- */
 
 /* Online-softmax state of the gq query heads sharing one kv head. */

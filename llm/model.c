@@ -784,12 +784,15 @@ static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch 
             }
             OSC_TRY(osc_op_attention_decode_batch(&a3, &q3, c->bkp, c->bvp, c->blen, n_seq, scale));
         } else if (m->dev != OSC_DEV_CPU && n_seq > 1 && N == n_seq) {
-            /* decode of several quantised caches: stores, then one fused launch when they allow */
-            for (int s2 = 0; s2 < n_seq; s2++) {
+            /* decode of several quantised caches: one store launch and one fused attention
+             * launch when they allow, else per cache */
+            int done = 0;
+            OSC_TRY(osc_kv_store_batch(kv, n_seq, l, &k3, &v3, &done));
+            for (int s2 = 0; !done && s2 < n_seq; s2++) {
                 osc_tensor ks = osc_tensor_rows(&k3, s2, 1), vs = osc_tensor_rows(&v3, s2, 1);
                 OSC_TRY(osc_kv_store(kv[s2], l, &ks, &vs));
             }
-            int done = 0;
+            done = 0;
             OSC_TRY(osc_kv_attend_batch(kv, n_seq, l, &q3, &a3, scale, &done));
             for (int s2 = 0; !done && s2 < n_seq; s2++) {
                 osc_tensor qs = osc_tensor_rows(&q3, s2, 1), as = osc_tensor_rows(&a3, s2, 1);

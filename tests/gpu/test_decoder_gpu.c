@@ -321,13 +321,14 @@ out:
     osc_llm_free(cm);
 }
 
-/* Quantised caches decoded together (one fused attention launch for all of them,
- * osc_kv_attend_batch) vs each sequence decoded alone (one launch per cache): three sequences
- * of different lengths with a 32-token window (packed parts, residuals of different fill), 8
- * teacher-forced steps, contiguous caches and caches from one page pool. */
+/* Quantised caches decoded together (one store launch and one fused attention launch for all
+ * of them, osc_kv_store_batch / osc_kv_attend_batch) vs each sequence decoded alone: three
+ * sequences of different lengths with a 32-token window (packed parts, residuals of different
+ * fill; one window fills and is flushed during the steps), 8 teacher-forced steps, contiguous
+ * caches and caches from one page pool. */
 static void quant_batch_run(osc_llm *m, const char *mode, int pooled, int together, float *out) {
     const osc_llm_config *c = osc_llm_config_of(m);
-    const int V = c->vocab_size, P[3] = {40, 301, 77}, NS = 8;
+    const int V = c->vocab_size, P[3] = {60, 301, 77}, NS = 8; /* 60: its window fills and flushes */
     osc_kv_params kp = {mode, c->n_layers, c->n_kv_heads, c->head_dim, 400, osc_llm_device(m), osc_llm_act_dtype(m), 32};
     osc_kv_pool *pool = NULL;
     osc_kv *kv[3] = {0};
