@@ -256,15 +256,21 @@ osc_status osc_op_argmax(osc_tensor *out, const osc_tensor *x) {
     DISPATCH(out->dev, osc_cpu_argmax(out, x), osc_cuda_argmax(out, x));
 }
 
-osc_status osc_op_attention(osc_tensor *out, const osc_tensor *q, const osc_tensor *k, const osc_tensor *v,
-                            int64_t q_pos0, float scale, int causal) {
-    const char *op = "attention";
+/* the tensor / device / dtype checks every attention op starts with */
+static osc_status attn_tensors_ok(const char *op, const osc_tensor *out, const osc_tensor *q, const osc_tensor *k,
+                                  const osc_tensor *v) {
     TRY(check_tensor(op, "out", out)); TRY(check_tensor(op, "q", q));
     TRY(check_tensor(op, "k", k)); TRY(check_tensor(op, "v", v));
     TRY(same_dev(op, "q", q, out)); TRY(same_dev(op, "k", k, out)); TRY(same_dev(op, "v", v, out));
     osc_dtype dt = act_dt(out->dev);
     TRY(want_dt(op, "out", out, dt)); TRY(want_dt(op, "q", q, dt));
     TRY(want_dt(op, "k", k, dt)); TRY(want_dt(op, "v", v, dt));
+    return OSC_OK;
+}
+
+osc_status osc_op_attention(osc_tensor *out, const osc_tensor *q, const osc_tensor *k, const osc_tensor *v,
+                            int64_t q_pos0, float scale, int causal) {
+    TRY(attn_tensors_ok("attention", out, q, k, v));
     if (q->nd != 3 || k->nd != 3 || v->nd != 3 || out->nd != 3 || k->ne[0] != v->ne[0] || k->ne[1] != v->ne[1] ||
         k->ne[2] != q->ne[2] || v->ne[2] != q->ne[2] || out->ne[0] != q->ne[0] || out->ne[1] != q->ne[1] ||
         out->ne[2] != q->ne[2] || k->ne[1] <= 0 || q->ne[1] % k->ne[1] != 0 || q->ne[2] <= 0)
@@ -284,12 +290,7 @@ osc_status osc_op_attention(osc_tensor *out, const osc_tensor *q, const osc_tens
 osc_status osc_op_attention_varlen(osc_tensor *out, const osc_tensor *q, const osc_tensor *k, const osc_tensor *v,
                                    const int32_t *cu, int nseg, float scale, int causal) {
     const char *op = "attention_varlen";
-    TRY(check_tensor(op, "out", out)); TRY(check_tensor(op, "q", q));
-    TRY(check_tensor(op, "k", k)); TRY(check_tensor(op, "v", v));
-    TRY(same_dev(op, "q", q, out)); TRY(same_dev(op, "k", k, out)); TRY(same_dev(op, "v", v, out));
-    osc_dtype dt = act_dt(out->dev);
-    TRY(want_dt(op, "out", out, dt)); TRY(want_dt(op, "q", q, dt));
-    TRY(want_dt(op, "k", k, dt)); TRY(want_dt(op, "v", v, dt));
+    TRY(attn_tensors_ok(op, out, q, k, v));
     if (q->nd != 3 || k->nd != 3 || v->nd != 3 || out->nd != 3 || k->ne[0] != q->ne[0] || v->ne[0] != q->ne[0] ||
         k->ne[1] != v->ne[1] || k->ne[2] != q->ne[2] || v->ne[2] != q->ne[2] || out->ne[0] != q->ne[0] ||
         out->ne[1] != q->ne[1] || out->ne[2] != q->ne[2] || k->ne[1] <= 0 || q->ne[1] % k->ne[1] != 0 || q->ne[2] <= 0)
