@@ -64,10 +64,7 @@ typedef struct cap_opts {
     double fps;
     int max_frames, min_frames, nframes;
     long long min_pixels, max_pixels;
-    float temp, top_p, min_p, rp;
-    int top_k;
-    uint64_t seed;
-    int set_temp, set_topk, set_topp, set_minp, set_rp;
+    osc_sampling_flags smp;
 } cap_opts;
 
 static void usage(FILE *f) {
@@ -139,7 +136,6 @@ static int parse(int argc, char **argv, cap_opts *o) {
     if (!o->inputs) return 2;
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-        double d;
 #define NEEDV() do { if (!v) { fprintf(stderr, "oscar: %s needs a value\n", a); return 2; } i++; } while (0)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return 3;
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEEDV(); o->model = v; }
@@ -158,15 +154,7 @@ static int parse(int argc, char **argv, cap_opts *o) {
         else if (!strcmp(a, "-b") || !strcmp(a, "--batch")) { NEEDV(); if (osc_arg_int(a, v, 1, CAP_MAX_BATCH, &o->batch)) return 2; }
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { NEEDV(); if (osc_arg_int(a, v, 64, 1 << 22, &o->n_ctx)) return 2; }
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { NEEDV(); if (osc_arg_int(a, v, 0, 1 << 20, &o->n_predict)) return 2; }
-        else if (!strcmp(a, "--temp")) { NEEDV(); if (osc_arg_double(a, v, 0, 100, &d)) return 2; o->temp = (float)d; o->set_temp = 1; }
-        else if (!strcmp(a, "--top-k")) { NEEDV(); if (osc_arg_int(a, v, 0, 1 << 24, &o->top_k)) return 2; o->set_topk = 1; }
-        else if (!strcmp(a, "--top-p")) { NEEDV(); if (osc_arg_double(a, v, 0, 1, &d)) return 2; o->top_p = (float)d; o->set_topp = 1; }
-        else if (!strcmp(a, "--min-p")) { NEEDV(); if (osc_arg_double(a, v, 0, 1, &d)) return 2; o->min_p = (float)d; o->set_minp = 1; }
-        else if (!strcmp(a, "--repeat-penalty")) { NEEDV(); if (osc_arg_double(a, v, 0.01, 100, &d)) return 2; o->rp = (float)d; o->set_rp = 1; }
-        else if (!strcmp(a, "--seed")) {
-            NEEDV();
-            if (osc_arg_u64(a, v, &o->seed)) return 2;
-        }
+        else if (osc_sampling_flag_is(a)) { NEEDV(); if (osc_sampling_flag_parse(a, v, &o->smp)) return 2; }
         else if (!strcmp(a, "--kv")) { NEEDV(); o->kv = v; }
         else if (!strcmp(a, "--device")) {
             NEEDV();
@@ -699,7 +687,7 @@ static void slot_start(engine *e, slot *s, osc_cap_item *it) {
     s->n_hist = s->n_prompt = n;
     s->active = 1;
     osc_detok_init(&s->dt);
-    osc_sampler_reseed(s->smp, path_seed(e->o->seed, it->file));
+    osc_sampler_reseed(s->smp, path_seed(e->o->smp.seed, it->file));
     free(ids);
     free(pos);
     free(rows);
@@ -917,12 +905,8 @@ int osc_cli_caption(int argc, char **argv) {
         e.sp.min_p = m.gen.min_p;
     }
     e.sp.repeat_penalty = m.gen.repeat_penalty > 0 ? m.gen.repeat_penalty : 1.0f;
-    if (o.set_temp) e.sp.temperature = o.temp;
-    if (o.set_topk) e.sp.top_k = o.top_k;
-    if (o.set_topp) e.sp.top_p = o.top_p;
-    if (o.set_minp) e.sp.min_p = o.min_p;
-    if (o.set_rp) e.sp.repeat_penalty = o.rp;
-    e.sp.seed = o.seed;
+    osc_sampling_flags_apply(&o.smp, &e.sp);
+    e.sp.seed = o.smp.seed;
     /* the KV slot size: -c, or the largest of the first videos' prompts + -n */
     int n_ctx = o.n_ctx;
     int64_t max_patches = 0;

@@ -48,10 +48,7 @@ typedef struct listen_opts {
     const char *model, *audio, *prompt, *system, *instruction, *kv, *device;
     int n_predict, n_ctx, threads, json, verbose, transcribe_only;
     double max_seconds, bench_seconds;
-    float temp, top_p, min_p, rp;
-    int top_k;
-    uint64_t seed;
-    int set_temp, set_topk, set_topp, set_minp, set_rp;
+    osc_sampling_flags smp;
 } listen_opts;
 
 static void usage(FILE *f) {
@@ -105,7 +102,6 @@ static int parse(int argc, char **argv, listen_opts *o) {
     for (int i = 0; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-        double d;
 #define NEEDV() do { if (!v) { fprintf(stderr, "oscar: %s needs a value\n", a); return 2; } i++; } while (0)
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) return 3;
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) { NEEDV(); o->model = v; }
@@ -117,15 +113,7 @@ static int parse(int argc, char **argv, listen_opts *o) {
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { NEEDV(); if (osc_arg_int(a, v, 0, 1 << 20, &o->n_predict)) return 2; }
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { NEEDV(); if (osc_arg_int(a, v, 16, 1 << 22, &o->n_ctx)) return 2; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (osc_arg_int(a, v, 0, 1024, &o->threads)) return 2; }
-        else if (!strcmp(a, "--temp")) { NEEDV(); if (osc_arg_double(a, v, 0, 100, &d)) return 2; o->temp = (float)d; o->set_temp = 1; }
-        else if (!strcmp(a, "--top-k")) { NEEDV(); if (osc_arg_int(a, v, 0, 1 << 24, &o->top_k)) return 2; o->set_topk = 1; }
-        else if (!strcmp(a, "--top-p")) { NEEDV(); if (osc_arg_double(a, v, 0, 1, &d)) return 2; o->top_p = (float)d; o->set_topp = 1; }
-        else if (!strcmp(a, "--min-p")) { NEEDV(); if (osc_arg_double(a, v, 0, 1, &d)) return 2; o->min_p = (float)d; o->set_minp = 1; }
-        else if (!strcmp(a, "--repeat-penalty")) { NEEDV(); if (osc_arg_double(a, v, 0.01, 100, &d)) return 2; o->rp = (float)d; o->set_rp = 1; }
-        else if (!strcmp(a, "--seed")) {
-            NEEDV();
-            if (osc_arg_u64(a, v, &o->seed)) return 2;
-        }
+        else if (osc_sampling_flag_is(a)) { NEEDV(); if (osc_sampling_flag_parse(a, v, &o->smp)) return 2; }
         else if (!strcmp(a, "--kv")) { NEEDV(); o->kv = v; }
         else if (!strcmp(a, "--device")) {
             NEEDV();
@@ -589,12 +577,8 @@ int osc_cli_listen(int argc, char **argv) {
             sp.min_p = g.min_p;
         }
         sp.repeat_penalty = g.repeat_penalty > 0 ? g.repeat_penalty : 1.0f;
-        if (o.set_temp) sp.temperature = o.temp;
-        if (o.set_topk) sp.top_k = o.top_k;
-        if (o.set_topp) sp.top_p = o.top_p;
-        if (o.set_minp) sp.min_p = o.min_p;
-        if (o.set_rp) sp.repeat_penalty = o.rp;
-        sp.seed = o.seed;
+        osc_sampling_flags_apply(&o.smp, &sp);
+        sp.seed = o.smp.seed;
         if (osc_sampler_new(&sp, c.vocab, &c.smp) != OSC_OK) { fail("sampler"); goto free_feats; }
         for (int i = 0; i < cfg.n_eos && c.n_stop < 6; i++) c.stop[c.n_stop++] = cfg.eos_ids[i];
         for (int i = 0; i < g.n_eos && c.n_stop < 6; i++) c.stop[c.n_stop++] = g.eos_ids[i];

@@ -22,8 +22,7 @@ typedef struct chat_opts {
     int media_audio[CHAT_MAX_MEDIA];
     int n_media;
     int n_predict, n_ctx, threads, json, verbose;
-    osc_sampling_params sp;
-    int set_temp, set_topk, set_topp, set_minp, set_rp, set_seed;
+    osc_sampling_flags smp;
 } chat_opts;
 
 static void usage_main(FILE *f) {
@@ -106,16 +105,7 @@ static int parse_chat(int argc, char **argv, chat_opts *o) {
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) { NEEDV(); if (osc_arg_int(a, v, 0, 1 << 20, &o->n_predict)) return 2; }
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx")) { NEEDV(); if (osc_arg_int(a, v, 16, 1 << 22, &o->n_ctx)) return 2; }
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (osc_arg_int(a, v, 0, 1024, &o->threads)) return 2; }
-        else if (!strcmp(a, "--temp")) { NEEDV(); if (osc_arg_float(a, v, 0, 100, &o->sp.temperature)) return 2; o->set_temp = 1; }
-        else if (!strcmp(a, "--top-k")) { NEEDV(); if (osc_arg_int(a, v, 0, 1 << 24, &o->sp.top_k)) return 2; o->set_topk = 1; }
-        else if (!strcmp(a, "--top-p")) { NEEDV(); if (osc_arg_float(a, v, 0, 1, &o->sp.top_p)) return 2; o->set_topp = 1; }
-        else if (!strcmp(a, "--min-p")) { NEEDV(); if (osc_arg_float(a, v, 0, 1, &o->sp.min_p)) return 2; o->set_minp = 1; }
-        else if (!strcmp(a, "--repeat-penalty")) { NEEDV(); if (osc_arg_float(a, v, 0.01f, 100, &o->sp.repeat_penalty)) return 2; o->set_rp = 1; }
-        else if (!strcmp(a, "--seed")) {
-            NEEDV();
-            if (osc_arg_u64(a, v, &o->sp.seed)) return 2;
-            o->set_seed = 1;
-        }
+        else if (osc_sampling_flag_is(a)) { NEEDV(); if (osc_sampling_flag_parse(a, v, &o->smp)) return 2; }
         else if (!strcmp(a, "--kv")) { NEEDV(); o->kv = v; }
         else if (!strcmp(a, "--device")) {
             NEEDV();
@@ -277,12 +267,7 @@ static int cmd_chat_mm(const chat_opts *o) {
     }
     if (o->threads > 0) osc_cpu_set_threads(o->threads);
     if (osc_mmchat_sampler_defaults(o->model, &p.sp) != OSC_OK) return fail("cannot load the model");
-    if (o->set_temp) p.sp.temperature = o->sp.temperature;
-    if (o->set_topk) p.sp.top_k = o->sp.top_k;
-    if (o->set_topp) p.sp.top_p = o->sp.top_p;
-    if (o->set_minp) p.sp.min_p = o->sp.min_p;
-    if (o->set_rp) p.sp.repeat_penalty = o->sp.repeat_penalty;
-    if (o->set_seed) p.sp.seed = o->sp.seed;
+    osc_sampling_flags_apply(&o->smp, &p.sp);
     const int max_tokens = o->n_predict >= 0 ? o->n_predict : 256;
     osc_mmchat *c;
     if (osc_mmchat_open(&p, &c) != OSC_OK) return fail("cannot load the model");
@@ -368,12 +353,7 @@ static int cmd_chat(int argc, char **argv) {
     }
     osc_sampling_params sp = osc_sampling_default_params(m);
     if (o.n_predict >= 0) sp.max_tokens = o.n_predict;
-    if (o.set_temp) sp.temperature = o.sp.temperature;
-    if (o.set_topk) sp.top_k = o.sp.top_k;
-    if (o.set_topp) sp.top_p = o.sp.top_p;
-    if (o.set_minp) sp.min_p = o.sp.min_p;
-    if (o.set_rp) sp.repeat_penalty = o.sp.repeat_penalty;
-    if (o.set_seed) sp.seed = o.sp.seed;
+    osc_sampling_flags_apply_api(&o.smp, &sp);
     int rc = 0;
     if (o.prompt) {
         stream_ctx sc = {!o.json, NULL, 0, 0};

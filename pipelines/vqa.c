@@ -40,10 +40,7 @@ typedef struct vqa_opts {
     int n_images;
     int n_predict, n_ctx, threads, json, verbose;
     long long min_pixels, max_pixels;
-    float temp, top_p, min_p, rp;
-    int top_k;
-    uint64_t seed;
-    int set_temp, set_topk, set_topp, set_minp, set_rp;
+    osc_sampling_flags smp;
 } vqa_opts;
 
 static void usage(FILE *f) {
@@ -99,15 +96,7 @@ static int parse(int argc, char **argv, vqa_opts *o) {
         else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) { NEEDV(); if (osc_arg_ll(a, v, 0, 1024, &x)) return 2; o->threads = (int)x; }
         else if (!strcmp(a, "--min-pixels")) { NEEDV(); if (osc_arg_ll(a, v, 784, 1LL << 40, &o->min_pixels)) return 2; }
         else if (!strcmp(a, "--max-pixels")) { NEEDV(); if (osc_arg_ll(a, v, 784, 1LL << 40, &o->max_pixels)) return 2; }
-        else if (!strcmp(a, "--temp")) { NEEDV(); if (osc_arg_float(a, v, 0, 100, &o->temp)) return 2; o->set_temp = 1; }
-        else if (!strcmp(a, "--top-k")) { NEEDV(); if (osc_arg_ll(a, v, 0, 1 << 24, &x)) return 2; o->top_k = (int)x; o->set_topk = 1; }
-        else if (!strcmp(a, "--top-p")) { NEEDV(); if (osc_arg_float(a, v, 0, 1, &o->top_p)) return 2; o->set_topp = 1; }
-        else if (!strcmp(a, "--min-p")) { NEEDV(); if (osc_arg_float(a, v, 0, 1, &o->min_p)) return 2; o->set_minp = 1; }
-        else if (!strcmp(a, "--repeat-penalty")) { NEEDV(); if (osc_arg_float(a, v, 0.01f, 100, &o->rp)) return 2; o->set_rp = 1; }
-        else if (!strcmp(a, "--seed")) {
-            NEEDV();
-            if (osc_arg_u64(a, v, &o->seed)) return 2;
-        }
+        else if (osc_sampling_flag_is(a)) { NEEDV(); if (osc_sampling_flag_parse(a, v, &o->smp)) return 2; }
         else if (!strcmp(a, "--kv")) { NEEDV(); o->kv = v; }
         else if (!strcmp(a, "--device")) {
             NEEDV();
@@ -318,12 +307,8 @@ int osc_cli_vqa(int argc, char **argv) {
             sp.min_p = g.min_p;
         }
         sp.repeat_penalty = g.repeat_penalty > 0 ? g.repeat_penalty : 1.0f;
-        if (o.set_temp) sp.temperature = o.temp;
-        if (o.set_topk) sp.top_k = o.top_k;
-        if (o.set_topp) sp.top_p = o.top_p;
-        if (o.set_minp) sp.min_p = o.min_p;
-        if (o.set_rp) sp.repeat_penalty = o.rp;
-        sp.seed = o.seed;
+        osc_sampling_flags_apply(&o.smp, &sp);
+        sp.seed = o.smp.seed;
         if (osc_sampler_new(&sp, cfg.vocab_size, &smp) != OSC_OK) { fail("sampler"); goto done; }
         for (int i = 0; i < cfg.n_eos && n_stop < 12; i++) stop[n_stop++] = cfg.eos_ids[i];
         for (int i = 0; i < g.n_eos && n_stop < 12; i++) stop[n_stop++] = g.eos_ids[i];

@@ -7,6 +7,7 @@
 
 #include "tests/check.h"
 #include "pipelines/lib/args.h"
+#include "llm/sampler.h"
 
 /* run f with stderr sent to a temporary file; return what was written there */
 static const char *captured(char *buf, size_t n, int (*f)(void)) {
@@ -73,6 +74,20 @@ int main(void) {
     CHECK(osc_arg_u64("--seed", "-1", &u) == -1, "negative seed rejected");
     CHECK(osc_arg_u64("--seed", "+1", &u) == -1, "signed seed rejected");
     CHECK(osc_arg_u64("--seed", "", &u) == -1, "empty seed rejected");
+    /* sampling flags: only what was given overrides the defaults */
+    osc_sampling_flags sf;
+    memset(&sf, 0, sizeof sf);
+    CHECK(osc_sampling_flag_is("--top-p") && osc_sampling_flag_is("--seed") && !osc_sampling_flag_is("-n") &&
+              !osc_sampling_flag_is("--temperature"), "sampling flag names");
+    CHECK(osc_sampling_flag_parse("--top-p", "0.8", &sf) == 0 && osc_sampling_flag_parse("--seed", "7", &sf) == 0,
+          "parse top-p, seed");
+    CHECK(osc_sampling_flag_parse("--repeat-penalty", "0", &sf) == -1 && !sf.set_rp, "repeat penalty 0 rejected");
+    osc_sampler_params sp = osc_sampler_default_params();
+    sp.temperature = 0.6f, sp.top_k = 20, sp.top_p = 0.95f, sp.min_p = 0.05f, sp.repeat_penalty = 1.1f, sp.seed = 3;
+    osc_sampling_flags_apply(&sf, &sp);
+    CHECK(sp.top_p == 0.8f && sp.seed == 7 && sp.temperature == 0.6f && sp.top_k == 20 && sp.min_p == 0.05f &&
+              sp.repeat_penalty == 1.1f, "apply: top-p %g seed %llu temp %g top-k %d", sp.top_p,
+          (unsigned long long)sp.seed, sp.temperature, sp.top_k);
     fflush(stderr);
     dup2(saved, fileno(stderr));
     close(saved);

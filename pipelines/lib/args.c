@@ -4,6 +4,10 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+#include "llm/sampler.h"
+#include "oscar.h"
 
 int osc_arg_ll(const char *flag, const char *v, long long lo, long long hi, long long *out) {
     char *end;
@@ -54,3 +58,32 @@ int osc_arg_u64(const char *flag, const char *v, uint64_t *out) {
     *out = (uint64_t)x;
     return 0;
 }
+
+int osc_sampling_flag_is(const char *a) {
+    return !strcmp(a, "--temp") || !strcmp(a, "--top-k") || !strcmp(a, "--top-p") || !strcmp(a, "--min-p") ||
+           !strcmp(a, "--repeat-penalty") || !strcmp(a, "--seed");
+}
+
+int osc_sampling_flag_parse(const char *a, const char *v, osc_sampling_flags *f) {
+    if (!strcmp(a, "--temp")) return osc_arg_float(a, v, 0, 100, &f->temp) ? -1 : (f->set_temp = 1, 0);
+    if (!strcmp(a, "--top-k")) return osc_arg_int(a, v, 0, 1 << 24, &f->top_k) ? -1 : (f->set_topk = 1, 0);
+    if (!strcmp(a, "--top-p")) return osc_arg_float(a, v, 0, 1, &f->top_p) ? -1 : (f->set_topp = 1, 0);
+    if (!strcmp(a, "--min-p")) return osc_arg_float(a, v, 0, 1, &f->min_p) ? -1 : (f->set_minp = 1, 0);
+    if (!strcmp(a, "--repeat-penalty")) return osc_arg_float(a, v, 0.01, 100, &f->rp) ? -1 : (f->set_rp = 1, 0);
+    if (!strcmp(a, "--seed")) return osc_arg_u64(a, v, &f->seed) ? -1 : (f->set_seed = 1, 0);
+    fprintf(stderr, "oscar: %s is not a sampling flag\n", a);
+    return -1;
+}
+
+#define OSC_APPLY_SAMPLING(f, sp)                             \
+    do {                                                      \
+        if ((f)->set_temp) (sp)->temperature = (f)->temp;     \
+        if ((f)->set_topk) (sp)->top_k = (f)->top_k;          \
+        if ((f)->set_topp) (sp)->top_p = (f)->top_p;          \
+        if ((f)->set_minp) (sp)->min_p = (f)->min_p;          \
+        if ((f)->set_rp) (sp)->repeat_penalty = (f)->rp;      \
+        if ((f)->set_seed) (sp)->seed = (f)->seed;            \
+    } while (0)
+
+void osc_sampling_flags_apply(const osc_sampling_flags *f, osc_sampler_params *sp) { OSC_APPLY_SAMPLING(f, sp); }
+void osc_sampling_flags_apply_api(const osc_sampling_flags *f, osc_sampling_params *sp) { OSC_APPLY_SAMPLING(f, sp); }
