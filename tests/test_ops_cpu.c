@@ -440,6 +440,46 @@ static void test_attention(void) {
     CHECK(osc_op_attention(&ob16, &q, &k1, &k1, 0, 1.0f, 1) == OSC_ERR_INVALID_ARG, "bf16 out on cpu accepted");
 }
 
+/* segments of packed rows: each against the naive reference on its own rows; rows outside
+ * every segment untouched; bad segment tables rejected with a message */
+static void test_attention_varlen(void) {
+    const int32_t cu[] = {2, 7, 7, 40, 41, 90}; /* 5 segments, one empty; rows 0-1 and 90-92 outside */
+    const int nseg = 5, N = 93, Hq = 4, Hkv = 2, D = 16;
+    for (int causal = 0; causal < 2; causal++) {
+        float *q = rnd((int64_t)N * Hq * D, 2), *k = rnd((int64_t)N * Hkv * D, 2), *v = rnd((int64_t)N * Hkv * D, 1);
+        float *o = zeros((int64_t)N * Hq * D), *r = zeros((int64_t)N * Hq * D);
+        for (int64_t i = 0; i < (int64_t)N * Hq * D; i++) o[i] = r[i] = 7.0f;
+        const float scale = 0.25f;
+        osc_tensor to = t3(o, OSC_F32, N, Hq, D), tq = t3(q, OSC_F32, N, Hq, D), tk = t3(k, OSC_F32, N, Hkv, D),
+                   tv = t3(v, OSC_F32, N, Hkv, D);
+        CHECK(osc_op_attention_varlen(&to, &tq, &tk, &tv, cu, nseg, scale, causal) == OSC_OK, "varlen: %s",
+              osc_last_error());
+        for (int sgi = 0; sgi < nseg; sgi++) {
+            int64_t a = cu[sgi], n = cu[sgi + 1] - cu[sgi];
+            if (n) attn_ref(r + a * Hq * D, q + a * Hq * D, k + a * Hkv * D, v + a * Hkv * D, n, n, Hq, Hkv, D, 0, scale, causal);
+        }
+        double e = rel_l2(o, r, (long)N * Hq * D);
+        CHECK(e <= TOL, "varlen causal=%d rel %g", causal, e);
+        int outside = 0;
+        for (int64_t i = 0; i < (int64_t)2 * Hq * D; i++) outside += o[i] != 7.0f;
+        for (int64_t i = (int64_t)90 * Hq * D; i < (int64_t)N * Hq * D; i++) outside += o[i] != 7.0f;
+        CHECK(outside == 0, "varlen changed %d values outside the segments", outside);
+        osc_tensor tq2 = t3(q, OSC_F32, N, Hq, D);
+        const int32_t bad1[] = {0, 10, 5}, bad2[] = {0, 94}, bad3[] = {-1, 3};
+        CHECK(osc_op_attention_varlen(&to, &tq2, &tk, &tv, bad1, 2, scale, causal) == OSC_ERR_INVALID_ARG &&
+                  strstr(osc_last_error(), "segment 1"), "out-of-order segments: %s", osc_last_error());
+        CHECK(osc_op_attention_varlen(&to, &tq2, &tk, &tv, bad2, 1, scale, causal) == OSC_ERR_INVALID_ARG,
+              "segment beyond the rows accepted");
+        CHECK(osc_op_attention_varlen(&to, &tq2, &tk, &tv, bad3, 1, scale, causal) == OSC_ERR_INVALID_ARG,
+              "negative offset accepted");
+        CHECK(osc_op_attention_varlen(&to, &tq2, &tk, &tv, NULL, 1, scale, causal) == OSC_ERR_INVALID_ARG,
+              "missing table accepted");
+        CHECK(osc_op_attention_varlen(&to, &tq2, &tk, &tv, cu, 0, scale, causal) == OSC_OK, "no segments: %s",
+              osc_last_error());
+        free(q); free(k); free(v); free(o); free(r);
+    }
+}
+
 int main(void) {
     osc_cpu_set_threads(0);
     CHECK(osc_cpu_get_threads() >= 1, "threads %d", osc_cpu_get_threads());
@@ -449,6 +489,7 @@ int main(void) {
     test_rope();
     test_elementwise();
     test_attention();
+    test_attention_varlen();
     osc_cpu_set_threads(1); /* single-threaded paths give the same answers */
     test_attention_case(67, 67, 4, 2, 32, 0, 1, 1);
     test_matmul_case(7, 13, 5, 1);
