@@ -34,6 +34,9 @@
 
 #include <cuda_fp16.h>
 #include <math.h>
+#include <stdlib.h>
+
+#include "kernels/cuda/cuda_mma.cuh"
 
 extern "C" {
 #include "kernels/cuda/kvquant_launch.h"
@@ -759,6 +762,385 @@ osc_status pick_gm(int GM, float *pacc, float2 *pml, const bf16 *q, int G, int H
 #undef OSC_DQ
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* 2-bit, hd 128: decode attention on the tensor cores                                         */
+/* ------------------------------------------------------------------------------------------ */
+/* k_kvq_mma: the same contract, split plan and partials as k_kvq_decode<128, 2, GM>, but both
+ * products run as mma.m16n8k16 (f16 in, fp32 accumulate) on the packed codes, so the work per
+ * code is three integer ops instead of a float conversion and G FMAs.
+ *
+ * A warp takes one 32-token group at a time, staged by cp.async into a 3-deep ring of its own
+ * (K codes, K params, V codes, V params, norms: 3.7 KB; no block barrier in the loop).
+ *   S (tokens x heads) = K codes (A: 16 tokens x 16 channels) * q' (B: 16 channels x 8 heads)
+ *     with q' = q_rot * scale_c (f16, per group) and the zero term sum_c q_c * zero_c added by
+ *     one more MMA per k-step whose A is a constant, so code * scale + zero is never formed.
+ *   O^T (channels x heads) += V codes^T (A: 16 channels x 16 tokens) * P' (B: 16 tokens x 8
+ *     heads), P' = p * scale_{t, channel group}, plus a constant-A MMA with p * zero_t.
+ * Codes become f16 without conversion instructions: one byte_perm picks the byte holding a
+ * code from two words, one LOP3 masks it into the mantissa of 1024.0 and one HSUB2 removes
+ * the 1024. The byte_perm leaves every code of the thread's rows at the same bit offset
+ * 2*(g % 4), so its value comes out times f = 4^(g % 4): a per-row factor that the thread
+ * owning that row removes from the fp32 result (logits of rows g, g+8; output rows g, g+8),
+ * and that the constant A of the zero-term MMAs carries too.
+ * Channel order inside the MMAs: k-step s of S takes channels 16s + 4t + {0,1} (register 0)
+ * and {2,3} (register 2), so a thread reads its 4 K words / params with one 16-byte load;
+ * output M-tile i is channels 16i .. 16i+15 in order.
+ * q is pre-scaled by 1/16 in f16 (products q * zero of unnormalised kivi2 keys stay far from
+ * the f16 limit); the 16 comes back in fp32.
+ * The residual window (bf16) is the split after the packed ones: its tiles of 16 tokens are
+ * converted to f16 in shared memory and go through ldmatrix into the same two MMAs. */
+namespace mq {
+const int NW = 4, THREADS = NW * 32, STAGES = 3;
+/* one stage (bytes): K codes u32 [2][128] | K params u32 [128] | V codes [32 tokens][48 B]
+ * (32 B + 16 B pad: the LDS.128 of 4 tokens 2 apart hit distinct banks) | V params u32
+ * [32][4] | norms f32 [32] */
+const int KC = 0, KP = 1024, VC = 1536, VC_LD = 48, VP = VC + 32 * VC_LD, KN = VP + 512, STAGE = KN + 128;
+const int QS = 8 * 128 * 4;                   /* fp32 q rows of the block, [8][128] */
+const int WARP_BYTES = STAGES * STAGE;        /* per-warp ring; reused for the residual tiles */
+const int RLD = 136;                          /* halves per residual tile row (16 B pad) */
+const size_t SMEM = (size_t)QS + (size_t)NW * WARP_BYTES;
+static_assert(2 * 16 * RLD * 2 <= WARP_BYTES, "residual tiles fit the ring");
+static_assert(8 * 128 * 4 + 8 * 2 * 4 <= WARP_BYTES, "warp output fits the ring");
+} // namespace mq
+
+/* code pair -> f16 pair times 4^(g%4): byte_perm picked the bytes, mask keeps the 2 bits */
+__device__ __forceinline__ uint32_t mq_code(uint32_t x, uint32_t mask) {
+    return h2_sub((x & mask) | 0x64006400u, 0x64006400u);
+}
+
+__device__ __forceinline__ void mq_issue(char *sb, const dq_seq &sq, int g, int Hkv, int kvh, int lane) {
+    int gl = g;
+    size_t po = 0;
+    if (sq.bt) {
+        const int pi = g / sq.gpp;
+        gl = g - pi * sq.gpp;
+        po = (size_t)__ldg(sq.bt + pi) * (size_t)sq.pgb;
+    }
+    const size_t blk = (size_t)gl * Hkv + kvh;
+    const char *kq = reinterpret_cast<const char *>(sq.kq) + po + blk * 1024;
+    const char *kp = reinterpret_cast<const char *>(sq.kp) + po + blk * 512;
+    const char *vq = reinterpret_cast<const char *>(sq.vq) + po;
+    const char *vp = reinterpret_cast<const char *>(sq.vp) + po;
+    const char *kn = reinterpret_cast<const char *>(sq.kn) + po + (size_t)gl * 128;
+    mma_cp16(sb + mq::KC + lane * 16, kq + lane * 16);
+    mma_cp16(sb + mq::KC + 512 + lane * 16, kq + 512 + lane * 16);
+    mma_cp16(sb + mq::KP + lane * 16, kp + lane * 16);
+    const size_t tok = (size_t)gl * 32 + lane; /* this lane's token of the group */
+    const char *vrow = vq + (tok * Hkv + kvh) * 32;
+    mma_cp16(sb + mq::VC + lane * mq::VC_LD, vrow);
+    mma_cp16(sb + mq::VC + lane * mq::VC_LD + 16, vrow + 16);
+    mma_cp16(sb + mq::VP + lane * 16, vp + (tok * Hkv + kvh) * 16);
+    if (lane < 8) mma_cp16(sb + mq::KN + lane * 16, kn + lane * 16);
+}
+
+__device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float2 *__restrict__ part_ml,
+                                             const bf16 *__restrict__ q, int G, int Hkv, int rotate, float rsq,
+                                             float qscale, const dq_seq &sq, int res_raw, int part_kvh) {
+    extern __shared__ __align__(16) unsigned char smb[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int split = blockIdx.x, kvh = blockIdx.y, NS = gridDim.x;
+    const int nsq = sq.nsq;
+    const bool packed = split < nsq, resid = split == nsq;
+    float *qs = reinterpret_cast<float *>(smb);
+    char *ws = reinterpret_cast<char *>(smb) + mq::QS + warp * mq::WARP_BYTES;
+
+    /* packed groups of this warp: g0 + warp, + NW, ... */
+    const int g0 = split * sq.gpb, g1 = packed ? min(g0 + sq.gpb, sq.n_groups) : g0;
+    const int n_my = g0 + warp < g1 ? (g1 - g0 - warp + mq::NW - 1) / mq::NW : 0;
+    if (packed) {
+#pragma unroll
+        for (int i = 0; i < mq::STAGES - 1; i++) {
+            if (i < n_my) mq_issue(ws + i * mq::STAGE, sq, g0 + warp + i * mq::NW, Hkv, kvh, lane);
+            mma_commit();
+        }
+    }
+
+    /* q rows of this kv head (rotated for packed keys; raw for a raw residual), times
+     * scale*log2(e)/16 */
+    const bool rot_q = rotate && !(resid && res_raw);
+    for (int h = warp; h < G; h += mq::NW) {
+        float x[4];
+        load_bf16<4>(q + ((size_t)kvh * G + h) * 128 + lane * 4, x);
+        if (rot_q) {
+            fwht_warp<4>(x, lane);
+#pragma unroll
+            for (int i = 0; i < 4; i++) x[i] *= rsq;
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) qs[h * 128 + lane * 4 + i] = x[i] * (qscale * 0.0625f);
+    }
+    __syncthreads();
+
+    float o[8][4];
+#pragma unroll
+    for (int i = 0; i < 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float mr[2] = {-INFINITY, -INFINITY}, lr[2] = {0.f, 0.f};
+    float oscale = 1.f;
+
+    if (packed) {
+        /* q' source: q of head g at channels 16s + 4t + {0..3} */
+        uint32_t qh[8][2];
+#pragma unroll
+        for (int s = 0; s < 8; s++) {
+            if (g < G) {
+                const float4 v = *reinterpret_cast<const float4 *>(qs + g * 128 + 16 * s + 4 * t);
+                qh[s][0] = h2_pack(v.x, v.y);
+                qh[s][1] = h2_pack(v.z, v.w);
+            } else {
+                qh[s][0] = qh[s][1] = 0u;
+            }
+        }
+        const int sh = 2 * (g & 3);
+        const uint32_t mask = 0x00030003u << sh;
+        const uint32_t selA = (uint32_t)(g >> 2) | ((uint32_t)(4 + (g >> 2)) << 8);
+        const uint32_t selB = (uint32_t)(2 + (g >> 2)) | ((uint32_t)(6 + (g >> 2)) << 8);
+        const float f = (float)(1 << sh);
+        const uint32_t F = h2_pack(f, f);
+        const float kf = 16.f / f;
+        oscale = 1.f / f;
+
+        for (int it = 0; it < n_my; it++) {
+            mma_wait<mq::STAGES - 2>();
+            __syncwarp();
+            {
+                const int nx = it + mq::STAGES - 1;
+                if (nx < n_my) mq_issue(ws + (nx % mq::STAGES) * mq::STAGE, sq, g0 + warp + nx * mq::NW, Hkv, kvh, lane);
+                mma_commit();
+            }
+            const char *sb = ws + (it % mq::STAGES) * mq::STAGE;
+            const uint32_t *kc = reinterpret_cast<const uint32_t *>(sb + mq::KC);
+            const uint32_t *kpw = reinterpret_cast<const uint32_t *>(sb + mq::KP);
+            const float *knf = reinterpret_cast<const float *>(sb + mq::KN);
+
+            /* S = K q' + zero term, two tiles of 16 tokens */
+            float c0[4] = {0.f, 0.f, 0.f, 0.f}, c1[4] = {0.f, 0.f, 0.f, 0.f}, cb[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+            for (int s = 0; s < 8; s++) {
+                const uint4 P = *reinterpret_cast<const uint4 *>(kpw + 16 * s + 4 * t);
+                const uint32_t bq0 = h2_mul(qh[s][0], __byte_perm(P.x, P.y, 0x5410));
+                const uint32_t bq1 = h2_mul(qh[s][1], __byte_perm(P.z, P.w, 0x5410));
+                const uint32_t bz0 = h2_mul(qh[s][0], __byte_perm(P.x, P.y, 0x7632));
+                const uint32_t bz1 = h2_mul(qh[s][1], __byte_perm(P.z, P.w, 0x7632));
+                mma_f16(cb, F, F, F, F, bz0, bz1);
+                const uint4 W0 = *reinterpret_cast<const uint4 *>(kc + 16 * s + 4 * t);
+                mma_f16(c0, mq_code(__byte_perm(W0.x, W0.y, selA), mask), mq_code(__byte_perm(W0.x, W0.y, selB), mask),
+                        mq_code(__byte_perm(W0.z, W0.w, selA), mask), mq_code(__byte_perm(W0.z, W0.w, selB), mask), bq0,
+                        bq1);
+                const uint4 W1 = *reinterpret_cast<const uint4 *>(kc + 128 + 16 * s + 4 * t);
+                mma_f16(c1, mq_code(__byte_perm(W1.x, W1.y, selA), mask), mq_code(__byte_perm(W1.x, W1.y, selB), mask),
+                        mq_code(__byte_perm(W1.z, W1.w, selA), mask), mq_code(__byte_perm(W1.z, W1.w, selB), mask), bq0,
+                        bq1);
+            }
+            float sc[8];
+            {
+                const float n0 = knf[g] * kf, n1 = knf[g + 8] * kf, n2 = knf[16 + g] * kf, n3 = knf[24 + g] * kf;
+                sc[0] = (c0[0] + cb[0]) * n0;
+                sc[1] = (c0[1] + cb[1]) * n0;
+                sc[2] = (c0[2] + cb[2]) * n1;
+                sc[3] = (c0[3] + cb[3]) * n1;
+                sc[4] = (c1[0] + cb[0]) * n2;
+                sc[5] = (c1[1] + cb[1]) * n2;
+                sc[6] = (c1[2] + cb[2]) * n3;
+                sc[7] = (c1[3] + cb[3]) * n3;
+            }
+            mma_softmax<2>(sc, mr, lr, o);
+
+            /* O^T += V^T P', two k-steps of 16 tokens */
+            const char *vcb = sb + mq::VC;
+            const uint4 *vpw = reinterpret_cast<const uint4 *>(sb + mq::VP);
+#pragma unroll
+            for (int m = 0; m < 2; m++) {
+                const uint32_t pb0 = mma_trans(h2_pack(sc[4 * m], sc[4 * m + 1]));     /* tokens 16m+2t.., head g */
+                const uint32_t pb1 = mma_trans(h2_pack(sc[4 * m + 2], sc[4 * m + 3])); /* tokens 16m+8+2t.. */
+                const int ta = 16 * m + 2 * t;
+                const uint4 T0 = vpw[ta], T1 = vpw[ta + 1], T2 = vpw[ta + 8], T3 = vpw[ta + 9];
+                const uint32_t t0[4] = {T0.x, T0.y, T0.z, T0.w}, t1[4] = {T1.x, T1.y, T1.z, T1.w};
+                const uint32_t t2[4] = {T2.x, T2.y, T2.z, T2.w}, t3[4] = {T3.x, T3.y, T3.z, T3.w};
+                uint32_t bs[4][2], bz[4][2];
+#pragma unroll
+                for (int j = 0; j < 4; j++) {
+                    bs[j][0] = h2_mul(pb0, __byte_perm(t0[j], t1[j], 0x5410));
+                    bs[j][1] = h2_mul(pb1, __byte_perm(t2[j], t3[j], 0x5410));
+                    bz[j][0] = h2_mul(pb0, __byte_perm(t0[j], t1[j], 0x7632));
+                    bz[j][1] = h2_mul(pb1, __byte_perm(t2[j], t3[j], 0x7632));
+                }
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++) {
+                    const uint4 A0 = *reinterpret_cast<const uint4 *>(vcb + ta * mq::VC_LD + hf * 16);
+                    const uint4 A1 = *reinterpret_cast<const uint4 *>(vcb + (ta + 1) * mq::VC_LD + hf * 16);
+                    const uint4 A2 = *reinterpret_cast<const uint4 *>(vcb + (ta + 8) * mq::VC_LD + hf * 16);
+                    const uint4 A3 = *reinterpret_cast<const uint4 *>(vcb + (ta + 9) * mq::VC_LD + hf * 16);
+                    const uint32_t a0[4] = {A0.x, A0.y, A0.z, A0.w}, a1[4] = {A1.x, A1.y, A1.z, A1.w};
+                    const uint32_t a2[4] = {A2.x, A2.y, A2.z, A2.w}, a3[4] = {A3.x, A3.y, A3.z, A3.w};
+#pragma unroll
+                    for (int w = 0; w < 4; w++) {
+                        const int i = 4 * hf + w;
+                        mma_f16(o[i], mq_code(__byte_perm(a0[w], a1[w], selA), mask),
+                                mq_code(__byte_perm(a0[w], a1[w], selB), mask),
+                                mq_code(__byte_perm(a2[w], a3[w], selA), mask),
+                                mq_code(__byte_perm(a2[w], a3[w], selB), mask), bs[i >> 1][0], bs[i >> 1][1]);
+                        mma_f16(o[i], F, F, F, F, bz[i >> 1][0], bz[i >> 1][1]);
+                    }
+                }
+            }
+        }
+        mma_wait<0>();
+        __syncwarp();
+    } else if (resid) {
+        /* residual window: tiles of 16 tokens per warp, bf16 -> f16 in shared, ldmatrix */
+        uint32_t qr[8][2];
+#pragma unroll
+        for (int s = 0; s < 8; s++) {
+            if (g < G) {
+                const float2 a = *reinterpret_cast<const float2 *>(qs + g * 128 + 16 * s + 2 * t);
+                const float2 b = *reinterpret_cast<const float2 *>(qs + g * 128 + 16 * s + 8 + 2 * t);
+                qr[s][0] = h2_pack(a.x, a.y);
+                qr[s][1] = h2_pack(b.x, b.y);
+            } else {
+                qr[s][0] = qr[s][1] = 0u;
+            }
+        }
+        __half *kt = reinterpret_cast<__half *>(ws);
+        __half *vt = kt + 16 * mq::RLD;
+        const int n_res = sq.n_res;
+        const bf16 *__restrict__ rk = sq.rk;
+        const bf16 *__restrict__ rv = sq.rv;
+        const float *__restrict__ rn = res_raw ? nullptr : sq.rn;
+        for (int r0 = warp * 16; r0 < n_res; r0 += mq::NW * 16) {
+            for (int idx = lane; idx < 16 * 16; idx += 32) {
+                const int row = idx >> 4, c8 = (idx & 15) * 8, tok = r0 + row;
+                uint4 kk = make_uint4(0u, 0u, 0u, 0u), vv = kk;
+                if (tok < n_res) {
+                    kk = *reinterpret_cast<const uint4 *>(rk + ((size_t)tok * Hkv + kvh) * 128 + c8);
+                    vv = *reinterpret_cast<const uint4 *>(rv + ((size_t)tok * Hkv + kvh) * 128 + c8);
+                }
+                *reinterpret_cast<uint4 *>(kt + row * mq::RLD + c8) =
+                    make_uint4(bf2_to_h2(kk.x), bf2_to_h2(kk.y), bf2_to_h2(kk.z), bf2_to_h2(kk.w));
+                *reinterpret_cast<uint4 *>(vt + row * mq::RLD + c8) =
+                    make_uint4(bf2_to_h2(vv.x), bf2_to_h2(vv.y), bf2_to_h2(vv.z), bf2_to_h2(vv.w));
+            }
+            __syncwarp();
+            float c[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll
+            for (int s = 0; s < 8; s++) {
+                uint32_t a0, a1, a2, a3;
+                mma_ldsm4(a0, a1, a2, a3, kt + (lane & 15) * mq::RLD + 16 * s + (lane >> 4) * 8);
+                mma_f16(c, a0, a1, a2, a3, qr[s][0], qr[s][1]);
+            }
+            const int ta = r0 + g, tb = r0 + g + 8;
+            const float na = ta < n_res ? (rn ? rn[ta] : 1.f) * 16.f : 0.f;
+            const float nb = tb < n_res ? (rn ? rn[tb] : 1.f) * 16.f : 0.f;
+            float sc[8];
+            sc[0] = ta < n_res ? c[0] * na : -INFINITY;
+            sc[1] = ta < n_res ? c[1] * na : -INFINITY;
+            sc[2] = tb < n_res ? c[2] * nb : -INFINITY;
+            sc[3] = tb < n_res ? c[3] * nb : -INFINITY;
+            sc[4] = sc[5] = sc[6] = sc[7] = -INFINITY;
+            mma_softmax<1>(sc, mr, lr, o);
+            const uint32_t pb0 = mma_trans(h2_pack(sc[0], sc[1]));
+            const uint32_t pb1 = mma_trans(h2_pack(sc[2], sc[3]));
+            const int vrow = (lane & 7) + ((lane >> 4) << 3), vcol = ((lane >> 3) & 1) * 8;
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                uint32_t a0, a1, a2, a3;
+                mma_ldsm4t(a0, a1, a2, a3, vt + vrow * mq::RLD + 16 * i + vcol);
+                mma_f16(o[i], a0, a1, a2, a3, pb0, pb1);
+            }
+            __syncwarp();
+        }
+    }
+
+    /* this warp's partial -> its ring area; then the block merges its warps */
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        lr[hh] += __shfl_xor_sync(0xffffffffu, lr[hh], 4);
+        lr[hh] += __shfl_xor_sync(0xffffffffu, lr[hh], 8);
+        lr[hh] += __shfl_xor_sync(0xffffffffu, lr[hh], 16);
+    }
+    float *ob = reinterpret_cast<float *>(ws);  /* [8 heads][128] */
+    float *mlw = ob + 8 * 128;                   /* [8][2] */
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        ob[(2 * t) * 128 + 16 * i + g] = o[i][0] * oscale;
+        ob[(2 * t + 1) * 128 + 16 * i + g] = o[i][1] * oscale;
+        ob[(2 * t) * 128 + 16 * i + g + 8] = o[i][2] * oscale;
+        ob[(2 * t + 1) * 128 + 16 * i + g + 8] = o[i][3] * oscale;
+    }
+    if (g == 0) {
+        mlw[(2 * t) * 2] = mr[0];
+        mlw[(2 * t) * 2 + 1] = lr[0];
+        mlw[(2 * t + 1) * 2] = mr[1];
+        mlw[(2 * t + 1) * 2 + 1] = lr[1];
+    }
+    __syncthreads();
+    const char *wbase = reinterpret_cast<const char *>(smb) + mq::QS;
+    for (int idx = threadIdx.x; idx < G * 128; idx += mq::THREADS) {
+        const int h = idx >> 7, c = idx & 127;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < mq::NW; w++)
+            M = fmaxf(M, reinterpret_cast<const float *>(wbase + w * mq::WARP_BYTES)[8 * 128 + h * 2]);
+        float a = 0.f, L = 0.f;
+#pragma unroll
+        for (int w = 0; w < mq::NW; w++) {
+            const float *wb = reinterpret_cast<const float *>(wbase + w * mq::WARP_BYTES);
+            const float mw = wb[8 * 128 + h * 2];
+            const float wt = (mw == -INFINITY) ? 0.f : exp2f(mw - M);
+            a += wt * wb[h * 128 + c];
+            L += wt * wb[8 * 128 + h * 2 + 1];
+        }
+        const size_t pi = ((size_t)part_kvh * NS + split) * G + h;
+        part_acc[pi * 128 + c] = a;
+        if (c == 0) part_ml[pi] = make_float2(M, L);
+    }
+}
+
+__global__ void __launch_bounds__(mq::THREADS, 4)
+k_kvq_mma(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const bf16 *__restrict__ q, int G, int Hkv,
+          int rotate, float rsq, float qscale, const dq_seq sq, int res_raw) {
+    kvq_mma_body(part_acc, part_ml, q, G, Hkv, rotate, rsq, qscale, sq, res_raw, blockIdx.y);
+}
+
+__global__ void __launch_bounds__(mq::THREADS, 4)
+k_kvq_mma_batch(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const bf16 *__restrict__ q, int G,
+                int Hkv, int rotate, float rsq, float qscale, const dq_seq *__restrict__ seqs, int res_raw) {
+    const int b = blockIdx.z;
+    const dq_seq sq = seqs[b];
+    kvq_mma_body(part_acc, part_ml, q + (size_t)b * Hkv * G * 128, G, Hkv, rotate, rsq, qscale, sq, res_raw,
+                 b * Hkv + blockIdx.y);
+}
+
+/* the tensor-core kernel serves hd 128 at 2 bits unless OSC_KVQ_MMA=0 */
+bool mq_use(int hd, int bits) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("OSC_KVQ_MMA");
+        on = !(e && e[0] == '0');
+    }
+    return on && hd == 128 && bits == 2;
+}
+
+osc_status mq_launch(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, int rotate, float rsq, float qscale,
+                     const dq_seq &sq, const dq_seq *dseqs, int B, int NS, int res_raw, cudaStream_t st) {
+    static bool attr = false;
+    if (!attr) {
+        OSC_CU_CHECK(cudaFuncSetAttribute(k_kvq_mma, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mq::SMEM));
+        OSC_CU_CHECK(cudaFuncSetAttribute(k_kvq_mma_batch, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mq::SMEM));
+        attr = true;
+    }
+    if (dseqs) {
+        dim3 grid((unsigned)NS, (unsigned)Hkv, (unsigned)B);
+        k_kvq_mma_batch<<<grid, mq::THREADS, mq::SMEM, st>>>(pacc, pml, q, G, Hkv, rotate, rsq, qscale, dseqs, res_raw);
+        OSC_CU_LAUNCH("k_kvq_mma_batch");
+    } else {
+        dim3 grid((unsigned)NS, (unsigned)Hkv);
+        k_kvq_mma<<<grid, mq::THREADS, mq::SMEM, st>>>(pacc, pml, q, G, Hkv, rotate, rsq, qscale, sq, res_raw);
+        OSC_CU_LAUNCH("k_kvq_mma");
+    }
+    return OSC_OK;
+}
+
 /* the split plan of one sequence: groups per split so that all sequences together make ~4
  * blocks of 4 warps per SM */
 void dq_plan(dq_seq *sq, int n_quant, int n_res, int want) {
@@ -958,7 +1340,9 @@ extern "C" osc_status osc_cuda_kv_decode_attn_paged(void *out, const void *q, in
     const bf16 *qb = (const bf16 *)q;
     osc_status s;
 #define OSC_HDB(HDV, BV) s = pick_gm<HDV, BV>(GM, pacc, pml, qb, G, Hkv, rotate, rsq, qscale, sq, nullptr, 1, NS, res_raw, st)
-    if (hd == 128) {
+    if (mq_use(hd, bits)) {
+        s = mq_launch(pacc, pml, qb, G, Hkv, rotate, rsq, qscale, sq, nullptr, 1, NS, res_raw, st);
+    } else if (hd == 128) {
         if (bits == 2) OSC_HDB(128, 2); else OSC_HDB(128, 4);
     } else {
         if (bits == 2) OSC_HDB(256, 2); else OSC_HDB(256, 4);
@@ -1017,7 +1401,9 @@ extern "C" osc_status osc_cuda_kv_decode_attn_batch(void *out, const void *q, in
     const bf16 *qb = (const bf16 *)q;
     const dq_seq none = {};
 #define OSC_HDB(HDV, BV) s = pick_gm<HDV, BV>(GM, pacc, pml, qb, G, Hkv, rotate, rsq, qscale, none, dseqs, B, NS, res_raw, st)
-    if (hd == 128) {
+    if (mq_use(hd, bits)) {
+        s = mq_launch(pacc, pml, qb, G, Hkv, rotate, rsq, qscale, none, dseqs, B, NS, res_raw, st);
+    } else if (hd == 128) {
         if (bits == 2) OSC_HDB(128, 2); else OSC_HDB(128, 4);
     } else {
         if (bits == 2) OSC_HDB(256, 2); else OSC_HDB(256, 4);
