@@ -110,6 +110,25 @@ osc_status osc_device_sync(osc_dev dev) {
 #endif
 }
 
+osc_status osc_device_timer_start(osc_dev dev) {
+    if (dev == OSC_DEV_CPU) return osc_error(OSC_ERR_UNSUPPORTED, "device timer: CPU work is timed on the host");
+#ifdef OSC_HAVE_CUDA
+    return osc_cuda_timer_start();
+#else
+    return no_cuda();
+#endif
+}
+
+osc_status osc_device_timer_stop(osc_dev dev, double *seconds) {
+    if (dev == OSC_DEV_CPU) return osc_error(OSC_ERR_UNSUPPORTED, "device timer: CPU work is timed on the host");
+#ifdef OSC_HAVE_CUDA
+    return osc_cuda_timer_stop(seconds);
+#else
+    (void)seconds;
+    return no_cuda();
+#endif
+}
+
 osc_status osc_device_mem_info(osc_dev dev, size_t *free_b, size_t *total_b) {
     if (dev == OSC_DEV_CUDA) {
 #ifdef OSC_HAVE_CUDA

@@ -15,6 +15,11 @@ osc_status osc_tensor_upload_f32(osc_tensor *t, const float *src, int64_t n);
 osc_status osc_tensor_upload_i32(osc_tensor *t, const int32_t *src, int64_t n);
 /* Wait for queued device work; no-op on CPU. */
 osc_status osc_device_sync(osc_dev dev);
+/* Time of the device work queued between start and stop, measured on the device (CUDA
+ * events, so launch latency and the final wait are not counted); stop waits for that work.
+ * CPU: OSC_ERR_UNSUPPORTED (time on the host there). */
+osc_status osc_device_timer_start(osc_dev dev);
+osc_status osc_device_timer_stop(osc_dev dev, double *seconds);
 /* Free / total memory of the device (CPU: from /proc/meminfo). */
 osc_status osc_device_mem_info(osc_dev dev, size_t *free_b, size_t *total_b);
 

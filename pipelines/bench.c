@@ -103,6 +103,21 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* A timed region of the attention microbenchmarks: on CUDA the device time between two
+ * events (as torch_sdpa.py times torch: launch latency and the host wait not counted), on
+ * the CPU the host clock. Both start from an idle device. */
+static osc_status region_start(osc_dev dev, double *t0) {
+    OSC_TRY(osc_device_sync(dev));
+    *t0 = now_s();
+    return dev == OSC_DEV_CUDA ? osc_device_timer_start(dev) : OSC_OK;
+}
+static osc_status region_stop(osc_dev dev, double t0, double *secs) {
+    if (dev == OSC_DEV_CUDA) return osc_device_timer_stop(dev, secs);
+    OSC_TRY(osc_device_sync(dev));
+    *secs = now_s() - t0;
+    return OSC_OK;
+}
+
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return x < y ? -1 : x > y;
@@ -363,14 +378,14 @@ static osc_status bench_attn_one(const bench_opts *o, osc_dev dev, int B, int T,
     int set = 0;
     for (int it = 0; it < warm + R && s == OSC_OK; it++) {
         char *base = (char *)kvbuf + (size_t)set * set_bytes;
-        s = osc_device_sync(dev);
-        double t0 = now_s();
-        if (B == 1) {
+        double t0 = 0, el = 0;
+        s = region_start(dev, &t0);
+        if (s == OSC_OK && B == 1) {
             osc_tensor q = osc_tensor_make((char *)qbuf + (size_t)set * qbytes, dt, dev, 3, qne);
             osc_tensor k = osc_tensor_make(base, dt, dev, 3, kne);
             osc_tensor v = osc_tensor_make(base + kv1, dt, dev, 3, kne);
             s = osc_op_attention(&out, &q, &k, &v, T - 1, scale, 1);
-        } else { /* the decode step of B sequences: one batched call, as the decoder makes it */
+        } else if (s == OSC_OK) { /* the decode step of B sequences: one batched call, as the decoder makes it */
             osc_tensor kt[64], vt[64];
             const osc_tensor *kp[64], *vp[64];
             int lens[64];
@@ -382,11 +397,10 @@ static osc_status bench_attn_one(const bench_opts *o, osc_dev dev, int B, int T,
             int64_t bne[3] = {B, Hq, D};
             osc_tensor qb = osc_tensor_make((char *)qbuf + (size_t)set * B * qbytes, dt, dev, 3, bne);
             osc_tensor ob = osc_tensor_make(obuf, dt, dev, 3, bne);
-            s = osc_op_attention_decode_batch(&ob, &qb, kp, vp, lens, B, scale);
+            if (s == OSC_OK) s = osc_op_attention_decode_batch(&ob, &qb, kp, vp, lens, B, scale);
         }
-        if (s == OSC_OK) s = osc_device_sync(dev);
-        double t1 = now_s();
-        if (it >= warm) ts[it - warm] = t1 - t0;
+        if (s == OSC_OK) s = region_stop(dev, t0, &el);
+        if (it >= warm) ts[it - warm] = el;
         set = (set + 1) % nsets;
     }
     if (s == OSC_OK) {
@@ -460,8 +474,8 @@ static osc_status bench_kvattn_one(const bench_opts *o, osc_dev dev, const char 
         for (int it = 0; it < warm + o->reps && s == OSC_OK; it++) {
             /* back to T-1 committed tokens (the quantised modes count stored rows), untimed */
             for (int b = 0; b < B; b++) osc_kv_truncate(kvs[b], T - 1);
-            s = osc_device_sync(dev);
-            double t0 = now_s();
+            double t0 = 0, el = 0;
+            s = region_start(dev, &t0);
             /* as the decoder does: every cache stores its row, then one batched attention when
              * the mode has one (quantised block modes on the GPU), else one call per cache */
             for (int b = 0; b < B && s == OSC_OK; b++) s = osc_kv_store(kvs[b], 0, &k1, &v1);
@@ -471,9 +485,8 @@ static osc_status bench_kvattn_one(const bench_opts *o, osc_dev dev, const char 
                 osc_tensor qb = osc_tensor_rows(&q, b, 1), ob = osc_tensor_rows(&out, b, 1);
                 s = osc_kv_attend(kvs[b], 0, &qb, &ob, scale);
             }
-            if (s == OSC_OK) s = osc_device_sync(dev);
-            double t1 = now_s();
-            if (it >= warm) ts[it - warm] = t1 - t0;
+            if (s == OSC_OK) s = region_stop(dev, t0, &el);
+            if (it >= warm) ts[it - warm] = el;
         }
     }
     if (s == OSC_OK) {

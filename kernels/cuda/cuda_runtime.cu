@@ -231,3 +231,29 @@ extern "C" osc_status osc_cuda_memcpy_async(void *dst, const void *src, size_t n
     OSC_CU_CHECK(cudaMemcpyAsync(dst, src, n, h2d ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToDevice, st));
     return OSC_OK;
 }
+
+/* device-side timer: two events on the library stream, created once */
+static cudaEvent_t g_tev[2];
+
+extern "C" osc_status osc_cuda_timer_start(void) {
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    if (!g_tev[0]) {
+        OSC_CU_CHECK(cudaEventCreate(&g_tev[0]));
+        OSC_CU_CHECK(cudaEventCreate(&g_tev[1]));
+    }
+    OSC_CU_CHECK(cudaEventRecord(g_tev[0], st));
+    return OSC_OK;
+}
+
+extern "C" osc_status osc_cuda_timer_stop(double *seconds) {
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    if (!g_tev[0]) return osc_error(OSC_ERR_INVALID_ARG, "device timer stopped before it started");
+    OSC_CU_CHECK(cudaEventRecord(g_tev[1], st));
+    OSC_CU_CHECK(cudaEventSynchronize(g_tev[1]));
+    float ms = 0.f;
+    OSC_CU_CHECK(cudaEventElapsedTime(&ms, g_tev[0], g_tev[1]));
+    *seconds = ms * 1e-3;
+    return OSC_OK;
+}

@@ -37,6 +37,10 @@ osc_status osc_cuda_memcpy_d2h(void *dst, const void *src, size_t n);
 osc_status osc_cuda_memcpy_d2d(void *dst, const void *src, size_t n);
 osc_status osc_cuda_sync(void);
 osc_status osc_cuda_mem_info(size_t *free_b, size_t *total_b);
+/* Device time of the work queued between start and stop (CUDA events on the library stream);
+ * stop waits for it. */
+osc_status osc_cuda_timer_start(void);
+osc_status osc_cuda_timer_stop(double *seconds);
 
 /* CUDA graphs of the library stream (the decode step, llm/model.c). begin: start capturing
  * (thread-local mode: the ops launched until end are recorded, not run); end: stop and
