@@ -542,7 +542,7 @@ static osc_status dgraph_get(osc_llm *m, osc_llm_ctx *c, struct dgraph **out) {
     size_t pf = 0;
     for (int b = 1; b <= DG_MAX_B; b++) {
         size_t f = osc_cuda_decode_tab_part_floats(b, cf->n_heads, cf->n_kv_heads, cf->head_dim,
-                                                   osc_cuda_decode_tab_splits(b, cf->n_kv_heads));
+                                                   osc_cuda_decode_tab_splits(b, cf->n_kv_heads, cf->head_dim));
         if (f > pf) pf = f;
     }
     g->part_floats = pf;
@@ -567,7 +567,7 @@ static osc_status dgraph_body(osc_llm *m, osc_llm_ctx *c, struct dgraph *g, int 
     const int64_t hd = cf->head_dim;
     const int Hq = cf->n_heads, Hkv = cf->n_kv_heads;
     const int mrope = cf->rope_type == OSC_ROPE_MROPE;
-    const int nsplit = osc_cuda_decode_tab_splits(B, Hkv);
+    const int nsplit = osc_cuda_decode_tab_splits(B, Hkv, (int)hd);
     const int32_t *lens1 = g->dstep + 4 * DG_MAX_B;
     osc_tensor ids = osc_tensor_1d(g->dstep, OSC_I32, m->dev, B);
     osc_tensor posT = mrope ? osc_tensor_2d(g->dstep + DG_MAX_B, OSC_I32, m->dev, 3, B)

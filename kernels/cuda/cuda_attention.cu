@@ -26,6 +26,7 @@
  * osc_cuda_attention picks (c) when it applies, else (b) when S <= 4 and its shared memory
  * fits, else (a2) or (a). */
 #include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_mma.cuh"
 
 #include <mma.h>
 
@@ -868,11 +869,227 @@ k_attn_decode1_batch(float *__restrict__ part_acc, float *__restrict__ part_ml, 
                         blockIdx.x, gridDim.x, b * Hkv + blockIdx.y, scale_log2);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* (c') one query row, D = 128: the same contract on the tensor cores                          */
+/* ------------------------------------------------------------------------------------------ */
+/* Each warp streams tiles of 32 keys of its split (tiles w, w + 4, ...) through a 3-deep
+ * cp.async ring of its own (K and V rows of the tile, 17 KB per stage, rows padded by 16 B so
+ * ldmatrix rows fall on distinct banks), so ~100 KB per SM are in flight whatever the
+ * registers allow; one block of 4 warps per SM. Per tile:
+ *   S (keys x heads) = K (A via ldmatrix, 16 keys x 16 dims) * q (B, 16 dims x 8 heads: the G
+ *     query heads of the KV head, the rest zero), two M tiles of 16 keys;
+ *   online softmax over the key rows (mma_softmax), P to bf16 and transposed by movmatrix into
+ *     B fragments;
+ *   O^T (dims x heads) += V^T (A via ldmatrix.trans) * P^T.
+ * Warps merge in shared memory and write decode1's partial layout, so k_attn_combine and the
+ * split plans are unchanged. */
+namespace dm {
+const int NW = 4, THREADS = NW * 32, STAGES = 3, TK = 32, LD = 136; /* bf16 per padded row */
+const int STAGE = 2 * TK * LD * 2;                                  /* K and V tiles, bytes */
+const int WARP_BYTES = STAGES * STAGE;
+const size_t SMEM = (size_t)NW * WARP_BYTES;
+static_assert(8 * 128 * 4 + 8 * 2 * 4 <= WARP_BYTES, "warp output fits the ring");
+} // namespace dm
+
+__device__ __forceinline__ void dm_cp16z(void *smem, const void *g, bool pred) {
+    unsigned sa = (unsigned)__cvta_generic_to_shared(smem);
+    int n = pred ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(sa), "l"(g), "r"(n) : "memory");
+}
+
+/* keys [j0, j0 + 32) of one KV head into a stage; rows at or past c1 are zero-filled */
+__device__ __forceinline__ void dm_issue(char *sb, const bf16 *k, const bf16 *v, size_t kstride, int j0, int c1,
+                                         int lane) {
+    bf16 *kt = reinterpret_cast<bf16 *>(sb), *vt = kt + dm::TK * dm::LD;
+#pragma unroll
+    for (int r = 0; r < dm::TK * 16 / 32; r++) {
+        const int idx = r * 32 + lane, row = idx >> 4, c8 = (idx & 15) * 8, j = j0 + row;
+        const bool ok = j < c1;
+        const size_t off = (size_t)(ok ? j : j0) * kstride + c8;
+        dm_cp16z(kt + row * dm::LD + c8, k + off, ok);
+        dm_cp16z(vt + row * dm::LD + c8, v + off, ok);
+    }
+}
+
+__device__ __forceinline__ void decode1_mma_body(float *__restrict__ part_acc, float *__restrict__ part_ml,
+                                                 const bf16 *__restrict__ q, const bf16 *__restrict__ k,
+                                                 const bf16 *__restrict__ v, int G, int Hkv, int kvh, int klim,
+                                                 int chunk, int split, int nsplit, int part_kvh, float scale_log2) {
+    extern __shared__ __align__(16) unsigned char dsm[];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int g = lane >> 2, t = lane & 3;
+    const int c0 = split * chunk, c1 = min(c0 + chunk, klim);
+    const size_t kstride = (size_t)Hkv * 128;
+    const bf16 *kb = k + (size_t)kvh * 128, *vb = v + (size_t)kvh * 128;
+    char *ws = reinterpret_cast<char *>(dsm) + warp * dm::WARP_BYTES;
+    const int n_tiles = c1 > c0 ? (c1 - c0 + dm::TK - 1) / dm::TK : 0;
+    const int n_my = warp < n_tiles ? (n_tiles - warp + dm::NW - 1) / dm::NW : 0;
+#pragma unroll
+    for (int i = 0; i < dm::STAGES - 1; i++) {
+        if (i < n_my) dm_issue(ws + i * dm::STAGE, kb, vb, kstride, c0 + (warp + i * dm::NW) * dm::TK, c1, lane);
+        mma_commit();
+    }
+    /* q of head g at dims 16s + 2t.. and 16s + 8 + 2t.., times scale*log2(e), bf16 */
+    uint32_t qf[8][2];
+#pragma unroll
+    for (int s = 0; s < 8; s++) {
+        if (g < G) {
+            const bf16 *qh = q + ((size_t)kvh * G + g) * 128 + 16 * s + 2 * t;
+            const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(qh));
+            const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(qh + 8));
+            qf[s][0] = fa_pack(a.x * scale_log2, a.y * scale_log2);
+            qf[s][1] = fa_pack(b.x * scale_log2, b.y * scale_log2);
+        } else {
+            qf[s][0] = qf[s][1] = 0u;
+        }
+    }
+    float o[8][4];
+#pragma unroll
+    for (int i = 0; i < 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
+    float mr[2] = {-INFINITY, -INFINITY}, lr[2] = {0.f, 0.f};
+    const int vrow = (lane & 7) + ((lane >> 4) << 3), vcol = ((lane >> 3) & 1) * 8;
+    for (int it = 0; it < n_my; it++) {
+        mma_wait<dm::STAGES - 2>();
+        __syncwarp();
+        {
+            const int nx = it + dm::STAGES - 1;
+            if (nx < n_my)
+                dm_issue(ws + (nx % dm::STAGES) * dm::STAGE, kb, vb, kstride, c0 + (warp + nx * dm::NW) * dm::TK, c1,
+                         lane);
+            mma_commit();
+        }
+        const bf16 *kt = reinterpret_cast<const bf16 *>(ws + (it % dm::STAGES) * dm::STAGE);
+        const bf16 *vt = kt + dm::TK * dm::LD;
+        const int j0 = c0 + (warp + it * dm::NW) * dm::TK;
+        float c[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+        for (int s = 0; s < 8; s++) {
+#pragma unroll
+            for (int m = 0; m < 2; m++) {
+                uint32_t a0, a1, a2, a3;
+                mma_ldsm4(a0, a1, a2, a3, kt + (16 * m + (lane & 15)) * dm::LD + 16 * s + (lane >> 4) * 8);
+                mma_bf16(c[m], a0, a1, a2, a3, qf[s][0], qf[s][1]);
+            }
+        }
+        float sc[8];
+#pragma unroll
+        for (int m = 0; m < 2; m++) {
+            const bool va = j0 + 16 * m + g < c1, vb2 = j0 + 16 * m + g + 8 < c1;
+            sc[4 * m] = va ? c[m][0] : -INFINITY;
+            sc[4 * m + 1] = va ? c[m][1] : -INFINITY;
+            sc[4 * m + 2] = vb2 ? c[m][2] : -INFINITY;
+            sc[4 * m + 3] = vb2 ? c[m][3] : -INFINITY;
+        }
+        mma_softmax<2>(sc, mr, lr, o);
+#pragma unroll
+        for (int m = 0; m < 2; m++) {
+            const uint32_t pb0 = mma_trans(fa_pack(sc[4 * m], sc[4 * m + 1]));
+            const uint32_t pb1 = mma_trans(fa_pack(sc[4 * m + 2], sc[4 * m + 3]));
+#pragma unroll
+            for (int i = 0; i < 8; i++) {
+                uint32_t a0, a1, a2, a3;
+                mma_ldsm4t(a0, a1, a2, a3, vt + (16 * m + vrow) * dm::LD + 16 * i + vcol);
+                mma_bf16(o[i], a0, a1, a2, a3, pb0, pb1);
+            }
+        }
+    }
+    mma_wait<0>();
+    __syncwarp();
+    /* warp partial -> its ring; block merge -> decode1's partial layout */
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        lr[hh] += __shfl_xor_sync(0xffffffffu, lr[hh], 4);
+        lr[hh] += __shfl_xor_sync(0xffffffffu, lr[hh], 8);
+        lr[hh] += __shfl_xor_sync(0xffffffffu, lr[hh], 16);
+    }
+    float *ob = reinterpret_cast<float *>(ws), *mlw = ob + 8 * 128;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        ob[(2 * t) * 128 + 16 * i + g] = o[i][0];
+        ob[(2 * t + 1) * 128 + 16 * i + g] = o[i][1];
+        ob[(2 * t) * 128 + 16 * i + g + 8] = o[i][2];
+        ob[(2 * t + 1) * 128 + 16 * i + g + 8] = o[i][3];
+    }
+    if (g == 0) {
+        mlw[4 * t] = mr[0];
+        mlw[4 * t + 1] = lr[0];
+        mlw[4 * t + 2] = mr[1];
+        mlw[4 * t + 3] = lr[1];
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < G * 128; idx += dm::THREADS) {
+        const int h = idx >> 7, d = idx & 127;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < dm::NW; w++)
+            M = fmaxf(M, reinterpret_cast<const float *>(dsm + w * dm::WARP_BYTES)[8 * 128 + 2 * h]);
+        float a = 0.f, L = 0.f;
+        if (M != -INFINITY) {
+#pragma unroll
+            for (int w = 0; w < dm::NW; w++) {
+                const float *wb = reinterpret_cast<const float *>(dsm + w * dm::WARP_BYTES);
+                const float mw = wb[8 * 128 + 2 * h];
+                const float wt = mw == -INFINITY ? 0.f : exp2f(mw - M);
+                a += wt * wb[h * 128 + d];
+                L += wt * wb[8 * 128 + 2 * h + 1];
+            }
+        }
+        const size_t base = ((size_t)part_kvh * nsplit + split) * G + h;
+        part_acc[base * 128 + d] = a;
+        if (d == 0) {
+            part_ml[base * 2] = M;
+            part_ml[base * 2 + 1] = L;
+        }
+    }
+}
+
+__global__ void __launch_bounds__(dm::THREADS, 1)
+k_attn_dec_mma(float *__restrict__ part_acc, float *__restrict__ part_ml, const bf16 *__restrict__ q,
+               const bf16 *__restrict__ k, const bf16 *__restrict__ v, int G, int Hkv, int klim, int chunk,
+               float scale_log2) {
+    decode1_mma_body(part_acc, part_ml, q, k, v, G, Hkv, blockIdx.y, klim, chunk, blockIdx.x, gridDim.x, blockIdx.y,
+                     scale_log2);
+}
+
+__global__ void __launch_bounds__(dm::THREADS, 1)
+k_attn_dec_mma_batch(float *__restrict__ part_acc, float *__restrict__ part_ml, const bf16 *__restrict__ q,
+                     const bf16 *const *__restrict__ ks, const bf16 *const *__restrict__ vs,
+                     const int *__restrict__ lens, int G, int Hkv, float scale_log2) {
+    const int b = blockIdx.z, len = lens[b];
+    int chunk = (len + (int)gridDim.x - 1) / (int)gridDim.x;
+    if (chunk < 64) chunk = 64;
+    decode1_mma_body(part_acc, part_ml, q + (size_t)b * Hkv * G * 128, ks[b], vs[b], G, Hkv, blockIdx.y, len, chunk,
+                     blockIdx.x, gridDim.x, b * Hkv + blockIdx.y, scale_log2);
+}
+
+/* the tensor-core decode kernel serves D = 128 unless OSC_DEC_MMA=0 */
+bool dec_mma(int D) {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("OSC_DEC_MMA");
+        on = !(e && e[0] == '0');
+    }
+    return on && D == 128;
+}
+
+osc_status dec_mma_attr(void) {
+    static bool done = false;
+    if (!done) {
+        OSC_CU_CHECK(cudaFuncSetAttribute(k_attn_dec_mma, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dm::SMEM));
+        OSC_CU_CHECK(
+            cudaFuncSetAttribute(k_attn_dec_mma_batch, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dm::SMEM));
+        done = true;
+    }
+    return OSC_OK;
+}
+
 /* Tuning knobs of the one-row decode kernels. Keys in flight per key group: 8 for a batch of
  * sequences or more than 4 query heads per KV head, else 4 (a sweep on the H200, PERFORMANCE.md:
  * U 8 lifted the 7B shape's 16 x 32K decode from 449 to 613 tokens/s, while single sequences
- * with 4 heads per KV head were fastest at U 4); blocks per SM the split count aims at: 4. The
- * environment overrides both for sweeps: OSC_DEC_U (2, 4, 8), OSC_DEC_BPS. */
+ * with 4 heads per KV head were fastest at U 4); blocks per SM the split count aims at: 4 for
+ * that kernel, 2 for the tensor-core one (D = 128; its 209 KB ring allows one block per SM, and
+ * a sweep of 1/2/4 put 2 ahead at (1, 128K) and level elsewhere). The environment overrides
+ * both for sweeps: OSC_DEC_U (2, 4, 8), OSC_DEC_BPS. */
 int env_int(const char *name, int def) {
     const char *e = getenv(name);
     return e && *e ? atoi(e) : def;
@@ -882,16 +1099,23 @@ int dec_u(int auto_u) {
     if (u < 0) u = env_int("OSC_DEC_U", 0);
     return u == 2 || u == 4 || u == 8 ? u : auto_u;
 }
-int dec_bps(void) {
-    static int b = 0;
-    if (!b) b = env_int("OSC_DEC_BPS", 4);
-    return b < 1 ? 1 : b;
+int dec_bps(int D) {
+    static int b = -1;
+    if (b < 0) b = env_int("OSC_DEC_BPS", 0);
+    if (b >= 1) return b;
+    return dec_mma(D) ? 2 : 4; /* the tensor-core kernel holds one block per SM: 2 waves */
 }
 
 template <int D>
 osc_status launch_decode1(float *pacc, float *pml, const bf16 *q, const bf16 *k, const bf16 *v, int G, int Hkv,
                           int klim, int chunk, int nsplit, float scale_log2, cudaStream_t st) {
     dim3 grid((unsigned)nsplit, (unsigned)Hkv);
+    if (dec_mma(D)) {
+        OSC_TRY(dec_mma_attr());
+        k_attn_dec_mma<<<grid, dm::THREADS, dm::SMEM, st>>>(pacc, pml, q, k, v, G, Hkv, klim, chunk, scale_log2);
+        OSC_CU_LAUNCH("k_attn_dec_mma");
+        return OSC_OK;
+    }
     const int du = dec_u(G > 4 ? 8 : 4);
 #define OSC_D1U(GV, U) k_attn_decode1<D, GV, U><<<grid, 128, 0, st>>>(pacc, pml, q, k, v, G, Hkv, klim, chunk, scale_log2)
 #define OSC_D1(GV) do { if (du == 2) OSC_D1U(GV, 2); else if (du == 8) OSC_D1U(GV, 8); else OSC_D1U(GV, 4); } while (0)
@@ -910,6 +1134,12 @@ osc_status launch_decode1_batch(float *pacc, float *pml, const bf16 *q, const bf
                                 const int *lens, int G, int Hkv, int B, int nsplit, float scale_log2,
                                 cudaStream_t st) {
     dim3 grid((unsigned)nsplit, (unsigned)Hkv, (unsigned)B);
+    if (dec_mma(D)) {
+        OSC_TRY(dec_mma_attr());
+        k_attn_dec_mma_batch<<<grid, dm::THREADS, dm::SMEM, st>>>(pacc, pml, q, ks, vs, lens, G, Hkv, scale_log2);
+        OSC_CU_LAUNCH("k_attn_dec_mma_batch");
+        return OSC_OK;
+    }
     const int du = dec_u(G > 4 || B > 1 ? 8 : 4);
 #define OSC_D1BU(GV, U) \
     k_attn_decode1_batch<D, GV, U><<<grid, 128, 0, st>>>(pacc, pml, q, ks, vs, lens, G, Hkv, scale_log2)
@@ -955,7 +1185,7 @@ extern "C" osc_status osc_cuda_attention(osc_tensor *out, const osc_tensor *q, c
         if (kl > T) kl = T;
         if (kl < 1) kl = 1;
         const int klim = (int)kl;
-        int want = (dec_bps() * osc_cu_num_sms() + Hkv - 1) / Hkv; /* ~dec_bps blocks per SM */
+        int want = (dec_bps(D) * osc_cu_num_sms() + Hkv - 1) / Hkv; /* ~dec_bps blocks per SM */
         int nsplit = (klim + 63) / 64;
         if (nsplit > want) nsplit = want;
         if (nsplit > DK_MAX_SPLITS) nsplit = DK_MAX_SPLITS;
@@ -1050,7 +1280,7 @@ extern "C" osc_status osc_cuda_attention_decode_batch(osc_tensor *out, const osc
     }
     cudaStream_t st;
     OSC_TRY(osc_cu_stream(&st));
-    int nsplit = (maxlen + 63) / 64, want = osc_cuda_decode_tab_splits(B, Hkv);
+    int nsplit = (maxlen + 63) / 64, want = osc_cuda_decode_tab_splits(B, Hkv, D);
     if (nsplit > want) nsplit = want;
     /* scratch: [k ptrs][v ptrs][lens] then the partials */
     size_t tab = ((size_t)B * (2 * sizeof(void *) + sizeof(int)) + 255) & ~(size_t)255;
@@ -1131,9 +1361,9 @@ extern "C" osc_status osc_cuda_attention_varlen(osc_tensor *out, const osc_tenso
 
 /* ---- the decode step of a CUDA graph (llm/model.c): tables and lengths in device memory ---- */
 
-extern "C" int osc_cuda_decode_tab_splits(int B, int Hkv) {
+extern "C" int osc_cuda_decode_tab_splits(int B, int Hkv, int D) {
     int bh = B * Hkv > 0 ? B * Hkv : 1;
-    int want = (dec_bps() * osc_cu_num_sms() + bh - 1) / bh; /* ~dec_bps blocks per SM */
+    int want = (dec_bps(D) * osc_cu_num_sms() + bh - 1) / bh; /* ~dec_bps blocks per SM */
     if (want > DK_MAX_SPLITS) want = DK_MAX_SPLITS;
     return want < 1 ? 1 : want;
 }
@@ -1198,3 +1428,4 @@ extern "C" osc_status osc_cuda_attention_decode_tab(void *out, const void *q, co
     OSC_CU_LAUNCH("k_attn_combine");
     return OSC_OK;
 }
+

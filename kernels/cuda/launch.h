@@ -61,7 +61,7 @@ osc_status osc_cuda_memcpy_async(void *dst, const void *src, size_t n, int h2d);
  * rows of ktab[b]/vtab[b] ([T, Hkv, D]); part: nsplit partials, part_floats(B, ...) floats.
  * tab, lens1, part are device memory; nothing depends on host values at replay. */
 int osc_cuda_decode_tab_ok(int Hq, int Hkv, int D);
-int osc_cuda_decode_tab_splits(int B, int Hkv);
+int osc_cuda_decode_tab_splits(int B, int Hkv, int D);
 size_t osc_cuda_decode_tab_part_floats(int B, int Hq, int Hkv, int D, int nsplit);
 osc_status osc_cuda_kv_append(const void *k, const void *v, void *const *tab, int tab_stride, const int32_t *lens1,
                               int B, int row);
