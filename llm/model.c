@@ -492,7 +492,10 @@ static osc_status scatter_mm(osc_llm *m, osc_tensor *x, const osc_llm_batch *b, 
 /* ---- the decode step as a CUDA graph ------------------------------------------------------------
  * A decode step of B plain (bf16) caches on the GPU, one token each, is the same ~15 launches per
  * layer every time; only the token ids, positions and cache lengths change. This path keeps those
- * in device memory (one small upload per step: ids, positions, lengths), stores K/V through a
+ * in device memory and advances them on the device at the end of each step (positions and
+ * lengths + 1; ids <- the step's greedy picks), so a step that continues from the previous one
+ * uploads nothing but the ids the host sampled (nothing at all when it took the device's greedy
+ * picks); anything else (new batch, jumps) re-uploads the whole step state. It stores K/V through a
  * device table of cache pointers (uploaded only when the set of caches changes) and runs the
  * batched decode attention with a split count that does not depend on the lengths, so the whole
  * step (embedding, layers, final norm, head, argmax) is captured once per batch size and mode
@@ -502,7 +505,9 @@ static osc_status scatter_mm(osc_llm *m, osc_tensor *x, const osc_llm_batch *b, 
 
 struct dgraph {
     int32_t *dstep;                /* device: ids [DG_MAX_B] | pos [3 * DG_MAX_B] | lens1 [DG_MAX_B] */
-    int32_t hstep[5 * DG_MAX_B];
+    int32_t hstep[5 * DG_MAX_B];   /* host mirror of dstep (what the device holds now) */
+    int32_t want[5 * DG_MAX_B];    /* the step state a new step needs */
+    long uploads, id_uploads;      /* full step-state uploads / ids-only uploads */
     void **dtab;                   /* device: [layers][2][DG_MAX_B] K / V base pointers */
     void **htab;                   /* host mirror of what dtab holds */
     float *dpart;                  /* device: attention partials for the largest split plan */
@@ -612,7 +617,18 @@ static osc_status dgraph_body(osc_llm *m, osc_llm_ctx *c, struct dgraph *g, int 
         osc_tensor am = osc_tensor_1d(c->ids.data, OSC_I32, m->dev, B);
         OSC_TRY(osc_op_argmax(&am, &lg));
     }
-    return OSC_OK;
+    /* the next step's state, on the device (dgraph_step mirrors it on the host) */
+    return osc_cuda_step_advance(g->dstep + DG_MAX_B, mrope ? 3 : 1, B, g->dstep + 4 * DG_MAX_B, g->dstep,
+                                 greedy ? (const int32_t *)c->ids.data : NULL, B);
+}
+
+/* the host mirror of osc_cuda_step_advance */
+static void dgraph_advance_mirror(struct dgraph *g, int B, int mrope, const int32_t *picked) {
+    for (int s = 0; s < B; s++) {
+        for (int a = 0; a < (mrope ? 3 : 1); a++) g->hstep[DG_MAX_B + a * B + s] += 1;
+        g->hstep[4 * DG_MAX_B + s] += 1;
+        if (picked) g->hstep[s] = picked[s];
+    }
 }
 
 /* A decode step through the graph path. *done = 0 (nothing run) when the batch does not qualify. */
@@ -634,7 +650,8 @@ static osc_status dgraph_step(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b
     if (g->failed) return OSC_OK;
     /* step inputs: ids, positions ([3][B] for M-RoPE), attend lengths */
     const int mrope = cf->rope_type == OSC_ROPE_MROPE;
-    int32_t *h = g->hstep;
+    int32_t *h = g->want;
+    memcpy(h, g->hstep, sizeof g->want);
     for (int s = 0; s < B; s++) {
         int n0 = osc_kv_len(kv[s]);
         h[s] = tokens[base + s];
@@ -656,7 +673,17 @@ static osc_status dgraph_step(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b
         }
     if (dirty)
         OSC_TRY(osc_cuda_memcpy_async(g->dtab, g->htab, (size_t)cf->n_layers * 2 * DG_MAX_B * sizeof(void *), 1));
-    OSC_TRY(osc_cuda_memcpy_async(g->dstep, h, sizeof g->hstep, 1));
+    /* step state: nothing moves when the device's advanced state is this step's; ids only when
+     * just the ids differ (host-sampled tokens); else everything */
+    if (memcmp(h + DG_MAX_B, g->hstep + DG_MAX_B, 4 * DG_MAX_B * sizeof *h)) {
+        memcpy(g->hstep, h, sizeof g->hstep);
+        OSC_TRY(osc_cuda_memcpy_async(g->dstep, g->hstep, sizeof g->hstep, 1));
+        g->uploads++;
+    } else if (memcmp(h, g->hstep, (size_t)B * sizeof *h)) {
+        memcpy(g->hstep, h, (size_t)B * sizeof *h);
+        OSC_TRY(osc_cuda_memcpy_async(g->dstep, g->hstep, (size_t)B * sizeof *h, 1));
+        g->id_uploads++;
+    }
     const int greedy = ids_out != NULL;
     if (g->g[greedy][B]) {
         OSC_TRY(osc_cuda_graph_launch(g->g[greedy][B]));
@@ -685,7 +712,13 @@ static osc_status dgraph_step(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b
     }
     for (int s = 0; s < B; s++) osc_kv_advance(kv[s], 1);
     *done = 1;
-    if (greedy) return osc_copy_bytes(ids_out, OSC_DEV_CPU, c->ids.data, m->dev, (size_t)B * sizeof(int32_t));
+    if (greedy) {
+        osc_status s = osc_copy_bytes(ids_out, OSC_DEV_CPU, c->ids.data, m->dev, (size_t)B * sizeof(int32_t));
+        if (s == OSC_OK) dgraph_advance_mirror(g, B, mrope, ids_out);
+        else g->failed = 1; /* the mirror may be off: stay eager */
+        return s;
+    }
+    dgraph_advance_mirror(g, B, mrope, NULL);
     osc_tensor lg = rows2(&c->logits, 0, B);
     return osc_tensor_download_f32(logits, &lg, (int64_t)B * cf->vocab_size);
 }
@@ -700,6 +733,15 @@ void osc_llm_ctx_graph_stats(const osc_llm_ctx *c, int *captured, long *replayed
     if (captured) *captured = cap;
     if (replayed) *replayed = rep;
     if (eager) *eager = eag;
+}
+
+void osc_llm_ctx_graph_uploads(const osc_llm_ctx *c, long *full, long *ids) {
+    long f = 0, i = 0;
+#ifdef OSC_HAVE_CUDA
+    if (c->dg) f = c->dg->uploads, i = c->dg->id_uploads;
+#endif
+    if (full) *full = f;
+    if (ids) *ids = i;
 }
 
 static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b, int n_seq, const int *seq_start,

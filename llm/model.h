@@ -103,5 +103,8 @@ osc_status osc_llm_forward_greedy(osc_llm *m, osc_llm_ctx *c, const osc_llm_batc
  * OSC_CUDA_GRAPHS=0 in the environment to disable. Counts for tests and benchmarks: graphs
  * captured, steps replayed, steps that ran the same path eagerly. All 0 on the CPU. */
 void osc_llm_ctx_graph_stats(const osc_llm_ctx *c, int *captured, long *replayed, long *eager);
+/* Host-to-device traffic of those graph steps: uploads of the whole step state (first step,
+ * new batch size, positions that do not continue) and of the sampled ids alone. */
+void osc_llm_ctx_graph_uploads(const osc_llm_ctx *c, long *full, long *ids);
 
 #endif

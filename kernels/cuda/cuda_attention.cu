@@ -1429,3 +1429,25 @@ extern "C" osc_status osc_cuda_attention_decode_tab(void *out, const void *q, co
     return OSC_OK;
 }
 
+namespace {
+/* one thread per sequence: the next decode step's positions and lengths, and its ids when the
+ * step picked them on the device */
+__global__ void k_step_advance(int32_t *__restrict__ pos, int n_pos_rows, int pos_stride, int32_t *__restrict__ lens1,
+                               int32_t *__restrict__ ids, const int32_t *__restrict__ picked, int B) {
+    const int b = blockIdx.x * blockDim.x + threadIdx.x;
+    if (b >= B) return;
+    for (int a = 0; a < n_pos_rows; a++) pos[(size_t)a * pos_stride + b] += 1;
+    lens1[b] += 1;
+    if (picked) ids[b] = picked[b];
+}
+} // namespace
+
+extern "C" osc_status osc_cuda_step_advance(int32_t *pos, int n_pos_rows, int pos_stride, int32_t *lens1, int32_t *ids,
+                                            const int32_t *picked, int B) {
+    if (B <= 0) return OSC_OK;
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    k_step_advance<<<(unsigned)((B + 127) / 128), 128, 0, st>>>(pos, n_pos_rows, pos_stride, lens1, ids, picked, B);
+    OSC_CU_LAUNCH("k_step_advance");
+    return OSC_OK;
+}

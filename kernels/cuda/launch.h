@@ -65,6 +65,12 @@ int osc_cuda_decode_tab_splits(int B, int Hkv, int D);
 size_t osc_cuda_decode_tab_part_floats(int B, int Hq, int Hkv, int D, int nsplit);
 osc_status osc_cuda_kv_append(const void *k, const void *v, void *const *tab, int tab_stride, const int32_t *lens1,
                               int B, int row);
+/* The decode-step state kept on the device between CUDA-graph steps: pos [n_pos_rows] rows of
+ * pos_stride (columns 0..B-1) and lens1 [B] grow by one; ids [B] <- picked [B] when picked is
+ * not NULL (the greedy ids of the step just run), so the next step needs no upload when it
+ * continues from them. */
+osc_status osc_cuda_step_advance(int32_t *pos, int n_pos_rows, int pos_stride, int32_t *lens1, int32_t *ids,
+                                 const int32_t *picked, int B);
 osc_status osc_cuda_attention_decode_tab(void *out, const void *q, const void *const *ktab, const void *const *vtab,
                                          const int32_t *lens1, int B, int Hq, int Hkv, int D, float scale,
                                          float *part, int nsplit);

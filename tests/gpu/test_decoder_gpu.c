@@ -199,7 +199,7 @@ static void test_quant_modes(void) {
  * the CPU float32 model step by step; greedy ids from the graph equal the argmax of the graph's
  * own logits; with OSC_CUDA_GRAPHS=0 the eager path gives the same logits within tolerance. */
 static double graph_run(osc_llm *m, int greedy_mode, const int32_t *forced, int32_t *chain, float *all, int *cap,
-                        long *rep, long *eag) {
+                        long *rep, long *eag, long *upl) {
     const osc_llm_config *c = osc_llm_config_of(m);
     const int V = c->vocab_size, P[3] = {5, 40, 77}, NS = 10;
     osc_kv *kv[3] = {0};
@@ -240,6 +240,7 @@ static double graph_run(osc_llm *m, int greedy_mode, const int32_t *forced, int3
         }
     }
     osc_llm_ctx_graph_stats(x, cap, rep, eag);
+    if (upl) osc_llm_ctx_graph_uploads(x, &upl[0], &upl[1]);
     for (int s = 0; s < 3; s++) osc_kv_free(kv[s]);
     osc_llm_ctx_free(x);
     return 0;
@@ -266,9 +267,9 @@ static void test_graph_decode(void) {
         for (int i = 0; i < 30; i++) forced[i] = (i * 71 + 5) % V;
         float *g = calloc(n, 4), *cc = calloc(n, 4), *e = calloc(n, 4), *gc = calloc(n, 4);
         int cap = 0, cap0 = 0;
-        long rep = 0, eag = 0, rep0 = 0, eag0 = 0;
-        graph_run(gm, 0, forced, NULL, g, &cap, &rep, &eag);
-        graph_run(cm, 0, forced, NULL, cc, NULL, NULL, NULL);
+        long rep = 0, eag = 0, rep0 = 0, eag0 = 0, upl[2] = {-1, -1}, upg[2] = {-1, -1};
+        graph_run(gm, 0, forced, NULL, g, &cap, &rep, &eag, upl);
+        graph_run(cm, 0, forced, NULL, cc, NULL, NULL, NULL, NULL);
         double worst = 0;
         for (int t = 0; t < 30; t++) {
             if (t / 3 >= 6 && t % 3 == 1) continue; /* sequence 1 left after step 5 */
@@ -280,14 +281,23 @@ static void test_graph_decode(void) {
               "(want 2, 8, 2)", cap, rep, eag);
         printf("graph decode (B 3 then 2, 10 steps): cuda vs cpu worst row rel. error %.2e; %d graphs, %ld replays, "
                "%ld eager steps\n", worst, cap, rep, eag);
+        /* positions and lengths advance on the device: the whole step state goes up only for the
+         * first step and the new batch size; host-sampled (here forced) ids every other step */
+        CHECK(upl[0] == 2 && upl[1] == 8, "graph decode: %ld step-state uploads, %ld id uploads (want 2, 8)", upl[0],
+              upl[1]);
         /* greedy ids from graphs == argmax of the graph's logits on the same inputs */
-        graph_run(gm, 1, NULL, chain, NULL, NULL, NULL, NULL);
+        graph_run(gm, 1, NULL, chain, NULL, NULL, NULL, NULL, upg);
+        /* greedy: the next ids are the device's own picks, so nothing goes up after a step */
+        CHECK(upg[0] == 2 && upg[1] == 0, "graph greedy: %ld step-state uploads, %ld id uploads (want 2, 0)", upg[0],
+              upg[1]);
+        printf("step-state uploads over 10 steps: forced ids %ld full + %ld ids-only, greedy %ld full + %ld ids-only\n",
+               upl[0], upl[1], upg[0], upg[1]);
         int32_t forced2[30];
         forced2[0] = 7, forced2[1] = 8, forced2[2] = 9;
         for (int t = 1; t < 10; t++)
             for (int s = 0; s < 3; s++) forced2[t * 3 + s] = chain[(t - 1) * 3 + s];
         forced2[6 * 3 + 1] = 0;
-        graph_run(gm, 0, forced2, NULL, gc, NULL, NULL, NULL);
+        graph_run(gm, 0, forced2, NULL, gc, NULL, NULL, NULL, NULL);
         int same = 0, tot = 0;
         for (int t = 0; t < 10; t++)
             for (int s = 0; s < 3; s++) {
@@ -303,7 +313,7 @@ static void test_graph_decode(void) {
         printf("graph greedy: %d/%d ids equal the argmax of the graph's logits\n", same, tot);
         /* the same steps without graphs */
         setenv("OSC_CUDA_GRAPHS", "0", 1);
-        graph_run(gm, 0, forced, NULL, e, &cap0, &rep0, &eag0);
+        graph_run(gm, 0, forced, NULL, e, &cap0, &rep0, &eag0, NULL);
         unsetenv("OSC_CUDA_GRAPHS");
         double we = 0, wg = 0;
         for (int t = 0; t < 30; t++) {
