@@ -220,23 +220,28 @@ static osc_status dequant_packed(const osc_kv *kv, int l, int t0, int n, void *d
 }
 
 /* Pack the full residual window of layer l (R tokens) into packed tokens [nq, nq + R). */
-static osc_status flush_window(osc_kv *kv, int l) {
-    const int nq = kv->nq[l], b = kv->m.bits, H = HKV, hd = HD;
-    const size_t g0 = (size_t)nq / OSC_KV_G;
-    if (kv->pool) { /* a full window is exactly one page of this layer: pack straight into it */
-        const int page = kv->bt[nq / kv->R];
-        const kv_page_layout *y = &kv->pool->lay;
-        OSC_TRY(osc_cuda_kv_pack(g_rk(kv, l, 0), g_rv(kv, l, 0), kv->R, H, hd, b, kv->m.rotate, kv->m.norm,
-                                 (uint32_t *)pg_at(kv, page, l, y->kq), (uint16_t *)pg_at(kv, page, l, y->kp),
-                                 (uint32_t *)pg_at(kv, page, l, y->vq), (uint16_t *)pg_at(kv, page, l, y->vp),
-                                 (float *)pg_at(kv, page, l, y->kn)));
+/* Quantise and pack n (a multiple of R) raw tokens k/v [n][H][hd] (bf16, device) as the next
+ * packed tokens of layer l: one launch, into the contiguous arrays or across the pool's pages
+ * (held already: a store takes its pages before it starts). */
+static osc_status pack_tokens(osc_kv *kv, int l, const void *k, const void *v, int n) {
+    const int b = kv->m.bits, H = HKV, hd = HD, nq = kv->nq[l];
+    osc_kvq_pages pg;
+    const osc_kvq_pages *pp = pages_of(kv, &pg);
+    if (pp) {
+        OSC_TRY(osc_cuda_kv_pack_paged(k, v, n, H, hd, b, kv->m.rotate, kv->m.norm, g_kq(kv, l), g_kp(kv, l),
+                                       g_vq(kv, l), g_vp(kv, l), g_kn(kv, l), pp, nq));
     } else {
-        OSC_TRY(osc_cuda_kv_pack(g_rk(kv, l, 0), g_rv(kv, l, 0), kv->R, H, hd, b, kv->m.rotate, kv->m.norm,
-                                 g_kq(kv, l) + g0 * H * b * hd, g_kp(kv, l) + g0 * H * hd * 2,
-                                 g_vq(kv, l) + (size_t)nq * H * (hd * b / 32),
+        const size_t g0 = (size_t)nq / OSC_KV_G;
+        OSC_TRY(osc_cuda_kv_pack(k, v, n, H, hd, b, kv->m.rotate, kv->m.norm, g_kq(kv, l) + g0 * H * b * hd,
+                                 g_kp(kv, l) + g0 * H * hd * 2, g_vq(kv, l) + (size_t)nq * H * (hd * b / 32),
                                  g_vp(kv, l) + (size_t)nq * H * (hd / 32) * 2, g_kn(kv, l) + nq));
     }
-    kv->nq[l] += kv->R;
+    kv->nq[l] += n;
+    return OSC_OK;
+}
+
+static osc_status flush_window(osc_kv *kv, int l) {
+    OSC_TRY(pack_tokens(kv, l, g_rk(kv, l, 0), g_rv(kv, l, 0), kv->R));
     kv->nres[l] = 0;
     return OSC_OK;
 }
@@ -276,6 +281,16 @@ osc_status osc_kvg_store(osc_kv *kv, int l, const osc_tensor *k, const osc_tenso
     } else {
         for (int off = 0; off < S;) {
             if (kv->nres[l] == kv->R) OSC_TRY(flush_window(kv, l)); /* lazy: the newest token stays in the window */
+            if (kv->nres[l] == 0 && S - off > kv->R) {
+                /* whole windows that would be flushed within this store are packed straight
+                 * from k/v in one launch (the same bf16 rows the window would hold); the last
+                 * 1..R tokens go to the window */
+                const int n = (S - off - 1) / kv->R * kv->R;
+                const size_t src = (size_t)off * ROW * 2;
+                OSC_TRY(pack_tokens(kv, l, (const char *)k->data + src, (const char *)v->data + src, n));
+                off += n;
+                continue;
+            }
             int n = kv->R - kv->nres[l];
             if (n > S - off) n = S - off;
             size_t bytes = (size_t)n * ROW * 2, src = (size_t)off * ROW * 2;

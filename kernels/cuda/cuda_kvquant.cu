@@ -1,16 +1,12 @@
 /* kernels/cuda/cuda_kvquant.cu: the OScaR / KIVI 2- and 4-bit KV cache on the GPU (layout and
  * contracts in kvquant_launch.h; the CPU reference is kvcache/kv_quant.c).
  *
- * Pack (osc_cuda_kv_pack), up to three kernels on the library stream:
- *   k_kv_norm   (norm_scale only) one warp per token: per KV head, the lane holds hd/32
- *               consecutive channels, the fast Walsh-Hadamard transform runs in registers
- *               (in-lane butterflies, then shfl_xor across lanes, the same butterflies in the
- *               same order as osc_kvq_hadamard, so bit-identical), times 1/sqrt(hd); the sum
- *               of squares over all heads in fp64 (as the CPU) -> kn[t].
- *   k_kv_kquant one block per (group of 32 tokens, kv head): rotate + divide by kn into shared
- *               [32][hd] fp32, then one thread per channel: min/max, range, codes, words.
- *   k_kv_vquant one warp per (token, kv head): per 32-channel group warp min/max, codes,
- *               words OR-reduced by shuffles.
+ * Pack (osc_cuda_kv_pack): one kernel, k_kv_pack, one block per group of 32 tokens and all
+ *   KV heads: token norms (the fast Walsh-Hadamard transform in registers: in-lane butterflies,
+ *   then shfl_xor across lanes, the same butterflies in the same order as osc_kvq_hadamard, so
+ *   bit-identical; times 1/sqrt(hd); sum of squares over all heads in fp64 as the CPU), then
+ *   per head the rotated, normalised rows in shared fp32 and one thread per (channel, code
+ *   word) for min/max, range, codes; then V, one warp per (token, head) row.
  *   Divisions use __fdiv_rn (the library builds with --use_fast_math) so every rounding
  *   matches kv_quant.c.
  *
@@ -144,147 +140,164 @@ __device__ __forceinline__ uint32_t kv_code(float x, float s, int zint, int qmax
 /* ------------------------------------------------------------------------------------------ */
 const int PK_THREADS = 256;
 
-template <int E>
-__global__ void __launch_bounds__(PK_THREADS)
-k_kv_norm(const bf16 *__restrict__ k, int n_tok, int Hkv, int rotate, float rsq, float *__restrict__ kn) {
-    const int lane = threadIdx.x & 31;
-    const int t = blockIdx.x * (PK_THREADS / 32) + (threadIdx.x >> 5);
-    if (t >= n_tok) return;
-    const int hd = 32 * E;
-    double ss = 0.0;
-    for (int h = 0; h < Hkv; h++) {
-        float x[E];
-        load_bf16<E>(k + ((size_t)t * Hkv + h) * hd + lane * E, x);
-        if (rotate) {
-            fwht_warp<E>(x, lane);
-#pragma unroll
-            for (int j = 0; j < E; j++) x[j] = __fmul_rn(x[j], rsq);
-        }
-#pragma unroll
-        for (int j = 0; j < E; j++) ss = __dadd_rn(ss, __dmul_rn((double)x[j], (double)x[j]));
-    }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
-    if (lane == 0) {
-        float r = (float)__dsqrt_rn(ss);
-        if (!(r > 0.0f) || isinf(r)) r = 1.0f;
-        kn[t] = r;
-    }
-}
-
-/* grid (n_groups, Hkv); shared xs[32][hd + 1] */
+/* One block per group of 32 tokens, all KV heads (the whole pack is this one kernel):
+ *   1. token norms (norm_scale): warp w takes tokens w, w+8, ..; per head the lane's E channels
+ *      are rotated in registers (fwht_warp, times 1/sqrt(hd)) and squared into an fp64 sum,
+ *      reduced over the lanes: kn[t] (1.0 without norm_scale);
+ *   2. per head: the 32 rotated rows again (from L2), divided by the norm, into shared fp32
+ *      [32][hd + 1]; then one thread per (channel, code word): min / max over the 32 tokens,
+ *      range, the word's codes (and the params, from the word-0 thread);
+ *   3. V: one warp per (token, head) row: per 32-channel group warp min / max, codes, words
+ *      OR-reduced by shuffles.
+ * Arithmetic and order as kv_quant.c (fp64 norm, __fdiv_rn), so codes and params are bit-identical. */
 template <int E, int BITS>
 __global__ void __launch_bounds__(PK_THREADS)
-k_kv_kquant(const bf16 *__restrict__ k, int Hkv, int rotate, int norm_scale, float rsq, uint32_t *__restrict__ kq,
-            uint16_t *__restrict__ kp, float *__restrict__ kn) {
-    extern __shared__ float xs[];
-    const int hd = 32 * E, LD = hd + 1;
-    const int g = blockIdx.x, h = blockIdx.y;
+k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int rotate, int norm_scale, float rsq,
+          uint32_t *__restrict__ kq, uint16_t *__restrict__ kp, uint32_t *__restrict__ vq, uint16_t *__restrict__ vp,
+          float *__restrict__ kn, const int *__restrict__ bt, int gpp, long long pgb, int g_first) {
+    extern __shared__ float xs[]; /* [32][hd + 1] | norms [32] */
+    const int hd = 32 * E, LD = hd + 1, NW = PK_THREADS / 32;
+    const int gi = blockIdx.x; /* input group: tokens 32 gi .. of k / v */
+    int g = gi;                /* output group, in its page when paged */
+    if (bt) {
+        const int ga = g_first + gi, pi = ga / gpp;
+        g = ga - pi * gpp;
+        const size_t po = (size_t)__ldg(bt + pi) * (size_t)pgb;
+        kq = reinterpret_cast<uint32_t *>(reinterpret_cast<char *>(kq) + po);
+        kp = reinterpret_cast<uint16_t *>(reinterpret_cast<char *>(kp) + po);
+        vq = reinterpret_cast<uint32_t *>(reinterpret_cast<char *>(vq) + po);
+        vp = reinterpret_cast<uint16_t *>(reinterpret_cast<char *>(vp) + po);
+        kn = reinterpret_cast<float *>(reinterpret_cast<char *>(kn) + po);
+    }
+    k += (size_t)gi * 32 * Hkv * hd;
+    v += (size_t)gi * 32 * Hkv * hd;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int NW = PK_THREADS / 32;
-    if (!norm_scale && h == 0 && threadIdx.x < 32) kn[(size_t)g * 32 + threadIdx.x] = 1.0f;
+    float *kns = xs + 32 * LD;
+    /* 1. norms */
     for (int j = warp; j < 32; j += NW) {
         const size_t t = (size_t)g * 32 + j;
-        float x[E];
-        load_bf16<E>(k + (t * Hkv + h) * hd + lane * E, x);
-        if (rotate) {
-            fwht_warp<E>(x, lane);
-#pragma unroll
-            for (int i = 0; i < E; i++) x[i] = __fmul_rn(x[i], rsq);
-        }
+        float r = 1.0f;
         if (norm_scale) {
-            float n = kn[t];
+            double ss = 0.0;
+#pragma unroll 4
+            for (int h = 0; h < Hkv; h++) {
+                float x[E];
+                load_bf16<E>(k + ((size_t)j * Hkv + h) * hd + lane * E, x);
+                if (rotate) {
+                    fwht_warp<E>(x, lane);
 #pragma unroll
-            for (int i = 0; i < E; i++) x[i] = __fdiv_rn(x[i], n);
+                    for (int i = 0; i < E; i++) x[i] = __fmul_rn(x[i], rsq);
+                }
+#pragma unroll
+                for (int i = 0; i < E; i++) ss = __dadd_rn(ss, __dmul_rn((double)x[i], (double)x[i]));
+            }
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+            r = (float)__dsqrt_rn(ss);
+            if (!(r > 0.0f) || isinf(r)) r = 1.0f;
         }
-#pragma unroll
-        for (int i = 0; i < E; i++) xs[j * LD + lane * E + i] = x[i];
+        if (lane == 0) {
+            kns[j] = r;
+            kn[t] = r;
+        }
     }
     __syncthreads();
+    /* 2. K per head */
     const int per = 32 / BITS, qmax = (1 << BITS) - 1;
-    const size_t blk = (size_t)g * Hkv + h;
-    for (int c = threadIdx.x; c < hd; c += PK_THREADS) {
-        float lo = INFINITY, hi = -INFINITY;
-#pragma unroll 8
-        for (int j = 0; j < 32; j++) {
-            float v = xs[j * LD + c];
-            lo = fminf(lo, v);
-            hi = fmaxf(hi, v);
-        }
-        float s;
-        int zint;
-        uint32_t prm;
-        kv_range(lo, hi, BITS, &s, &zint, &prm);
-        reinterpret_cast<uint32_t *>(kp)[blk * hd + c] = prm;
+    for (int h = 0; h < Hkv; h++) {
 #pragma unroll
-        for (int w = 0; w < BITS; w++) {
+        for (int j = warp; j < 32; j += NW) {
+            float x[E];
+            load_bf16<E>(k + ((size_t)j * Hkv + h) * hd + lane * E, x);
+            if (rotate) {
+                fwht_warp<E>(x, lane);
+#pragma unroll
+                for (int i = 0; i < E; i++) x[i] = __fmul_rn(x[i], rsq);
+            }
+            if (norm_scale) {
+                const float n = kns[j];
+#pragma unroll
+                for (int i = 0; i < E; i++) x[i] = __fdiv_rn(x[i], n);
+            }
+#pragma unroll
+            for (int i = 0; i < E; i++) xs[j * LD + lane * E + i] = x[i];
+        }
+        __syncthreads();
+        const size_t blk = (size_t)g * Hkv + h;
+        for (int idx = threadIdx.x; idx < hd * BITS; idx += PK_THREADS) {
+            const int c = idx % hd, w = idx / hd;
+            float lo = INFINITY, hi = -INFINITY;
+#pragma unroll 8
+            for (int j = 0; j < 32; j++) {
+                const float x = xs[j * LD + c];
+                lo = fminf(lo, x);
+                hi = fmaxf(hi, x);
+            }
+            float sc;
+            int zint;
+            uint32_t prm;
+            kv_range(lo, hi, BITS, &sc, &zint, &prm);
+            if (w == 0) reinterpret_cast<uint32_t *>(kp)[blk * hd + c] = prm;
             uint32_t word = 0;
 #pragma unroll
-            for (int e = 0; e < per; e++) word |= kv_code(xs[(w * per + e) * LD + c], s, zint, qmax) << (BITS * e);
+            for (int e = 0; e < per; e++) word |= kv_code(xs[(w * per + e) * LD + c], sc, zint, qmax) << (BITS * e);
             kq[(blk * BITS + w) * hd + c] = word;
         }
+        __syncthreads();
     }
-}
-
-/* one warp per (token, kv head) row of hd channels */
-template <int BITS>
-__global__ void __launch_bounds__(PK_THREADS)
-k_kv_vquant(const bf16 *__restrict__ v, int rows, int hd, uint32_t *__restrict__ vq, uint16_t *__restrict__ vp) {
-    const int lane = threadIdx.x & 31;
-    const int row = blockIdx.x * (PK_THREADS / 32) + (threadIdx.x >> 5);
-    if (row >= rows) return;
-    const int per = 32 / BITS, qmax = (1 << BITS) - 1;
-    const bf16 *x = v + (size_t)row * hd;
-    uint32_t *words = vq + (size_t)row * (hd * BITS / 32);
-    uint32_t *prm = reinterpret_cast<uint32_t *>(vp) + (size_t)row * (hd / 32);
-    for (int gi = 0; gi < hd / 32; gi++) {
-        float xv = bf2f(x[gi * 32 + lane]);
-        float lo = xv, hi = xv;
+    /* 3. V rows */
+    const int vw = hd * BITS / 32;
+#pragma unroll 2
+    for (int r = warp; r < 32 * Hkv; r += NW) {
+        const size_t row = (size_t)g * 32 * Hkv + r; /* token-major: [token][head] */
+        const bf16 *x = v + (size_t)r * hd;
+        uint32_t *words = vq + row * vw;
+        uint32_t *prm = reinterpret_cast<uint32_t *>(vp) + row * (hd / 32);
+        float xr[E]; /* the row's loads first, all in flight */
 #pragma unroll
-        for (int o = 16; o > 0; o >>= 1) {
-            lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, o));
-            hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, o));
+        for (int gi = 0; gi < E; gi++) xr[gi] = bf2f(x[gi * 32 + lane]);
+#pragma unroll
+        for (int gi = 0; gi < E; gi++) {
+            const float xv = xr[gi];
+            float lo = xv, hi = xv;
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) {
+                lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, o));
+                hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, o));
+            }
+            float sc;
+            int zint;
+            uint32_t pr;
+            kv_range(lo, hi, BITS, &sc, &zint, &pr);
+            uint32_t word = kv_code(xv, sc, zint, qmax) << (BITS * (lane % per));
+#pragma unroll
+            for (int o = 1; o < per; o <<= 1) word |= __shfl_xor_sync(0xffffffffu, word, o);
+            if (lane % per == 0) words[gi * BITS + lane / per] = word;
+            if (lane == 0) prm[gi] = pr;
         }
-        float s;
-        int zint;
-        uint32_t pr;
-        kv_range(lo, hi, BITS, &s, &zint, &pr);
-        uint32_t word = kv_code(xv, s, zint, qmax) << (BITS * (lane % per));
-#pragma unroll
-        for (int o = 1; o < per; o <<= 1) word |= __shfl_xor_sync(0xffffffffu, word, o);
-        if (lane % per == 0) words[gi * BITS + lane / per] = word;
-        if (lane == 0) prm[gi] = pr;
     }
 }
 
 template <int E>
 osc_status launch_pack_e(const bf16 *k, const bf16 *v, int n_tok, int Hkv, int bits, int rotate, int norm_scale,
-                         uint32_t *kq, uint16_t *kp, uint32_t *vq, uint16_t *vp, float *kn, cudaStream_t st) {
+                         uint32_t *kq, uint16_t *kp, uint32_t *vq, uint16_t *vp, float *kn, const int *bt, int gpp,
+                         long long pgb, int g_first, cudaStream_t st) {
     const int hd = 32 * E;
-    float sq = sqrtf((float)hd);
-    float rsq = 1.0f / sq; /* as osc_kvq_hadamard */
-    const int tpb = PK_THREADS / 32;
-    if (norm_scale) {
-        k_kv_norm<E><<<(unsigned)((n_tok + tpb - 1) / tpb), PK_THREADS, 0, st>>>(k, n_tok, Hkv, rotate, rsq, kn);
-        OSC_CU_LAUNCH("k_kv_norm");
-    }
-    size_t smem = (size_t)32 * (hd + 1) * sizeof(float);
-    dim3 grid((unsigned)(n_tok / 32), (unsigned)Hkv);
+    const float rsq = 1.0f / sqrtf((float)hd); /* as osc_kvq_hadamard */
+    const size_t smem = ((size_t)32 * (hd + 1) + 32) * sizeof(float);
+    const unsigned grid = (unsigned)(n_tok / 32);
     if (bits == 2) {
         if (smem > 48 * 1024)
-            OSC_CU_CHECK(cudaFuncSetAttribute(k_kv_kquant<E, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        k_kv_kquant<E, 2><<<grid, PK_THREADS, smem, st>>>(k, Hkv, rotate, norm_scale, rsq, kq, kp, kn);
+            OSC_CU_CHECK(cudaFuncSetAttribute(k_kv_pack<E, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        k_kv_pack<E, 2><<<grid, PK_THREADS, smem, st>>>(k, v, Hkv, rotate, norm_scale, rsq, kq, kp, vq, vp, kn, bt,
+                                                         gpp, pgb, g_first);
     } else {
         if (smem > 48 * 1024)
-            OSC_CU_CHECK(cudaFuncSetAttribute(k_kv_kquant<E, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        k_kv_kquant<E, 4><<<grid, PK_THREADS, smem, st>>>(k, Hkv, rotate, norm_scale, rsq, kq, kp, kn);
+            OSC_CU_CHECK(cudaFuncSetAttribute(k_kv_pack<E, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+        k_kv_pack<E, 4><<<grid, PK_THREADS, smem, st>>>(k, v, Hkv, rotate, norm_scale, rsq, kq, kp, vq, vp, kn, bt,
+                                                         gpp, pgb, g_first);
     }
-    OSC_CU_LAUNCH("k_kv_kquant");
-    int rows = n_tok * Hkv;
-    unsigned vb = (unsigned)((rows + tpb - 1) / tpb);
-    if (bits == 2) k_kv_vquant<2><<<vb, PK_THREADS, 0, st>>>(v, rows, hd, vq, vp);
-    else k_kv_vquant<4><<<vb, PK_THREADS, 0, st>>>(v, rows, hd, vq, vp);
-    OSC_CU_LAUNCH("k_kv_vquant");
+    OSC_CU_LAUNCH("k_kv_pack");
     return OSC_OK;
 }
 
@@ -715,12 +728,12 @@ __global__ void k_kvq_combine(bf16 *__restrict__ out, const float *__restrict__ 
     if (threadIdx.x == 0) s_inv = L > 0.f ? 1.f / L : 0.f;
     __syncthreads();
     bf16 *o = out + ((size_t)kvh * G + h) * HD;
+    /* loads not behind a branch, 8 in flight: empty splits hold zeros (weight 0) */
+    const float *pa = part_acc + ((size_t)kvh * NS * G + h) * HD;
     for (int c = threadIdx.x; c < HD; c += blockDim.x) {
         float a = 0.f;
-        for (int i = 0; i < NS; i++) {
-            float w = wts[i];
-            if (w != 0.f) a += w * part_acc[(((size_t)kvh * NS + i) * G + h) * HD + c];
-        }
+#pragma unroll 8
+        for (int i = 0; i < NS; i++) a = fmaf(wts[i], pa[(size_t)i * G * HD + c], a);
         o[c] = f2bf(a * s_inv);
     }
 }
@@ -1256,24 +1269,45 @@ extern "C" size_t osc_kvq_bytes_vq(int n_tok, int Hkv, int hd, int bits) {
 }
 extern "C" size_t osc_kvq_bytes_vp(int n_tok, int Hkv, int hd) { return (size_t)n_tok * Hkv * (hd / 32) * 4; }
 
+static osc_status check_pages(const osc_kvq_pages *pg, const char *who) {
+    if (pg && pg->bt && (pg->gpp <= 0 || pg->page_bytes <= 0 || pg->page_bytes % 16))
+        return osc_error(OSC_ERR_INVALID_ARG, "%s: pages of %d groups, %lld bytes (a multiple of 16)", who, pg->gpp,
+                         (long long)pg->page_bytes);
+    return OSC_OK;
+}
+
 extern "C" osc_status osc_cuda_kv_pack(const void *k, const void *v, int n_tok, int Hkv, int hd, int bits, int rotate,
                                        int norm_scale, uint32_t *kq, uint16_t *kp, uint32_t *vq, uint16_t *vp,
                                        float *kn) {
+    return osc_cuda_kv_pack_paged(k, v, n_tok, Hkv, hd, bits, rotate, norm_scale, kq, kp, vq, vp, kn, NULL, 0);
+}
+
+extern "C" osc_status osc_cuda_kv_pack_paged(const void *k, const void *v, int n_tok, int Hkv, int hd, int bits,
+                                             int rotate, int norm_scale, uint32_t *kq, uint16_t *kp, uint32_t *vq,
+                                             uint16_t *vp, float *kn, const osc_kvq_pages *pages, int t_first) {
     if (n_tok < 0 || n_tok % 32) return osc_error(OSC_ERR_INVALID_ARG, "kv_pack: n_tok %d not a multiple of 32", n_tok);
     if (bits != 2 && bits != 4) return osc_error(OSC_ERR_INVALID_ARG, "kv_pack: bits %d", bits);
     if (Hkv <= 0) return osc_error(OSC_ERR_INVALID_ARG, "kv_pack: Hkv %d", Hkv);
+    if (t_first < 0 || t_first % 32) return osc_error(OSC_ERR_INVALID_ARG, "kv_pack: first token %d", t_first);
+    OSC_TRY(check_pages(pages, "kv_pack"));
     if (n_tok == 0) return OSC_OK;
+    const int *bt = pages ? pages->bt : NULL;
+    const int gpp = bt ? pages->gpp : 1;
+    const long long pgb = bt ? pages->page_bytes : 0;
+    const int g_first = t_first / 32;
     cudaStream_t st;
     OSC_TRY(osc_cu_stream(&st));
     const bf16 *kb = (const bf16 *)k, *vb = (const bf16 *)v;
+#define OSC_PK(EV) launch_pack_e<EV>(kb, vb, n_tok, Hkv, bits, rotate, norm_scale, kq, kp, vq, vp, kn, bt, gpp, pgb, g_first, st)
     switch (hd) {
-    case 32: return launch_pack_e<1>(kb, vb, n_tok, Hkv, bits, rotate, norm_scale, kq, kp, vq, vp, kn, st);
-    case 64: return launch_pack_e<2>(kb, vb, n_tok, Hkv, bits, rotate, norm_scale, kq, kp, vq, vp, kn, st);
-    case 128: return launch_pack_e<4>(kb, vb, n_tok, Hkv, bits, rotate, norm_scale, kq, kp, vq, vp, kn, st);
-    case 256: return launch_pack_e<8>(kb, vb, n_tok, Hkv, bits, rotate, norm_scale, kq, kp, vq, vp, kn, st);
-    case 512: return launch_pack_e<16>(kb, vb, n_tok, Hkv, bits, rotate, norm_scale, kq, kp, vq, vp, kn, st);
+    case 32: return OSC_PK(1);
+    case 64: return OSC_PK(2);
+    case 128: return OSC_PK(4);
+    case 256: return OSC_PK(8);
+    case 512: return OSC_PK(16);
     default: return osc_error(OSC_ERR_UNSUPPORTED, "kv_pack: head_dim %d (need a power of two 32..512)", hd);
     }
+#undef OSC_PK
 }
 
 extern "C" osc_status osc_cuda_kv_decode_attn(void *out, const void *q, int Hq, int Hkv, int hd, int bits, int rotate,
@@ -1294,12 +1328,6 @@ extern "C" osc_status osc_cuda_kv_decode_attn_ex(void *out, const void *q, int H
                                          rv, rn, n_res, scale, res_raw, NULL);
 }
 
-static osc_status check_pages(const osc_kvq_pages *pg, const char *who) {
-    if (pg && pg->bt && (pg->gpp <= 0 || pg->page_bytes <= 0 || pg->page_bytes % 16))
-        return osc_error(OSC_ERR_INVALID_ARG, "%s: pages of %d groups, %lld bytes (a multiple of 16)", who, pg->gpp,
-                         (long long)pg->page_bytes);
-    return OSC_OK;
-}
 
 extern "C" osc_status osc_cuda_kv_decode_attn_paged(void *out, const void *q, int Hq, int Hkv, int hd, int bits,
                                                     int rotate, int norm_scale, const uint32_t *kq, const uint16_t *kp,

@@ -44,6 +44,15 @@ size_t osc_kvq_bytes_vp(int n_tok, int Hkv, int hd);
 osc_status osc_cuda_kv_pack(const void *k, const void *v, int n_tok, int Hkv, int hd, int bits, int rotate,
                             int norm_scale, uint32_t *kq, uint16_t *kp, uint32_t *vq, uint16_t *vp, float *kn);
 
+/* osc_cuda_kv_pack writing paged storage (osc_kvq_pages below; NULL = contiguous): the n_tok
+ * tokens become packed tokens t_first .. t_first + n_tok - 1 of the sequence (t_first % 32 ==
+ * 0), each group of 32 into group (t / 32) % gpp of page bt[(t / 32) / gpp]; kq..kn are the
+ * page-0 pointers. One launch however many pages it spans. */
+struct osc_kvq_pages;
+osc_status osc_cuda_kv_pack_paged(const void *k, const void *v, int n_tok, int Hkv, int hd, int bits, int rotate,
+                                  int norm_scale, uint32_t *kq, uint16_t *kp, uint32_t *vq, uint16_t *vp, float *kn,
+                                  const struct osc_kvq_pages *pages, int t_first);
+
 /* One decode step (one query token) over the quantised part plus a full-precision residual.
  *   out: bf16 [Hq][hd]; q: bf16 [Hq][hd] after RoPE, not rotated (rotated inside when rotate);
  *   Hq % Hkv == 0, Hq / Hkv <= 8; hd in {128, 256}.
