@@ -87,7 +87,7 @@ static void usage_bench(FILE *f) {
             "  --seed S            random seed for weights, tokens and inputs (default 0)\n"
             "  -t, --threads N     CPU threads (default: all cores)\n"
             "  -h, --help          this help\n\n"
-            "JSON fields: kind (e2e|attn|kvattn), shape, device, kv, bits_per_element and\n"
+            "JSON fields: kind (e2e|attn|kvattn|kvpack), shape, device, kv, bits_per_element and\n"
             "bytes_per_token_per_layer (of the kv mode, residual window excluded), batch, ctx,\n"
             "prompt_tokens_per_s, decode_tokens_per_s, step_ms, graph_steps (timed decode steps\n"
             "replayed from a CUDA graph; OSC_CUDA_GRAPHS=0 disables them), weight_bytes, kv_bytes_per_seq,\n"
@@ -509,6 +509,54 @@ done:
     return s;
 }
 
+/* The prefill pack of a cache mode: T tokens of random K/V stored into an empty one-layer
+ * cache (the block modes quantise and pack every whole block but the last window, on CUDA in
+ * one kernel), device-timed. Bytes = the bf16 K/V read + the packed bytes written. */
+static osc_status bench_kvpack_one(const bench_opts *o, osc_dev dev, const char *mode, int T, result *r) {
+    const osc_dtype dt = dev == OSC_DEV_CUDA ? OSC_BF16 : OSC_F32;
+    const size_t es = osc_dtype_size(dt);
+    const int Hkv = o->hkv, D = o->hd;
+    osc_kv_params p = {.mode = mode, .n_layers = 1, .n_kv_heads = Hkv, .head_dim = D, .n_ctx = T, .dev = dev, .act_dt = dt};
+    const size_t rowb = (size_t)Hkv * D * es;
+    double need = (double)osc_kv_bytes_for(&p) + 2.0 * T * rowb;
+    OSC_TRY(check_mem(dev, need, "kv-cache pack"));
+    osc_kv *kv = NULL;
+    void *tmp = NULL;
+    double *ts = malloc(sizeof(double) * (size_t)o->reps);
+    osc_status s = ts ? OSC_OK : OSC_ERR_OOM;
+    if (s == OSC_OK) s = osc_dev_malloc(dev, 2 * (size_t)T * rowb, &tmp);
+    if (s == OSC_OK) s = osc_kv_new(&p, &kv);
+    int64_t ne[3] = {T, Hkv, D};
+    osc_tensor k = osc_tensor_make(tmp, dt, dev, 3, ne), v = osc_tensor_make((char *)tmp + (size_t)T * rowb, dt, dev, 3, ne);
+    if (s == OSC_OK) s = osc_op_fill_uniform(&k, o->seed * 131 + 7, -1, 1);
+    if (s == OSC_OK) s = osc_op_fill_uniform(&v, o->seed * 131 + 8, -1, 1);
+    const int warm = 3;
+    for (int it = 0; it < warm + o->reps && s == OSC_OK; it++) {
+        osc_kv_truncate(kv, 0);
+        double t0 = 0, el = 0;
+        s = region_start(dev, &t0);
+        if (s == OSC_OK) s = osc_kv_store(kv, 0, &k, &v);
+        if (s == OSC_OK) s = region_stop(dev, t0, &el);
+        if (it >= warm) ts[it - warm] = el;
+    }
+    if (s == OSC_OK) {
+        double med = median(ts, o->reps);
+        const int packed = (T - 1) / 256 * 256; /* the default window R = 256 stays unpacked */
+        const double bytes = 2.0 * packed * rowb + (double)packed * (double)osc_kv_bytes_per_token_per_layer(&p);
+        r->attn_us = med * 1e6;
+        r->attn_us_min = ts[0] * 1e6;
+        r->kv_bytes_per_seq = bytes;
+        r->achieved_gbps = bytes / med / 1e9;
+        r->launches = 1;
+    } else {
+        report_err("kv-cache pack", s, dev, need);
+    }
+    osc_kv_free(kv);
+    free(ts);
+    osc_dev_free(dev, tmp);
+    return s;
+}
+
 /* ---------- end to end ---------- */
 
 static void random_tokens(int32_t *t, int n, int vocab, uint64_t *st) {
@@ -823,6 +871,31 @@ static int run_attn(const bench_opts *o, osc_dev dev, results *rs) {
                    q->attn_us_min, q->achieved_gbps, q->achieved_gbps / g_copy_gbps);
             fflush(stdout);
         }
+    }
+    /* the prefill pack of each quantised block mode at 32K tokens */
+    for (int k = 0; k < o->n_kv; k++) {
+        if (o->kv_default && strcmp(osc_kv_mode_for("auto", o->hd), o->kv[k])) continue;
+        osc_kv_params kp = {.mode = o->kv[k], .n_layers = 1, .n_kv_heads = o->hkv, .head_dim = o->hd, .n_ctx = 64,
+                            .dev = dev, .act_dt = dev == OSC_DEV_CUDA ? OSC_BF16 : OSC_F32};
+        if (osc_kv_bits_per_element(&kp) >= 8) continue; /* bf16 / int8: nothing is packed in blocks */
+        result *q = add_result(rs);
+        if (!q) return 1;
+        q->kind = "kvpack";
+        snprintf(q->shape, sizeof q->shape, "%s", label);
+        snprintf(q->kv, sizeof q->kv, "%s", o->kv[k]);
+        set_kv_cost(q, o->kv[k], o->hkv, o->hd, kp.act_dt);
+        q->batch = 1;
+        q->ctx = 32768;
+        if (bench_kvpack_one(o, dev, o->kv[k], q->ctx, q) != OSC_OK) {
+            rs->n--;
+            fails++;
+            continue;
+        }
+        char op[40];
+        snprintf(op, sizeof op, "kv %s prefill pack", o->kv[k]);
+        printf("%-8s %-28s %6d %8d %12.1f %12.1f %10.1f %8.2f\n", "kvpack", op, q->batch, q->ctx, q->attn_us,
+               q->attn_us_min, q->achieved_gbps, q->achieved_gbps / g_copy_gbps);
+        fflush(stdout);
     }
     return fails ? 1 : 0;
 }

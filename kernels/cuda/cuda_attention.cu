@@ -693,12 +693,13 @@ __global__ void k_attn_combine(bf16 *__restrict__ out, const float *__restrict__
     __syncthreads();
     const int s = r / G, g = r % G;
     bf16 *o = out + ((size_t)s * Hq + (size_t)kvh * G + g) * D;
+    /* loads not behind a branch, 8 in flight: empty splits hold zeros (weight 0) */
+    const float *pa = part_acc + ((size_t)kvh * nsplit * R + r) * D;
+    const size_t ps = (size_t)R * D;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float acc = 0.f;
-        for (int i = 0; i < nsplit; i++) {
-            float w = wts[i];
-            if (w != 0.f) acc += w * part_acc[((((size_t)kvh * nsplit + i) * R + r)) * D + d];
-        }
+#pragma unroll 8
+        for (int i = 0; i < nsplit; i++) acc = fmaf(wts[i], pa[(size_t)i * ps + d], acc);
         o[d] = f2bf(acc * s_inv);
     }
 }
@@ -883,6 +884,8 @@ k_attn_decode1_batch(float *__restrict__ part_acc, float *__restrict__ part_ml, 
  *   O^T (dims x heads) += V^T (A via ldmatrix.trans) * P^T.
  * Warps merge in shared memory and write decode1's partial layout, so k_attn_combine and the
  * split plans are unchanged. */
+/* keys per split at least: a block's fixed cost (q, the merge) is worth 8 tiles of 32 keys */
+#define DM_MIN_CHUNK 256
 namespace dm {
 const int NW = 4, THREADS = NW * 32, STAGES = 3, TK = 32, LD = 136; /* bf16 per padded row */
 const int STAGE = 2 * TK * LD * 2;                                  /* K and V tiles, bytes */
@@ -1057,7 +1060,7 @@ k_attn_dec_mma_batch(float *__restrict__ part_acc, float *__restrict__ part_ml, 
                      const int *__restrict__ lens, int G, int Hkv, float scale_log2) {
     const int b = blockIdx.z, len = lens[b];
     int chunk = (len + (int)gridDim.x - 1) / (int)gridDim.x;
-    if (chunk < 64) chunk = 64;
+    if (chunk < DM_MIN_CHUNK) chunk = DM_MIN_CHUNK;
     decode1_mma_body(part_acc, part_ml, q + (size_t)b * Hkv * G * 128, ks[b], vs[b], G, Hkv, blockIdx.y, len, chunk,
                      blockIdx.x, gridDim.x, b * Hkv + blockIdx.y, scale_log2);
 }
@@ -1186,7 +1189,8 @@ extern "C" osc_status osc_cuda_attention(osc_tensor *out, const osc_tensor *q, c
         if (kl < 1) kl = 1;
         const int klim = (int)kl;
         int want = (dec_bps(D) * osc_cu_num_sms() + Hkv - 1) / Hkv; /* ~dec_bps blocks per SM */
-        int nsplit = (klim + 63) / 64;
+        const int mk = dec_mma(D) ? DM_MIN_CHUNK : 64; /* keys per split at least */
+        int nsplit = (klim + mk - 1) / mk;
         if (nsplit > want) nsplit = want;
         if (nsplit > DK_MAX_SPLITS) nsplit = DK_MAX_SPLITS;
         if (nsplit < 1) nsplit = 1;
@@ -1280,7 +1284,8 @@ extern "C" osc_status osc_cuda_attention_decode_batch(osc_tensor *out, const osc
     }
     cudaStream_t st;
     OSC_TRY(osc_cu_stream(&st));
-    int nsplit = (maxlen + 63) / 64, want = osc_cuda_decode_tab_splits(B, Hkv, D);
+    const int mk = dec_mma(D) ? DM_MIN_CHUNK : 64; /* keys per split at least */
+    int nsplit = (maxlen + mk - 1) / mk, want = osc_cuda_decode_tab_splits(B, Hkv, D);
     if (nsplit > want) nsplit = want;
     /* scratch: [k ptrs][v ptrs][lens] then the partials */
     size_t tab = ((size_t)B * (2 * sizeof(void *) + sizeof(int)) + 255) & ~(size_t)255;

@@ -102,15 +102,24 @@ __global__ void k_convert(TO *__restrict__ out, const TI *__restrict__ in, int64
         st_f<TO>(out, i, ld_f<TI>(in, i));
 }
 
-/* ---- argmax: one block per row, first index on ties, NaN never wins ---- */
+/* ---- argmax: first index on ties, NaN never wins ----
+ * A row is split over gridDim.y blocks (a 152K vocabulary row read by one block was ~140 us);
+ * each writes its (value, index) winner, and k_argmax_final reduces them per row. With one
+ * block per row (gridDim.y == 1) k_argmax writes the index directly. */
+__device__ __forceinline__ void argmax_pick(float &bv, int64_t &bi, float ov, int64_t oi) {
+    if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) { bv = ov; bi = oi; }
+}
+
 template <typename T>
-__global__ void k_argmax(int32_t *__restrict__ out, const T *__restrict__ x, int64_t N) {
+__global__ void k_argmax(int32_t *__restrict__ out, const T *__restrict__ x, int64_t N, float *__restrict__ pv,
+                         int64_t *__restrict__ pi) {
     __shared__ float sv[32];
     __shared__ int64_t si[32];
     const T *r = x + blockIdx.x * N;
+    const int64_t per = (N + gridDim.y - 1) / gridDim.y, lo = (int64_t)blockIdx.y * per, hi = min(N, lo + per);
     float bv = -INFINITY;
     int64_t bi = -1;
-    for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
+    for (int64_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
         float v = ld_f<T>(r, i);
         if (v > bv || (bi < 0 && !isnan(v))) { bv = v; bi = i; }
     }
@@ -133,8 +142,31 @@ __global__ void k_argmax(int32_t *__restrict__ out, const T *__restrict__ x, int
             int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
             if (oi >= 0 && (bi < 0 || ov > bv || (ov == bv && oi < bi))) { bv = ov; bi = oi; }
         }
-        if (lane == 0) out[blockIdx.x] = (int32_t)(bi < 0 ? 0 : bi);
+        if (lane == 0) {
+            if (gridDim.y == 1) {
+                out[blockIdx.x] = (int32_t)(bi < 0 ? 0 : bi);
+            } else {
+                pv[(size_t)blockIdx.x * gridDim.y + blockIdx.y] = bv;
+                pi[(size_t)blockIdx.x * gridDim.y + blockIdx.y] = bi;
+            }
+        }
     }
+}
+
+/* one warp per row: the NB block winners of k_argmax */
+__global__ void k_argmax_final(int32_t *__restrict__ out, const float *__restrict__ pv, const int64_t *__restrict__ pi,
+                               int NB) {
+    const int row = blockIdx.x, lane = threadIdx.x;
+    float bv = -INFINITY;
+    int64_t bi = -1;
+    for (int b = lane; b < NB; b += 32) argmax_pick(bv, bi, pv[(size_t)row * NB + b], pi[(size_t)row * NB + b]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+        float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+        int64_t oi = __shfl_xor_sync(0xffffffffu, bi, o);
+        argmax_pick(bv, bi, ov, oi);
+    }
+    if (lane == 0) out[row] = (int32_t)(bi < 0 ? 0 : bi);
 }
 
 int row_threads(int64_t N) {
@@ -231,12 +263,31 @@ extern "C" osc_status osc_cuda_argmax(osc_tensor *out, const osc_tensor *x) {
     OSC_TRY(osc_cu_stream(&st));
     int th = row_threads(N);
     if (th > 512) th = 512;
+    /* long rows (vocabularies) over up to 64 blocks each; the winners' buffer is allocated once
+     * for up to 256 rows on the first call (never inside a graph capture: the decode graph's
+     * first step of a batch size runs eagerly), longer batches keep one block per row */
+    static float *pv = nullptr;
+    static int64_t *pi = nullptr;
+    const int ARG_ROWS = 256, ARG_NB = 64;
+    int NB = (int)((N + 4095) / 4096);
+    if (NB > ARG_NB) NB = ARG_NB;
+    if (NB > 1 && R <= ARG_ROWS && !pv) {
+        OSC_CU_CHECK(cudaMalloc((void **)&pv, (size_t)ARG_ROWS * ARG_NB * sizeof(float)));
+        OSC_CU_CHECK(cudaMalloc((void **)&pi, (size_t)ARG_ROWS * ARG_NB * sizeof(int64_t)));
+    }
+    if (R > ARG_ROWS) NB = 1;
+    if (NB > 1) th = 256;
+    dim3 grid((unsigned)R, (unsigned)NB);
     if (x->dt == OSC_F32)
-        k_argmax<float><<<(unsigned)R, th, 0, st>>>((int32_t *)out->data, (const float *)x->data, N);
+        k_argmax<float><<<grid, th, 0, st>>>((int32_t *)out->data, (const float *)x->data, N, pv, pi);
     else if (x->dt == OSC_BF16)
-        k_argmax<bf16><<<(unsigned)R, th, 0, st>>>((int32_t *)out->data, (const bf16 *)x->data, N);
+        k_argmax<bf16><<<grid, th, 0, st>>>((int32_t *)out->data, (const bf16 *)x->data, N, pv, pi);
     else
         return osc_error(OSC_ERR_INVALID_ARG, "argmax: dtype %s not supported on CUDA", osc_dtype_name(x->dt));
     OSC_CU_LAUNCH("k_argmax");
+    if (NB > 1) {
+        k_argmax_final<<<(unsigned)R, 32, 0, st>>>((int32_t *)out->data, pv, pi, NB);
+        OSC_CU_LAUNCH("k_argmax_final");
+    }
     return OSC_OK;
 }

@@ -311,7 +311,7 @@ static void test_convert(void) {
 
 /* ---- argmax (exact) ----------------------------------------------------------------------- */
 static void test_argmax(void) {
-    static const int64_t shapes[][2] = {{1, 1}, {7, 7}, {3, 1000}, {5, 151936}, {129, 130}};
+    static const int64_t shapes[][2] = {{1, 1}, {7, 7}, {3, 1000}, {5, 151936}, {129, 130}, {2, 8193}, {300, 5000}};
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         int64_t R = shapes[si][0], N = shapes[si][1], n = R * N, xs[2] = {R, N};
         for (int f32 = 0; f32 < 2; f32++) {
