@@ -115,7 +115,9 @@ static void report(const char *what, double err, double tol) {
 static void test_matmul(void) {
     static const int64_t shapes[][3] = {{1, 7, 64},     {7, 129, 1000}, {64, 64, 64},     {129, 1000, 7},
                                         {1000, 129, 64}, {1, 1000, 1000}, {1000, 1000, 129}, {7, 1, 129},
-                                        {1000, 7, 1000}, {1, 1, 1},       {129, 64, 1}};
+                                        {1000, 7, 1000}, {1, 1, 1},       {129, 64, 1},
+                                        /* the decode GEMV (M <= 4, K % 8 == 0), odd N */
+                                        {2, 33, 3584},   {3, 17, 256},    {4, 1031, 520},  {1, 2050, 776}};
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         int64_t M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
         float *x = hrand(M * K, 1.f, 0.f), *w = hrand(N * K, 0.5f, 0.f), *b = hrand(N, 1.f, 0.f);
