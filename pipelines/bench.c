@@ -817,6 +817,15 @@ static int parse_bench(int argc, char **argv, bench_opts *o) {
 
 static double g_copy_gbps; /* the copy bandwidth the tables compare with */
 
+/* one table line of a kvattn / kvpack row: "kv MODE what" */
+static void print_attn_row(const result *q, const char *kind, const char *what) {
+    char op[48];
+    snprintf(op, sizeof op, "kv %s %s", q->kv, what);
+    printf("%-8s %-28s %6d %8d %12.1f %12.1f %10.1f %8.2f\n", kind, op, q->batch, q->ctx, q->attn_us, q->attn_us_min,
+           q->achieved_gbps, q->achieved_gbps / g_copy_gbps);
+    fflush(stdout);
+}
+
 static int run_attn(const bench_opts *o, osc_dev dev, results *rs) {
     static const int def_b[] = {1, 1, 1, 8, 16}, def_t[] = {4096, 32768, 131072, 32768, 8192};
     int pb[MAX_LIST * MAX_LIST], pt[MAX_LIST * MAX_LIST], n = 0;
@@ -865,11 +874,7 @@ static int run_attn(const bench_opts *o, osc_dev dev, results *rs) {
                 fails++;
                 continue;
             }
-            char op[40];
-            snprintf(op, sizeof op, "kv %s store+attend", o->kv[k]);
-            printf("%-8s %-28s %6d %8d %12.1f %12.1f %10.1f %8.2f\n", "kvattn", op, q->batch, q->ctx, q->attn_us,
-                   q->attn_us_min, q->achieved_gbps, q->achieved_gbps / g_copy_gbps);
-            fflush(stdout);
+            print_attn_row(q, "kvattn", "store+attend");
         }
     }
     /* the prefill pack of each quantised block mode at 32K tokens */
@@ -891,11 +896,7 @@ static int run_attn(const bench_opts *o, osc_dev dev, results *rs) {
             fails++;
             continue;
         }
-        char op[40];
-        snprintf(op, sizeof op, "kv %s prefill pack", o->kv[k]);
-        printf("%-8s %-28s %6d %8d %12.1f %12.1f %10.1f %8.2f\n", "kvpack", op, q->batch, q->ctx, q->attn_us,
-               q->attn_us_min, q->achieved_gbps, q->achieved_gbps / g_copy_gbps);
-        fflush(stdout);
+        print_attn_row(q, "kvpack", "prefill pack");
     }
     return fails ? 1 : 0;
 }

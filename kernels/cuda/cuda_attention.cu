@@ -999,51 +999,9 @@ __device__ __forceinline__ void decode1_mma_body(float *__restrict__ part_acc, f
     mma_wait<0>();
     __syncwarp();
     /* warp partial -> its ring; block merge -> decode1's partial layout */
-#pragma unroll
-    for (int hh = 0; hh < 2; hh++) {
-        lr[hh] += __shfl_xor_sync(0xffffffffu, lr[hh], 4);
-        lr[hh] += __shfl_xor_sync(0xffffffffu, lr[hh], 8);
-        lr[hh] += __shfl_xor_sync(0xffffffffu, lr[hh], 16);
-    }
-    float *ob = reinterpret_cast<float *>(ws), *mlw = ob + 8 * 128;
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-        ob[(2 * t) * 128 + 16 * i + g] = o[i][0];
-        ob[(2 * t + 1) * 128 + 16 * i + g] = o[i][1];
-        ob[(2 * t) * 128 + 16 * i + g + 8] = o[i][2];
-        ob[(2 * t + 1) * 128 + 16 * i + g + 8] = o[i][3];
-    }
-    if (g == 0) {
-        mlw[4 * t] = mr[0];
-        mlw[4 * t + 1] = lr[0];
-        mlw[4 * t + 2] = mr[1];
-        mlw[4 * t + 3] = lr[1];
-    }
+    mma_warp_partial(reinterpret_cast<float *>(ws), o, mr, lr, 1.f, g, t);
     __syncthreads();
-    for (int idx = threadIdx.x; idx < G * 128; idx += dm::THREADS) {
-        const int h = idx >> 7, d = idx & 127;
-        float M = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < dm::NW; w++)
-            M = fmaxf(M, reinterpret_cast<const float *>(dsm + w * dm::WARP_BYTES)[8 * 128 + 2 * h]);
-        float a = 0.f, L = 0.f;
-        if (M != -INFINITY) {
-#pragma unroll
-            for (int w = 0; w < dm::NW; w++) {
-                const float *wb = reinterpret_cast<const float *>(dsm + w * dm::WARP_BYTES);
-                const float mw = wb[8 * 128 + 2 * h];
-                const float wt = mw == -INFINITY ? 0.f : exp2f(mw - M);
-                a += wt * wb[h * 128 + d];
-                L += wt * wb[8 * 128 + 2 * h + 1];
-            }
-        }
-        const size_t base = ((size_t)part_kvh * nsplit + split) * G + h;
-        part_acc[base * 128 + d] = a;
-        if (d == 0) {
-            part_ml[base * 2] = M;
-            part_ml[base * 2 + 1] = L;
-        }
-    }
+    mma_block_merge(dsm, dm::WARP_BYTES, dm::NW, G, part_acc, part_ml, ((size_t)part_kvh * nsplit + split) * G);
 }
 
 __global__ void __launch_bounds__(dm::THREADS, 1)

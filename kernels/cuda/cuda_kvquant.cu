@@ -140,6 +140,17 @@ __device__ __forceinline__ uint32_t kv_code(float x, float s, int zint, int qmax
 /* ------------------------------------------------------------------------------------------ */
 const int PK_THREADS = 256;
 
+/* one key row's E channels of this lane, rotated (times 1/sqrt(hd)) when rotate */
+template <int E>
+__device__ __forceinline__ void pk_row(float (&x)[E], const bf16 *row, int rotate, float rsq, int lane) {
+    load_bf16<E>(row + lane * E, x);
+    if (rotate) {
+        fwht_warp<E>(x, lane);
+#pragma unroll
+        for (int i = 0; i < E; i++) x[i] = __fmul_rn(x[i], rsq);
+    }
+}
+
 /* One block per group of 32 tokens, all KV heads (the whole pack is this one kernel):
  *   1. token norms (norm_scale): warp w takes tokens w, w+8, ..; per head the lane's E channels
  *      are rotated in registers (fwht_warp, times 1/sqrt(hd)) and squared into an fp64 sum,
@@ -182,12 +193,7 @@ k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int r
 #pragma unroll 4
             for (int h = 0; h < Hkv; h++) {
                 float x[E];
-                load_bf16<E>(k + ((size_t)j * Hkv + h) * hd + lane * E, x);
-                if (rotate) {
-                    fwht_warp<E>(x, lane);
-#pragma unroll
-                    for (int i = 0; i < E; i++) x[i] = __fmul_rn(x[i], rsq);
-                }
+                pk_row<E>(x, k + ((size_t)j * Hkv + h) * hd, rotate, rsq, lane);
 #pragma unroll
                 for (int i = 0; i < E; i++) ss = __dadd_rn(ss, __dmul_rn((double)x[i], (double)x[i]));
             }
@@ -208,12 +214,7 @@ k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int r
 #pragma unroll
         for (int j = warp; j < 32; j += NW) {
             float x[E];
-            load_bf16<E>(k + ((size_t)j * Hkv + h) * hd + lane * E, x);
-            if (rotate) {
-                fwht_warp<E>(x, lane);
-#pragma unroll
-                for (int i = 0; i < E; i++) x[i] = __fmul_rn(x[i], rsq);
-            }
+            pk_row<E>(x, k + ((size_t)j * Hkv + h) * hd, rotate, rsq, lane);
             if (norm_scale) {
                 const float n = kns[j];
 #pragma unroll
@@ -1065,48 +1066,10 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
     }
 
     /* this warp's partial -> its ring area; then the block merges its warps */
-#pragma unroll
-    for (int hh = 0; hh < 2; hh++) {
-        lr[hh] += __shfl_xor_sync(0xffffffffu, lr[hh], 4);
-        lr[hh] += __shfl_xor_sync(0xffffffffu, lr[hh], 8);
-        lr[hh] += __shfl_xor_sync(0xffffffffu, lr[hh], 16);
-    }
-    float *ob = reinterpret_cast<float *>(ws);  /* [8 heads][128] */
-    float *mlw = ob + 8 * 128;                   /* [8][2] */
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-        ob[(2 * t) * 128 + 16 * i + g] = o[i][0] * oscale;
-        ob[(2 * t + 1) * 128 + 16 * i + g] = o[i][1] * oscale;
-        ob[(2 * t) * 128 + 16 * i + g + 8] = o[i][2] * oscale;
-        ob[(2 * t + 1) * 128 + 16 * i + g + 8] = o[i][3] * oscale;
-    }
-    if (g == 0) {
-        mlw[(2 * t) * 2] = mr[0];
-        mlw[(2 * t) * 2 + 1] = lr[0];
-        mlw[(2 * t + 1) * 2] = mr[1];
-        mlw[(2 * t + 1) * 2 + 1] = lr[1];
-    }
+    mma_warp_partial(reinterpret_cast<float *>(ws), o, mr, lr, oscale, g, t);
     __syncthreads();
-    const char *wbase = reinterpret_cast<const char *>(smb) + mq::QS;
-    for (int idx = threadIdx.x; idx < G * 128; idx += mq::THREADS) {
-        const int h = idx >> 7, c = idx & 127;
-        float M = -INFINITY;
-#pragma unroll
-        for (int w = 0; w < mq::NW; w++)
-            M = fmaxf(M, reinterpret_cast<const float *>(wbase + w * mq::WARP_BYTES)[8 * 128 + h * 2]);
-        float a = 0.f, L = 0.f;
-#pragma unroll
-        for (int w = 0; w < mq::NW; w++) {
-            const float *wb = reinterpret_cast<const float *>(wbase + w * mq::WARP_BYTES);
-            const float mw = wb[8 * 128 + h * 2];
-            const float wt = (mw == -INFINITY) ? 0.f : exp2f(mw - M);
-            a += wt * wb[h * 128 + c];
-            L += wt * wb[8 * 128 + h * 2 + 1];
-        }
-        const size_t pi = ((size_t)part_kvh * NS + split) * G + h;
-        part_acc[pi * 128 + c] = a;
-        if (c == 0) part_ml[pi] = make_float2(M, L);
-    }
+    mma_block_merge(smb + mq::QS, mq::WARP_BYTES, mq::NW, G, part_acc, reinterpret_cast<float *>(part_ml),
+                    ((size_t)part_kvh * NS + split) * G);
 }
 
 __global__ void __launch_bounds__(mq::THREADS, 4)

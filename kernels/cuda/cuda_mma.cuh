@@ -117,4 +117,60 @@ __device__ __forceinline__ void mma_softmax(float (&sc)[8], float (&mr)[2], floa
     }
 }
 
+/* Decode kernels whose warps each end with O^T in 8 C tiles (rows = channels 16i + g and
+ * 16i + g + 8 of a 128-dim head, columns = query heads 2t, 2t+1) and the running max / per-lane
+ * sum of mma_softmax: write the warp's partial into ws as ob [8 heads][128] floats followed by
+ * ml [8 heads][2] (max, sum), the outputs times oscale. */
+__device__ __forceinline__ void mma_warp_partial(float *ws, const float (&o)[8][4], const float (&mr)[2],
+                                                 float (&lr)[2], float oscale, int g, int t) {
+#pragma unroll
+    for (int hh = 0; hh < 2; hh++) {
+        lr[hh] += __shfl_xor_sync(0xffffffffu, lr[hh], 4);
+        lr[hh] += __shfl_xor_sync(0xffffffffu, lr[hh], 8);
+        lr[hh] += __shfl_xor_sync(0xffffffffu, lr[hh], 16);
+    }
+    float *ob = ws, *ml = ws + 8 * 128;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        ob[(2 * t) * 128 + 16 * i + g] = o[i][0] * oscale;
+        ob[(2 * t + 1) * 128 + 16 * i + g] = o[i][1] * oscale;
+        ob[(2 * t) * 128 + 16 * i + g + 8] = o[i][2] * oscale;
+        ob[(2 * t + 1) * 128 + 16 * i + g + 8] = o[i][3] * oscale;
+    }
+    if (g == 0) {
+        ml[4 * t] = mr[0];
+        ml[4 * t + 1] = lr[0];
+        ml[4 * t + 2] = mr[1];
+        ml[4 * t + 3] = lr[1];
+    }
+}
+
+/* After a block barrier: merge the NW warps' partials (warp w's at base + w * warp_bytes, as
+ * mma_warp_partial wrote them) by log-sum-exp into one split partial of G heads:
+ * part_acc[(pi0 + h) * 128 + c], part_ml[(pi0 + h) * 2 + {0, 1}] = (max, sum). */
+__device__ __forceinline__ void mma_block_merge(const unsigned char *base, int warp_bytes, int NW, int G,
+                                                float *part_acc, float *part_ml, size_t pi0) {
+    for (int idx = threadIdx.x; idx < G * 128; idx += blockDim.x) {
+        const int h = idx >> 7, c = idx & 127;
+        float M = -INFINITY;
+        for (int w = 0; w < NW; w++)
+            M = fmaxf(M, reinterpret_cast<const float *>(base + (size_t)w * warp_bytes)[8 * 128 + 2 * h]);
+        float a = 0.f, L = 0.f;
+        if (M != -INFINITY) {
+            for (int w = 0; w < NW; w++) {
+                const float *wb = reinterpret_cast<const float *>(base + (size_t)w * warp_bytes);
+                const float mw = wb[8 * 128 + 2 * h];
+                const float wt = mw == -INFINITY ? 0.f : exp2f(mw - M);
+                a += wt * wb[h * 128 + c];
+                L += wt * wb[8 * 128 + 2 * h + 1];
+            }
+        }
+        part_acc[(pi0 + h) * 128 + c] = a;
+        if (c == 0) {
+            part_ml[(pi0 + h) * 2] = M;
+            part_ml[(pi0 + h) * 2 + 1] = L;
+        }
+    }
+}
+
 #endif
