@@ -458,6 +458,42 @@ static osc_tensor view3(const osc_tensor *t, int64_t n0, int64_t n1, int64_t n2)
 }
 static osc_tensor rows2(const osc_tensor *t, int64_t r0, int64_t n) { return osc_tensor_rows(t, r0, n); }
 
+/* The per-layer work around attention, shared by forward_chunk and the graph decode step. Rows
+ * are the N token rows of x / xn / q / k / v / att / o / g / u (views of the context buffers). */
+/* attention inputs: q, k, v of layer L from x (RMSNorm, projections, Qwen3 q/k norms, RoPE) */
+static osc_status layer_qkv(const osc_llm *m, const osc_layer_w *L, osc_tensor *x, osc_tensor *xn, osc_tensor *q,
+                            osc_tensor *k, osc_tensor *v, const osc_tensor *posT, int64_t N) {
+    const osc_llm_config *cf = &m->cfg;
+    const int64_t hd = cf->head_dim;
+    const int Hq = cf->n_heads, Hkv = cf->n_kv_heads;
+    OSC_TRY(osc_op_rmsnorm(xn, x, &L->attn_norm, cf->rms_eps));
+    OSC_TRY(osc_op_matmul(q, xn, &L->wq, cf->attn_bias ? &L->bq : NULL));
+    OSC_TRY(osc_op_matmul(k, xn, &L->wk, cf->attn_bias ? &L->bk : NULL));
+    OSC_TRY(osc_op_matmul(v, xn, &L->wv, cf->attn_bias ? &L->bv : NULL));
+    if (cf->qk_norm) {
+        osc_tensor qh = osc_tensor_2d(q->data, q->dt, q->dev, N * Hq, hd);
+        osc_tensor kh = osc_tensor_2d(k->data, k->dt, k->dev, N * Hkv, hd);
+        OSC_TRY(osc_op_rmsnorm(&qh, &qh, &L->q_norm, cf->rms_eps));
+        OSC_TRY(osc_op_rmsnorm(&kh, &kh, &L->k_norm, cf->rms_eps));
+    }
+    osc_tensor q3 = view3(q, N, Hq, hd), k3 = view3(k, N, Hkv, hd);
+    OSC_TRY(osc_op_rope(&q3, posT, &m->rope));
+    return osc_op_rope(&k3, posT, &m->rope);
+}
+
+/* after attention: x += att W_o; x += MLP(RMSNorm(x)) (SwiGLU) */
+static osc_status layer_out_mlp(const osc_llm *m, const osc_layer_w *L, osc_tensor *x, osc_tensor *xn, osc_tensor *att,
+                                osc_tensor *o, osc_tensor *g, osc_tensor *u) {
+    OSC_TRY(osc_op_matmul(o, att, &L->wo, NULL));
+    OSC_TRY(osc_op_add(x, x, o));
+    OSC_TRY(osc_op_rmsnorm(xn, x, &L->mlp_norm, m->cfg.rms_eps));
+    OSC_TRY(osc_op_matmul(g, xn, &L->w_gate, NULL));
+    OSC_TRY(osc_op_matmul(u, xn, &L->w_up, NULL));
+    OSC_TRY(osc_op_silu_mul(g, g, u));
+    OSC_TRY(osc_op_matmul(o, g, &L->w_down, NULL));
+    return osc_op_add(x, x, o);
+}
+
 /* One forward over at most max_tokens rows. */
 #define OSC_PROBE_MAX_SEQ 256
 
@@ -583,32 +619,13 @@ static osc_status dgraph_body(osc_llm *m, osc_llm_ctx *c, struct dgraph *g, int 
     OSC_TRY(osc_op_embed(&x, &m->embed, &ids));
     for (int l = 0; l < cf->n_layers; l++) {
         const osc_layer_w *L = &m->layers[l];
-        OSC_TRY(osc_op_rmsnorm(&xn, &x, &L->attn_norm, cf->rms_eps));
-        OSC_TRY(osc_op_matmul(&q, &xn, &L->wq, cf->attn_bias ? &L->bq : NULL));
-        OSC_TRY(osc_op_matmul(&k, &xn, &L->wk, cf->attn_bias ? &L->bk : NULL));
-        OSC_TRY(osc_op_matmul(&v, &xn, &L->wv, cf->attn_bias ? &L->bv : NULL));
-        if (cf->qk_norm) {
-            osc_tensor qh = osc_tensor_2d(q.data, q.dt, q.dev, (int64_t)B * Hq, hd);
-            osc_tensor kh = osc_tensor_2d(k.data, k.dt, k.dev, (int64_t)B * Hkv, hd);
-            OSC_TRY(osc_op_rmsnorm(&qh, &qh, &L->q_norm, cf->rms_eps));
-            OSC_TRY(osc_op_rmsnorm(&kh, &kh, &L->k_norm, cf->rms_eps));
-        }
-        osc_tensor q3 = view3(&q, B, Hq, hd), k3 = view3(&k, B, Hkv, hd);
-        OSC_TRY(osc_op_rope(&q3, &posT, &m->rope));
-        OSC_TRY(osc_op_rope(&k3, &posT, &m->rope));
+        OSC_TRY(layer_qkv(m, L, &x, &xn, &q, &k, &v, &posT, B));
         void **tab = g->dtab + (size_t)l * 2 * DG_MAX_B;
         OSC_TRY(osc_cuda_kv_append(k.data, v.data, tab, DG_MAX_B, lens1, B, (int)(Hkv * hd)));
         OSC_TRY(osc_cuda_attention_decode_tab(att.data, q.data, (const void *const *)tab,
                                               (const void *const *)(tab + DG_MAX_B), lens1, B, Hq, Hkv, (int)hd,
                                               1.0f / sqrtf((float)hd), g->dpart, nsplit));
-        OSC_TRY(osc_op_matmul(&o, &att, &L->wo, NULL));
-        OSC_TRY(osc_op_add(&x, &x, &o));
-        OSC_TRY(osc_op_rmsnorm(&xn, &x, &L->mlp_norm, cf->rms_eps));
-        OSC_TRY(osc_op_matmul(&gt, &xn, &L->w_gate, NULL));
-        OSC_TRY(osc_op_matmul(&u, &xn, &L->w_up, NULL));
-        OSC_TRY(osc_op_silu_mul(&gt, &gt, &u));
-        OSC_TRY(osc_op_matmul(&o, &gt, &L->w_down, NULL));
-        OSC_TRY(osc_op_add(&x, &x, &o));
+        OSC_TRY(layer_out_mlp(m, L, &x, &xn, &att, &o, &gt, &u));
     }
     osc_tensor last = rows2(&c->last, 0, B), lg = rows2(&c->logits, 0, B);
     OSC_TRY(osc_op_rmsnorm(&last, &x, &m->norm, cf->rms_eps));
@@ -800,20 +817,9 @@ static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch 
     if (b->n_mm > 0) OSC_TRY(scatter_mm(m, &x, b, base, N));
     for (int l = 0; l < cf->n_layers; l++) {
         const osc_layer_w *L = &m->layers[l];
-        OSC_TRY(osc_op_rmsnorm(&xn, &x, &L->attn_norm, cf->rms_eps));
-        OSC_TRY(osc_op_matmul(&q, &xn, &L->wq, cf->attn_bias ? &L->bq : NULL));
-        OSC_TRY(osc_op_matmul(&k, &xn, &L->wk, cf->attn_bias ? &L->bk : NULL));
-        OSC_TRY(osc_op_matmul(&v, &xn, &L->wv, cf->attn_bias ? &L->bv : NULL));
-        if (cf->qk_norm) {
-            osc_tensor qh = osc_tensor_2d(q.data, q.dt, q.dev, (int64_t)N * Hq, hd);
-            osc_tensor kh = osc_tensor_2d(k.data, k.dt, k.dev, (int64_t)N * Hkv, hd);
-            OSC_TRY(osc_op_rmsnorm(&qh, &qh, &L->q_norm, cf->rms_eps));
-            OSC_TRY(osc_op_rmsnorm(&kh, &kh, &L->k_norm, cf->rms_eps));
-        }
+        OSC_TRY(layer_qkv(m, L, &x, &xn, &q, &k, &v, &posT, N));
         osc_tensor q3 = view3(&q, N, Hq, hd), k3 = view3(&k, N, Hkv, hd), v3 = view3(&v, N, Hkv, hd);
         osc_tensor a3 = view3(&att, N, Hq, hd);
-        OSC_TRY(osc_op_rope(&q3, &posT, &m->rope));
-        OSC_TRY(osc_op_rope(&k3, &posT, &m->rope));
         if (batched) {
             /* decode of several plain caches: stores, then one attention launch for all */
             for (int s2 = 0; s2 < n_seq; s2++) {
@@ -855,14 +861,7 @@ static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch 
             for (int s2 = 0; s2 <= n_seq; s2++) rel[s2] = seq_start[s2] - base;
             OSC_TRY(c->probe(c->probe_user, l, n_seq, rel, kv, &q3, &k3, &v3, &a3, scale));
         }
-        OSC_TRY(osc_op_matmul(&o, &att, &L->wo, NULL));
-        OSC_TRY(osc_op_add(&x, &x, &o));
-        OSC_TRY(osc_op_rmsnorm(&xn, &x, &L->mlp_norm, cf->rms_eps));
-        OSC_TRY(osc_op_matmul(&g, &xn, &L->w_gate, NULL));
-        OSC_TRY(osc_op_matmul(&u, &xn, &L->w_up, NULL));
-        OSC_TRY(osc_op_silu_mul(&g, &g, &u));
-        OSC_TRY(osc_op_matmul(&o, &g, &L->w_down, NULL));
-        OSC_TRY(osc_op_add(&x, &x, &o));
+        OSC_TRY(layer_out_mlp(m, L, &x, &xn, &att, &o, &g, &u));
     }
     for (int s2 = 0; s2 < n_seq; s2++) osc_kv_advance(kv[s2], seq_start[s2 + 1] - seq_start[s2]);
     if (!logits && !ids_out) return OSC_OK;
