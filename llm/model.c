@@ -21,6 +21,10 @@
 typedef struct osc_layer_w {
     osc_tensor attn_norm, wq, bq, wk, bk, wv, bv, wo, q_norm, k_norm;
     osc_tensor mlp_norm, w_gate, w_up, w_down;
+    /* CUDA: [wq; wk; wv], [bq; bk; bv] and [w_gate; w_up] in one buffer each (the separate
+     * tensors above are views into them), so a one-row step runs one GEMV for each; data NULL
+     * when not fused (CPU, OSC_FUSE_W=0) */
+    osc_tensor wqkv, bqkv, wgu;
 } osc_layer_w;
 
 struct osc_llm {
@@ -101,6 +105,58 @@ static osc_status track(osc_llm *m, void *p) {
         m->cap_allocs = nc;
     }
     m->allocs[m->n_allocs++] = p;
+    return OSC_OK;
+}
+
+/* free a tracked allocation */
+static void untrack_free(osc_llm *m, void *p) {
+    for (int i = 0; i < m->n_allocs; i++)
+        if (m->allocs[i] == p) {
+            m->allocs[i] = m->allocs[--m->n_allocs];
+            break;
+        }
+    osc_dev_free(m->dev, p);
+}
+
+/* Move n tensors of equal row length (or 1-D) into one new buffer, rows stacked in order, and
+ * make each a view into it: *fused covers them all. */
+static osc_status fuse_rows(osc_llm *m, osc_tensor **parts, int n, osc_tensor *fused) {
+    int64_t rows = 0;
+    const int nd = parts[0]->nd;
+    for (int i = 0; i < n; i++) rows += parts[i]->ne[0];
+    int64_t shape[2] = {rows, nd == 2 ? parts[0]->ne[1] : 1};
+    osc_tensor f = osc_tensor_make(NULL, m->act, m->dev, nd, shape);
+    void *p;
+    OSC_TRY(osc_dev_malloc(m->dev, osc_tensor_nbytes(&f), &p));
+    osc_status s = track(m, p);
+    if (s != OSC_OK) {
+        osc_dev_free(m->dev, p);
+        return s;
+    }
+    f.data = p;
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        const size_t b = osc_tensor_nbytes(parts[i]);
+        OSC_TRY(osc_copy_bytes((char *)p + off, m->dev, parts[i]->data, m->dev, b));
+        untrack_free(m, parts[i]->data);
+        parts[i]->data = (char *)p + off;
+        off += b;
+    }
+    *fused = f;
+    return OSC_OK;
+}
+
+/* CUDA: stack q/k/v (weights and biases) and gate/up of every layer (see osc_layer_w) */
+static osc_status fuse_weights(osc_llm *m) {
+    const char *e = getenv("OSC_FUSE_W");
+    if (m->dev == OSC_DEV_CPU || (e && !strcmp(e, "0"))) return OSC_OK;
+    for (int l = 0; l < m->cfg.n_layers; l++) {
+        osc_layer_w *L = &m->layers[l];
+        osc_tensor *qkv[3] = {&L->wq, &L->wk, &L->wv}, *b[3] = {&L->bq, &L->bk, &L->bv}, *gu[2] = {&L->w_gate, &L->w_up};
+        OSC_TRY(fuse_rows(m, qkv, 3, &L->wqkv));
+        if (m->cfg.attn_bias) OSC_TRY(fuse_rows(m, b, 3, &L->bqkv));
+        OSC_TRY(fuse_rows(m, gu, 2, &L->wgu));
+    }
     return OSC_OK;
 }
 
@@ -289,6 +345,7 @@ osc_status osc_llm_load_src(const osc_llm_config *cfg, const osc_wsrc *src, osc_
     }
 #undef W1
 #undef W2
+    if ((s = fuse_weights(m))) goto fail;
     s = init_rope(m);
     if (s != OSC_OK) {
         osc_error_prefix(s, "%s: config", src->what);
@@ -368,6 +425,7 @@ osc_status osc_llm_new_random(const osc_llm_config *cfg, osc_dev dev, uint64_t s
     }
 #undef R1
 #undef R2
+    if ((s = fuse_weights(m))) goto fail;
     s = init_rope(m);
     if (s != OSC_OK) goto fail;
     describe(m, " (random weights)");
@@ -458,23 +516,46 @@ static osc_tensor view3(const osc_tensor *t, int64_t n0, int64_t n1, int64_t n2)
 }
 static osc_tensor rows2(const osc_tensor *t, int64_t r0, int64_t n) { return osc_tensor_rows(t, r0, n); }
 
+/* 1 when the context's q and gate buffers hold a fused one-row step's outputs: q | k | v in
+ * q's buffer, gate | up in gate's (llm_ctx buffers are max_tokens rows) */
+static int fuse_room(const osc_llm *m, const osc_llm_ctx *c) {
+    const int64_t qd = (int64_t)m->cfg.n_heads * m->cfg.head_dim, kd = (int64_t)m->cfg.n_kv_heads * m->cfg.head_dim;
+    return c->max_tokens >= 2 && (int64_t)(c->max_tokens - 1) * qd >= 2 * kd;
+}
+
 /* The per-layer work around attention, shared by forward_chunk and the graph decode step. Rows
  * are the N token rows of x / xn / q / k / v / att / o / g / u (views of the context buffers). */
 /* attention inputs: q, k, v of layer L from x (RMSNorm, projections, Qwen3 q/k norms, RoPE) */
+/* fused: one row (N == 1) whose q buffer has room for q, k and v back to back: one GEMV over
+ * [wq; wk; wv], q/k/v become views of its output, one RoPE launch for the q and k heads */
 static osc_status layer_qkv(const osc_llm *m, const osc_layer_w *L, osc_tensor *x, osc_tensor *xn, osc_tensor *q,
-                            osc_tensor *k, osc_tensor *v, const osc_tensor *posT, int64_t N) {
+                            osc_tensor *k, osc_tensor *v, const osc_tensor *posT, int64_t N, int fused) {
     const osc_llm_config *cf = &m->cfg;
     const int64_t hd = cf->head_dim;
     const int Hq = cf->n_heads, Hkv = cf->n_kv_heads;
     OSC_TRY(osc_op_rmsnorm(xn, x, &L->attn_norm, cf->rms_eps));
-    OSC_TRY(osc_op_matmul(q, xn, &L->wq, cf->attn_bias ? &L->bq : NULL));
-    OSC_TRY(osc_op_matmul(k, xn, &L->wk, cf->attn_bias ? &L->bk : NULL));
-    OSC_TRY(osc_op_matmul(v, xn, &L->wv, cf->attn_bias ? &L->bv : NULL));
+    fused = fused && N == 1 && L->wqkv.data && (!cf->attn_bias || L->bqkv.data);
+    if (fused) {
+        const int64_t qd = (int64_t)Hq * hd, kd = (int64_t)Hkv * hd;
+        const size_t es = osc_dtype_size(q->dt);
+        osc_tensor out = osc_tensor_2d(q->data, q->dt, q->dev, 1, qd + 2 * kd);
+        OSC_TRY(osc_op_matmul(&out, xn, &L->wqkv, cf->attn_bias ? &L->bqkv : NULL));
+        *k = osc_tensor_2d((char *)q->data + (size_t)qd * es, q->dt, q->dev, 1, kd);
+        *v = osc_tensor_2d((char *)q->data + (size_t)(qd + kd) * es, q->dt, q->dev, 1, kd);
+    } else {
+        OSC_TRY(osc_op_matmul(q, xn, &L->wq, cf->attn_bias ? &L->bq : NULL));
+        OSC_TRY(osc_op_matmul(k, xn, &L->wk, cf->attn_bias ? &L->bk : NULL));
+        OSC_TRY(osc_op_matmul(v, xn, &L->wv, cf->attn_bias ? &L->bv : NULL));
+    }
     if (cf->qk_norm) {
         osc_tensor qh = osc_tensor_2d(q->data, q->dt, q->dev, N * Hq, hd);
         osc_tensor kh = osc_tensor_2d(k->data, k->dt, k->dev, N * Hkv, hd);
         OSC_TRY(osc_op_rmsnorm(&qh, &qh, &L->q_norm, cf->rms_eps));
         OSC_TRY(osc_op_rmsnorm(&kh, &kh, &L->k_norm, cf->rms_eps));
+    }
+    if (fused) { /* q and k heads are adjacent: one launch */
+        osc_tensor qk3 = view3(q, 1, Hq + Hkv, hd);
+        return osc_op_rope(&qk3, posT, &m->rope);
     }
     osc_tensor q3 = view3(q, N, Hq, hd), k3 = view3(k, N, Hkv, hd);
     OSC_TRY(osc_op_rope(&q3, posT, &m->rope));
@@ -482,14 +563,24 @@ static osc_status layer_qkv(const osc_llm *m, const osc_layer_w *L, osc_tensor *
 }
 
 /* after attention: x += att W_o; x += MLP(RMSNorm(x)) (SwiGLU) */
+/* fused (one row, room for 2F in g): one GEMV over [w_gate; w_up] */
 static osc_status layer_out_mlp(const osc_llm *m, const osc_layer_w *L, osc_tensor *x, osc_tensor *xn, osc_tensor *att,
-                                osc_tensor *o, osc_tensor *g, osc_tensor *u) {
+                                osc_tensor *o, osc_tensor *g, osc_tensor *u, int fused) {
     OSC_TRY(osc_op_matmul(o, att, &L->wo, NULL));
     OSC_TRY(osc_op_add(x, x, o));
     OSC_TRY(osc_op_rmsnorm(xn, x, &L->mlp_norm, m->cfg.rms_eps));
-    OSC_TRY(osc_op_matmul(g, xn, &L->w_gate, NULL));
-    OSC_TRY(osc_op_matmul(u, xn, &L->w_up, NULL));
-    OSC_TRY(osc_op_silu_mul(g, g, u));
+    if (fused && g->ne[0] == 1 && L->wgu.data) {
+        const int64_t F = m->cfg.intermediate_size;
+        osc_tensor out = osc_tensor_2d(g->data, g->dt, g->dev, 1, 2 * F);
+        OSC_TRY(osc_op_matmul(&out, xn, &L->wgu, NULL));
+        osc_tensor gg = osc_tensor_2d(g->data, g->dt, g->dev, 1, F);
+        osc_tensor uu = osc_tensor_2d((char *)g->data + (size_t)F * osc_dtype_size(g->dt), g->dt, g->dev, 1, F);
+        OSC_TRY(osc_op_silu_mul(&gg, &gg, &uu));
+    } else {
+        OSC_TRY(osc_op_matmul(g, xn, &L->w_gate, NULL));
+        OSC_TRY(osc_op_matmul(u, xn, &L->w_up, NULL));
+        OSC_TRY(osc_op_silu_mul(g, g, u));
+    }
     OSC_TRY(osc_op_matmul(o, g, &L->w_down, NULL));
     return osc_op_add(x, x, o);
 }
@@ -609,6 +700,7 @@ static osc_status dgraph_body(osc_llm *m, osc_llm_ctx *c, struct dgraph *g, int 
     const int Hq = cf->n_heads, Hkv = cf->n_kv_heads;
     const int mrope = cf->rope_type == OSC_ROPE_MROPE;
     const int nsplit = osc_cuda_decode_tab_splits(B, Hkv, (int)hd);
+    const int fused = fuse_room(m, c);
     const int32_t *lens1 = g->dstep + 4 * DG_MAX_B;
     osc_tensor ids = osc_tensor_1d(g->dstep, OSC_I32, m->dev, B);
     osc_tensor posT = mrope ? osc_tensor_2d(g->dstep + DG_MAX_B, OSC_I32, m->dev, 3, B)
@@ -619,13 +711,13 @@ static osc_status dgraph_body(osc_llm *m, osc_llm_ctx *c, struct dgraph *g, int 
     OSC_TRY(osc_op_embed(&x, &m->embed, &ids));
     for (int l = 0; l < cf->n_layers; l++) {
         const osc_layer_w *L = &m->layers[l];
-        OSC_TRY(layer_qkv(m, L, &x, &xn, &q, &k, &v, &posT, B));
+        OSC_TRY(layer_qkv(m, L, &x, &xn, &q, &k, &v, &posT, B, fused));
         void **tab = g->dtab + (size_t)l * 2 * DG_MAX_B;
         OSC_TRY(osc_cuda_kv_append(k.data, v.data, tab, DG_MAX_B, lens1, B, (int)(Hkv * hd)));
         OSC_TRY(osc_cuda_attention_decode_tab(att.data, q.data, (const void *const *)tab,
                                               (const void *const *)(tab + DG_MAX_B), lens1, B, Hq, Hkv, (int)hd,
                                               1.0f / sqrtf((float)hd), g->dpart, nsplit));
-        OSC_TRY(layer_out_mlp(m, L, &x, &xn, &att, &o, &gt, &u));
+        OSC_TRY(layer_out_mlp(m, L, &x, &xn, &att, &o, &gt, &u, fused));
     }
     osc_tensor last = rows2(&c->last, 0, B), lg = rows2(&c->logits, 0, B);
     OSC_TRY(osc_op_rmsnorm(&last, &x, &m->norm, cf->rms_eps));
@@ -815,9 +907,10 @@ static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch 
     osc_tensor g = rows2(&c->gate, 0, N), u = rows2(&c->up, 0, N);
     OSC_TRY(osc_op_embed(&x, &m->embed, &ids));
     if (b->n_mm > 0) OSC_TRY(scatter_mm(m, &x, b, base, N));
+    const int fused = fuse_room(m, c);
     for (int l = 0; l < cf->n_layers; l++) {
         const osc_layer_w *L = &m->layers[l];
-        OSC_TRY(layer_qkv(m, L, &x, &xn, &q, &k, &v, &posT, N));
+        OSC_TRY(layer_qkv(m, L, &x, &xn, &q, &k, &v, &posT, N, fused));
         osc_tensor q3 = view3(&q, N, Hq, hd), k3 = view3(&k, N, Hkv, hd), v3 = view3(&v, N, Hkv, hd);
         osc_tensor a3 = view3(&att, N, Hq, hd);
         if (batched) {
@@ -861,7 +954,7 @@ static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch 
             for (int s2 = 0; s2 <= n_seq; s2++) rel[s2] = seq_start[s2] - base;
             OSC_TRY(c->probe(c->probe_user, l, n_seq, rel, kv, &q3, &k3, &v3, &a3, scale));
         }
-        OSC_TRY(layer_out_mlp(m, L, &x, &xn, &att, &o, &g, &u));
+        OSC_TRY(layer_out_mlp(m, L, &x, &xn, &att, &o, &g, &u, fused));
     }
     for (int s2 = 0; s2 < n_seq; s2++) osc_kv_advance(kv[s2], seq_start[s2 + 1] - seq_start[s2]);
     if (!logits && !ids_out) return OSC_OK;
