@@ -204,6 +204,18 @@ osc_status osc_op_add(osc_tensor *out, const osc_tensor *a, const osc_tensor *b)
     DISPATCH(out->dev, osc_cpu_add(out, a, b), osc_cuda_add(out, a, b));
 }
 
+osc_status osc_op_add_rmsnorm(osc_tensor *x, const osc_tensor *d, osc_tensor *out, const osc_tensor *w, float eps) {
+    TRY(check_norm("add_rmsnorm", out, x, w, NULL, eps));
+    TRY(check_ew("add_rmsnorm", x, x, "x", d, "d"));
+    if (out->data == x->data || out->data == d->data)
+        return osc_error(OSC_ERR_INVALID_ARG, "add_rmsnorm: out must not alias x or d");
+    if (out->dev == OSC_DEV_CPU) {
+        TRY(osc_cpu_add(x, x, d));
+        return osc_cpu_rmsnorm(out, x, w, eps);
+    }
+    DISPATCH(out->dev, OSC_OK, osc_cuda_add_rmsnorm(x, d, out, w, eps));
+}
+
 osc_status osc_op_add_bias(osc_tensor *x, const osc_tensor *bias) {
     const char *op = "add_bias";
     TRY(check_tensor(op, "x", x)); TRY(check_tensor(op, "bias", bias));

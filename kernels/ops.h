@@ -44,6 +44,11 @@ osc_status osc_op_matmul(osc_tensor *out, const osc_tensor *x, const osc_tensor 
  * x and out are [R, D] (any leading shape flattened into R); out may alias x. */
 osc_status osc_op_rmsnorm(osc_tensor *out, const osc_tensor *x, const osc_tensor *w, float eps);
 
+/* x = x + d (in place, rounded to x's dtype), then out = rmsnorm(x) * w as osc_op_rmsnorm: the
+ * residual add and the next norm of a decoder layer in one pass (one launch on CUDA; the CPU
+ * runs the two ops). x, d, out [R, D]; out must not alias x or d. */
+osc_status osc_op_add_rmsnorm(osc_tensor *x, const osc_tensor *d, osc_tensor *out, const osc_tensor *w, float eps);
+
 /* LayerNorm with weight and bias (encoders): out = (x - mean) * rsqrt(var + eps) * w + b. */
 osc_status osc_op_layernorm(osc_tensor *out, const osc_tensor *x, const osc_tensor *w,
                             const osc_tensor *b, float eps);

@@ -529,11 +529,11 @@ static int fuse_room(const osc_llm *m, const osc_llm_ctx *c) {
 /* fused: one row (N == 1) whose q buffer has room for q, k and v back to back: one GEMV over
  * [wq; wk; wv], q/k/v become views of its output, one RoPE launch for the q and k heads */
 static osc_status layer_qkv(const osc_llm *m, const osc_layer_w *L, osc_tensor *x, osc_tensor *xn, osc_tensor *q,
-                            osc_tensor *k, osc_tensor *v, const osc_tensor *posT, int64_t N, int fused) {
+                            osc_tensor *k, osc_tensor *v, const osc_tensor *posT, int64_t N, int fused, int normed) {
     const osc_llm_config *cf = &m->cfg;
     const int64_t hd = cf->head_dim;
     const int Hq = cf->n_heads, Hkv = cf->n_kv_heads;
-    OSC_TRY(osc_op_rmsnorm(xn, x, &L->attn_norm, cf->rms_eps));
+    if (!normed) OSC_TRY(osc_op_rmsnorm(xn, x, &L->attn_norm, cf->rms_eps)); /* else the last layer did it */
     fused = fused && N == 1 && L->wqkv.data && (!cf->attn_bias || L->bqkv.data);
     if (fused) {
         const int64_t qd = (int64_t)Hq * hd, kd = (int64_t)Hkv * hd;
@@ -563,12 +563,13 @@ static osc_status layer_qkv(const osc_llm *m, const osc_layer_w *L, osc_tensor *
 }
 
 /* after attention: x += att W_o; x += MLP(RMSNorm(x)) (SwiGLU) */
-/* fused (one row, room for 2F in g): one GEMV over [w_gate; w_up] */
+/* fused (one row, room for 2F in g): one GEMV over [w_gate; w_up]. Each residual add runs
+ * with the norm that follows it (osc_op_add_rmsnorm): the MLP norm, and next_norm (the next
+ * layer's attention norm, into xn) when not NULL. */
 static osc_status layer_out_mlp(const osc_llm *m, const osc_layer_w *L, osc_tensor *x, osc_tensor *xn, osc_tensor *att,
-                                osc_tensor *o, osc_tensor *g, osc_tensor *u, int fused) {
+                                osc_tensor *o, osc_tensor *g, osc_tensor *u, int fused, const osc_tensor *next_norm) {
     OSC_TRY(osc_op_matmul(o, att, &L->wo, NULL));
-    OSC_TRY(osc_op_add(x, x, o));
-    OSC_TRY(osc_op_rmsnorm(xn, x, &L->mlp_norm, m->cfg.rms_eps));
+    OSC_TRY(osc_op_add_rmsnorm(x, o, xn, &L->mlp_norm, m->cfg.rms_eps));
     if (fused && g->ne[0] == 1 && L->wgu.data) {
         const int64_t F = m->cfg.intermediate_size;
         osc_tensor out = osc_tensor_2d(g->data, g->dt, g->dev, 1, 2 * F);
@@ -582,7 +583,7 @@ static osc_status layer_out_mlp(const osc_llm *m, const osc_layer_w *L, osc_tens
         OSC_TRY(osc_op_silu_mul(g, g, u));
     }
     OSC_TRY(osc_op_matmul(o, g, &L->w_down, NULL));
-    return osc_op_add(x, x, o);
+    return next_norm ? osc_op_add_rmsnorm(x, o, xn, next_norm, m->cfg.rms_eps) : osc_op_add(x, x, o);
 }
 
 /* One forward over at most max_tokens rows. */
@@ -711,13 +712,14 @@ static osc_status dgraph_body(osc_llm *m, osc_llm_ctx *c, struct dgraph *g, int 
     OSC_TRY(osc_op_embed(&x, &m->embed, &ids));
     for (int l = 0; l < cf->n_layers; l++) {
         const osc_layer_w *L = &m->layers[l];
-        OSC_TRY(layer_qkv(m, L, &x, &xn, &q, &k, &v, &posT, B, fused));
+        OSC_TRY(layer_qkv(m, L, &x, &xn, &q, &k, &v, &posT, B, fused, l > 0));
         void **tab = g->dtab + (size_t)l * 2 * DG_MAX_B;
         OSC_TRY(osc_cuda_kv_append(k.data, v.data, tab, DG_MAX_B, lens1, B, (int)(Hkv * hd)));
         OSC_TRY(osc_cuda_attention_decode_tab(att.data, q.data, (const void *const *)tab,
                                               (const void *const *)(tab + DG_MAX_B), lens1, B, Hq, Hkv, (int)hd,
                                               1.0f / sqrtf((float)hd), g->dpart, nsplit));
-        OSC_TRY(layer_out_mlp(m, L, &x, &xn, &att, &o, &gt, &u, fused));
+        OSC_TRY(layer_out_mlp(m, L, &x, &xn, &att, &o, &gt, &u, fused,
+                              l + 1 < cf->n_layers ? &m->layers[l + 1].attn_norm : NULL));
     }
     osc_tensor last = rows2(&c->last, 0, B), lg = rows2(&c->logits, 0, B);
     OSC_TRY(osc_op_rmsnorm(&last, &x, &m->norm, cf->rms_eps));
@@ -910,7 +912,7 @@ static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch 
     const int fused = fuse_room(m, c);
     for (int l = 0; l < cf->n_layers; l++) {
         const osc_layer_w *L = &m->layers[l];
-        OSC_TRY(layer_qkv(m, L, &x, &xn, &q, &k, &v, &posT, N, fused));
+        OSC_TRY(layer_qkv(m, L, &x, &xn, &q, &k, &v, &posT, N, fused, l > 0));
         osc_tensor q3 = view3(&q, N, Hq, hd), k3 = view3(&k, N, Hkv, hd), v3 = view3(&v, N, Hkv, hd);
         osc_tensor a3 = view3(&att, N, Hq, hd);
         if (batched) {
@@ -954,7 +956,8 @@ static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch 
             for (int s2 = 0; s2 <= n_seq; s2++) rel[s2] = seq_start[s2] - base;
             OSC_TRY(c->probe(c->probe_user, l, n_seq, rel, kv, &q3, &k3, &v3, &a3, scale));
         }
-        OSC_TRY(layer_out_mlp(m, L, &x, &xn, &att, &o, &g, &u, fused));
+        OSC_TRY(layer_out_mlp(m, L, &x, &xn, &att, &o, &g, &u, fused,
+                              l + 1 < cf->n_layers ? &m->layers[l + 1].attn_norm : NULL));
     }
     for (int s2 = 0; s2 < n_seq; s2++) osc_kv_advance(kv[s2], seq_start[s2 + 1] - seq_start[s2]);
     if (!logits && !ids_out) return OSC_OK;

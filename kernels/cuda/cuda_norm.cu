@@ -122,6 +122,55 @@ extern "C" osc_status osc_cuda_rmsnorm(osc_tensor *out, const osc_tensor *x, con
     return OSC_OK;
 }
 
+/* x = bf16(x + d) in place, then out = rmsnorm(x) as k_rmsnorm (one block per row, 8-wide) */
+__global__ void k_add_rmsnorm(bf16 *__restrict__ x, const bf16 *__restrict__ d, bf16 *__restrict__ out,
+                              const bf16 *__restrict__ w, int64_t D, float eps) {
+    __shared__ float red[32];
+    bf16 *xr = x + blockIdx.x * D;
+    const bf16 *dr = d + blockIdx.x * D;
+    bf16 *orow = out + blockIdx.x * D;
+    float ss = 0.f;
+    for (int64_t i = threadIdx.x * 8; i < D; i += (int64_t)blockDim.x * 8) {
+        float f[8], g[8];
+        load8(xr + i, f);
+        load8(dr + i, g);
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            f[j] = round_bf(f[j] + g[j]); /* what osc_op_add stores */
+            ss += f[j] * f[j];
+        }
+        store8(xr + i, f);
+    }
+    ss = block_sum(ss, red);
+    const float r = rsqrtf(ss / (float)D + eps);
+    for (int64_t i = threadIdx.x * 8; i < D; i += (int64_t)blockDim.x * 8) {
+        float f[8], g[8];
+        load8(xr + i, f); /* this thread's own stores */
+        load8(w + i, g);
+#pragma unroll
+        for (int j = 0; j < 8; j++) f[j] = g[j] * round_bf(f[j] * r);
+        store8(orow + i, f);
+    }
+}
+
+extern "C" osc_status osc_cuda_add_rmsnorm(osc_tensor *x, const osc_tensor *d, osc_tensor *out, const osc_tensor *w,
+                                           float eps) {
+    int64_t D = osc_cu_last(x), R = osc_cu_rows(x);
+    if (R == 0 || D == 0) return OSC_OK;
+    if (R > INT32_MAX) return osc_error(OSC_ERR_UNSUPPORTED, "add_rmsnorm: too many rows");
+    bool v8 = D % 8 == 0 && aligned16(out->data) && aligned16(x->data) && aligned16(d->data) && aligned16(w->data);
+    if (!v8) { /* the two ops */
+        OSC_TRY(osc_cuda_add(x, x, d));
+        return osc_cuda_rmsnorm(out, x, w, eps);
+    }
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    k_add_rmsnorm<<<(unsigned)R, norm_threads(D, 8), 0, st>>>((bf16 *)x->data, (const bf16 *)d->data,
+                                                               (bf16 *)out->data, (const bf16 *)w->data, D, eps);
+    OSC_CU_LAUNCH("k_add_rmsnorm");
+    return OSC_OK;
+}
+
 extern "C" osc_status osc_cuda_layernorm(osc_tensor *out, const osc_tensor *x, const osc_tensor *w,
                                          const osc_tensor *b, float eps) {
     int64_t D = osc_cu_last(x), R = osc_cu_rows(x);

@@ -80,6 +80,7 @@ osc_status osc_cuda_embed(osc_tensor *out, const osc_tensor *table, const osc_te
 osc_status osc_cuda_matmul(osc_tensor *out, const osc_tensor *x, const osc_tensor *w,
                            const osc_tensor *bias);
 osc_status osc_cuda_rmsnorm(osc_tensor *out, const osc_tensor *x, const osc_tensor *w, float eps);
+osc_status osc_cuda_add_rmsnorm(osc_tensor *x, const osc_tensor *d, osc_tensor *out, const osc_tensor *w, float eps);
 osc_status osc_cuda_layernorm(osc_tensor *out, const osc_tensor *x, const osc_tensor *w,
                               const osc_tensor *b, float eps);
 osc_status osc_cuda_rope(osc_tensor *x, const osc_tensor *pos, const osc_rope *rope);

@@ -176,6 +176,42 @@ static void test_norms(void) {
     }
 }
 
+/* ---- add + rmsnorm in one pass: vs the CPU reference, and bitwise vs the two GPU ops -------- */
+static void test_add_rmsnorm(void) {
+    static const int64_t shapes[][2] = {{1, 3584}, {7, 1000}, {3, 129}, {2, 7}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int64_t R = shapes[si][0], D = shapes[si][1], n = R * D, xs[2] = {R, D};
+        float *x = hrand(n, 2.f, 0.3f), *d = hrand(n, 1.f, 0.f), *w = hrand(D, 0.5f, 1.f);
+        float *cx = malloc((size_t)n * 4), *ref = hzeros(n), *got = hzeros(n), *gotx = hzeros(n);
+        float *sep = hzeros(n), *sepx = hzeros(n);
+        memcpy(cx, x, (size_t)n * 4);
+        osc_tensor tx = cpu_t(cx, 2, xs), td = cpu_t(d, 2, xs), tw = cpu_t(w, 1, &D), to = cpu_t(ref, 2, xs);
+        CHECK(osc_op_add_rmsnorm(&tx, &td, &to, &tw, 1e-6f) == OSC_OK, "cpu add_rmsnorm: %s", osc_last_error());
+        osc_tensor gx = gpu_from_f32(x, OSC_BF16, 2, xs), gd = gpu_from_f32(d, OSC_BF16, 2, xs);
+        osc_tensor gw = gpu_from_f32(w, OSC_BF16, 1, &D), go = gpu_empty(OSC_BF16, 2, xs);
+        DEV_OK(osc_op_add_rmsnorm(&gx, &gd, &go, &gw, 1e-6f));
+        gpu_to_f32(&go, got);
+        gpu_to_f32(&gx, gotx);
+        osc_tensor sx = gpu_from_f32(x, OSC_BF16, 2, xs), so = gpu_empty(OSC_BF16, 2, xs);
+        DEV_OK(osc_op_add(&sx, &sx, &gd));
+        DEV_OK(osc_op_rmsnorm(&so, &sx, &gw, 1e-6f));
+        gpu_to_f32(&so, sep);
+        gpu_to_f32(&sx, sepx);
+        long diff = 0;
+        for (int64_t i = 0; i < n; i++) diff += got[i] != sep[i] || gotx[i] != sepx[i];
+        char name[128];
+        snprintf(name, sizeof name, "add_rmsnorm R=%lld D=%lld", (long long)R, (long long)D);
+        report(name, rel_l2(got, ref, n), TOL);
+        snprintf(name, sizeof name, "add_rmsnorm R=%lld D=%lld: x after", (long long)R, (long long)D);
+        report(name, rel_l2(gotx, cx, n), TOL);
+        printf("%-64s %ld values differ from add + rmsnorm %s\n", name, diff, diff ? "FAIL" : "ok");
+        CHECK(diff == 0, "add_rmsnorm R=%lld D=%lld: %ld values differ from the two ops", (long long)R, (long long)D,
+              diff);
+        gpu_free(&gx); gpu_free(&gd); gpu_free(&gw); gpu_free(&go); gpu_free(&sx); gpu_free(&so);
+        free(x); free(d); free(w); free(cx); free(ref); free(got); free(gotx); free(sep); free(sepx);
+    }
+}
+
 /* ---- rope -------------------------------------------------------------------------------- */
 static void test_rope(void) {
     static const int cases[][4] = {/* S, H, head_dim, mrope */
@@ -590,6 +626,7 @@ int main(void) {
     RUN(elementwise);
     RUN(softmax);
     RUN(norms);
+    RUN(add_rmsnorm);
     RUN(rope);
     RUN(matmul);
     RUN(attention);
