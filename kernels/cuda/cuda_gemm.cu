@@ -28,13 +28,13 @@ __global__ void k_bias_rows(T *__restrict__ out, const bf16 *__restrict__ bias, 
  * launch for these shapes. Two kernels, both streaming 16-byte weight loads (evict-first:
  * weights are read once per step) with x in L1, fp32 dots reduced by shuffles and the bias
  * added in fp32 before the one rounding (as the Lt epilogue):
- *   k_gemv_rows   (N >= 1024) each warp owns 2 weight rows over all of K;
+ *   k_gemv_rows   (N >= 1024) each warp owns 1 (or 2) weight rows over all of K;
  *   k_gemv_splitk (N < 1024, e.g. a k/v projection of 512 rows) a block owns 4 rows and its 8
  *                 warps split K, so the few rows still spread over enough blocks; the warps'
  *                 partials meet in shared memory.
  * (H200, 7B shapes at M = 1: rows 35 us for 3584 x 18944 where split-K took 51; split-K 7.5 us
  * for 512 x 3584 where rows took 9.9.) */
-const int GV_WARPS = 8, GVR_ROWS = 2, GVS_ROWS = 4;
+const int GV_WARPS = 8, GVS_ROWS = 4;
 
 template <int M> __device__ __forceinline__ void gv_load_x(float (&xf)[M][8], const bf16 *x, int K, int k) {
 #pragma unroll
@@ -63,29 +63,30 @@ template <int M> __device__ __forceinline__ void gv_fma(float (&acc)[M], const f
     }
 }
 
-template <int M, typename TO>
+/* ROWS weight rows per warp, blockDim.x / 32 warps per block */
+template <int M, typename TO, int ROWS>
 __global__ void __launch_bounds__(GV_WARPS * 32)
 k_gemv_rows(TO *__restrict__ out, const bf16 *__restrict__ x, const bf16 *__restrict__ w, const bf16 *__restrict__ bias,
             int N, int K) {
     const int lane = threadIdx.x & 31;
-    const int n0 = (blockIdx.x * GV_WARPS + (threadIdx.x >> 5)) * GVR_ROWS;
+    const int n0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * ROWS;
     if (n0 >= N) return;
-    const int nr = min(GVR_ROWS, N - n0);
-    float acc[GVR_ROWS][M];
+    const int nr = min(ROWS, N - n0);
+    float acc[ROWS][M];
 #pragma unroll
-    for (int r = 0; r < GVR_ROWS; r++)
+    for (int r = 0; r < ROWS; r++)
 #pragma unroll
         for (int m = 0; m < M; m++) acc[r][m] = 0.f;
-#pragma unroll 4
+#pragma unroll 8
     for (int k = lane * 8; k < K; k += 256) {
         float xf[M][8];
         gv_load_x<M>(xf, x, K, k);
 #pragma unroll
-        for (int r = 0; r < GVR_ROWS; r++)
+        for (int r = 0; r < ROWS; r++)
             if (r < nr) gv_fma<M>(acc[r], xf, __ldcs(reinterpret_cast<const uint4 *>(w + (size_t)(n0 + r) * K + k)));
     }
 #pragma unroll
-    for (int r = 0; r < GVR_ROWS; r++)
+    for (int r = 0; r < ROWS; r++)
 #pragma unroll
         for (int m = 0; m < M; m++) acc[r][m] = warp_sum(acc[r][m]);
     if (lane == 0) {
@@ -136,14 +137,30 @@ k_gemv_splitk(TO *__restrict__ out, const bf16 *__restrict__ x, const bf16 *__re
     }
 }
 
+/* rows-kernel shape: 1 row per warp and 4 warps per block (default: a 3584-row projection is
+ * 896 blocks, ~7 per SM, where 2 rows x 8 warps made 224 blocks, 1 or 2 per SM, so half the SMs
+ * finished early), or 2 rows x 8 warps with OSC_GEMV_ROWS=2 */
+int gemv_rows_per_warp(void) {
+    static int r = 0;
+    if (!r) {
+        const char *e = getenv("OSC_GEMV_ROWS");
+        r = e && e[0] == '2' ? 2 : 1;
+    }
+    return r;
+}
+
 template <int M, typename TO>
 void gemv_m(TO *out, const bf16 *x, const bf16 *w, const bf16 *bias, int N, int K, cudaStream_t st) {
-    const int th = GV_WARPS * 32;
-    if (N >= 1024)
-        k_gemv_rows<M, TO><<<(unsigned)((N + GVR_ROWS * GV_WARPS - 1) / (GVR_ROWS * GV_WARPS)), th, 0, st>>>(out, x, w,
-                                                                                                          bias, N, K);
-    else
-        k_gemv_splitk<M, TO><<<(unsigned)((N + GVS_ROWS - 1) / GVS_ROWS), th, 0, st>>>(out, x, w, bias, N, K);
+    if (N >= 1024) {
+        if (gemv_rows_per_warp() == 2)
+            k_gemv_rows<M, TO, 2><<<(unsigned)((N + 2 * GV_WARPS - 1) / (2 * GV_WARPS)), GV_WARPS * 32, 0, st>>>(
+                out, x, w, bias, N, K);
+        else
+            k_gemv_rows<M, TO, 1><<<(unsigned)((N + 3) / 4), 4 * 32, 0, st>>>(out, x, w, bias, N, K);
+    } else {
+        k_gemv_splitk<M, TO><<<(unsigned)((N + GVS_ROWS - 1) / GVS_ROWS), GV_WARPS * 32, 0, st>>>(out, x, w, bias, N,
+                                                                                                  K);
+    }
 }
 
 template <typename TO>
