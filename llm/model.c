@@ -108,6 +108,19 @@ static osc_status track(osc_llm *m, void *p) {
     return OSC_OK;
 }
 
+/* device memory for tensor t (its shape and dtype), owned by the model: freed with it */
+static osc_status alloc_w(osc_llm *m, osc_tensor *t) {
+    void *p;
+    OSC_TRY(osc_dev_malloc(m->dev, osc_tensor_nbytes(t), &p));
+    osc_status s = track(m, p);
+    if (s != OSC_OK) {
+        osc_dev_free(m->dev, p);
+        return s;
+    }
+    t->data = p;
+    return OSC_OK;
+}
+
 /* free a tracked allocation */
 static void untrack_free(osc_llm *m, void *p) {
     for (int i = 0; i < m->n_allocs; i++)
@@ -126,20 +139,14 @@ static osc_status fuse_rows(osc_llm *m, osc_tensor **parts, int n, osc_tensor *f
     for (int i = 0; i < n; i++) rows += parts[i]->ne[0];
     int64_t shape[2] = {rows, nd == 2 ? parts[0]->ne[1] : 1};
     osc_tensor f = osc_tensor_make(NULL, m->act, m->dev, nd, shape);
-    void *p;
-    OSC_TRY(osc_dev_malloc(m->dev, osc_tensor_nbytes(&f), &p));
-    osc_status s = track(m, p);
-    if (s != OSC_OK) {
-        osc_dev_free(m->dev, p);
-        return s;
-    }
-    f.data = p;
+    OSC_TRY(alloc_w(m, &f));
+    char *p = f.data;
     size_t off = 0;
     for (int i = 0; i < n; i++) {
         const size_t b = osc_tensor_nbytes(parts[i]);
-        OSC_TRY(osc_copy_bytes((char *)p + off, m->dev, parts[i]->data, m->dev, b));
+        OSC_TRY(osc_copy_bytes(p + off, m->dev, parts[i]->data, m->dev, b));
         untrack_free(m, parts[i]->data);
-        parts[i]->data = (char *)p + off;
+        parts[i]->data = p + off;
         off += b;
     }
     *fused = f;
@@ -167,21 +174,15 @@ static osc_status load_w(osc_llm *m, const osc_wsrc *src, const char *name, int 
     int64_t n = 1;
     for (int i = 0; i < nd; i++) n *= shape[i];
     osc_tensor w = osc_tensor_make(NULL, m->act, m->dev, nd, shape);
-    void *p;
-    OSC_TRY(osc_dev_malloc(m->dev, osc_tensor_nbytes(&w), &p));
-    osc_status s = track(m, p);
-    if (s != OSC_OK) {
-        osc_dev_free(m->dev, p);
-        return s;
-    }
-    w.data = p;
+    OSC_TRY(alloc_w(m, &w));
+    void *p = w.data;
     if (m->dev == OSC_DEV_CPU) {
         OSC_TRY(src->read_f32(src->ctx, name, nd, shape, p));
     } else {
         /* stage on the host: raw bf16 when the source has it, else float32 converted on upload */
         void *tmp = malloc((size_t)n * 4);
         if (!tmp) return osc_error(OSC_ERR_OOM, "cannot stage tensor %s (%lld elements)", name, (long long)n);
-        s = src->read_bf16 ? src->read_bf16(src->ctx, name, nd, shape, tmp) : OSC_ERR_UNSUPPORTED;
+        osc_status s = src->read_bf16 ? src->read_bf16(src->ctx, name, nd, shape, tmp) : OSC_ERR_UNSUPPORTED;
         if (s == OSC_OK) {
             s = osc_copy_bytes(p, m->dev, tmp, OSC_DEV_CPU, (size_t)n * 2);
         } else if (s == OSC_ERR_UNSUPPORTED) {
@@ -362,14 +363,7 @@ fail:
 /* One weight tensor filled on its device by osc_op_fill_uniform(lo, hi). */
 static osc_status rand_w(osc_llm *m, int nd, const int64_t *shape, uint64_t seed, float lo, float hi, osc_tensor *out) {
     osc_tensor w = osc_tensor_make(NULL, m->act, m->dev, nd, shape);
-    void *p;
-    OSC_TRY(osc_dev_malloc(m->dev, osc_tensor_nbytes(&w), &p));
-    osc_status s = track(m, p);
-    if (s != OSC_OK) {
-        osc_dev_free(m->dev, p);
-        return s;
-    }
-    w.data = p;
+    OSC_TRY(alloc_w(m, &w));
     OSC_TRY(osc_op_fill_uniform(&w, seed, lo, hi));
     m->weight_bytes += osc_tensor_nbytes(&w);
     *out = w;
