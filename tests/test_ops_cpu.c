@@ -480,12 +480,32 @@ static void test_attention_varlen(void) {
     }
 }
 
+/* residual add + RMSNorm in one call: hand-computed values and the argument errors */
+static void test_add_rmsnorm(void) {
+    /* x + d = [1,2,3,4] (as in test_norms): mean of squares 7.5 */
+    float x[4] = {0.5f, 2.5f, 1, 4}, d[4] = {0.5f, -0.5f, 2, 0}, w[4] = {1, 1, 2, 0.5f}, o[4];
+    const double want[4] = {0.365148372, 0.730296743, 2.190890230, 0.730296743}, sum[4] = {1, 2, 3, 4};
+    osc_tensor tx = t2(x, OSC_F32, 1, 4), td = t2(d, OSC_F32, 1, 4), tw = t1(w, OSC_F32, 4), to = t2(o, OSC_F32, 1, 4);
+    CHECK(osc_op_add_rmsnorm(&tx, &td, &to, &tw, 0.0f) == OSC_OK, "%s", osc_last_error());
+    for (int i = 0; i < 4; i++) {
+        CHECK(near(x[i], sum[i], 1e-7), "add_rmsnorm x[%d] %.9f vs %.9f", i, x[i], sum[i]);
+        CHECK(near(o[i], want[i], 1e-6), "add_rmsnorm out[%d] %.9f vs %.9f", i, o[i], want[i]);
+    }
+    /* out aliasing x or d, and a d of another shape, are refused */
+    CHECK(osc_op_add_rmsnorm(&tx, &td, &tx, &tw, 0.0f) == OSC_ERR_INVALID_ARG, "alias out = x accepted");
+    CHECK(strstr(osc_last_error(), "alias") != NULL, "message: %s", osc_last_error());
+    CHECK(osc_op_add_rmsnorm(&tx, &td, &td, &tw, 0.0f) == OSC_ERR_INVALID_ARG, "alias out = d accepted");
+    osc_tensor td3 = t2(d, OSC_F32, 1, 3);
+    CHECK(osc_op_add_rmsnorm(&tx, &td3, &to, &tw, 0.0f) == OSC_ERR_INVALID_ARG, "d [1,3] accepted");
+}
+
 int main(void) {
     osc_cpu_set_threads(0);
     CHECK(osc_cpu_get_threads() >= 1, "threads %d", osc_cpu_get_threads());
     test_matmul();
     test_embed();
     test_norms();
+    test_add_rmsnorm();
     test_rope();
     test_elementwise();
     test_attention();
