@@ -57,6 +57,49 @@ osc_status osc_cu_cublaslt(cublasLtHandle_t *out, void **workspace, size_t *ws_b
 osc_status osc_cu_scratch(size_t bytes, void **out);
 /* Properties of the current device (cached). */
 int osc_cu_num_sms(void);
+/* 1 when launches go out as programmatic dependent launches (sm_90+, unless OSC_PDL=0). */
+int osc_cu_pdl(void);
+
+/* Programmatic dependent launch (PDL). A kernel started by osc_launch may begin while the
+ * kernel before it on the stream is still running, so it must call pdl_wait() before it reads
+ * or writes any memory an earlier launch touches (weights and other constants may be read
+ * before). pdl_trigger() lets the next PDL launch start: its blocks become resident and run
+ * up to their own pdl_wait(), which returns only after this whole grid has finished and its
+ * writes are visible, so the ordering stays transitive. Both are no-ops without PDL. */
+__device__ __forceinline__ void pdl_wait() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+__device__ __forceinline__ void pdl_trigger() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+/* the usual entry of a step kernel: wait for the previous one, let the next one start */
+__device__ __forceinline__ void pdl_enter() {
+    pdl_wait();
+    pdl_trigger();
+}
+
+/* kernel<<<grid, block, smem, st>>>(args...), as a programmatic dependent launch when
+ * osc_cu_pdl(); only for kernels that call pdl_wait() first (see above). Returns the launch
+ * error (check with OSC_CU_CHECK or OSC_CU_LAUNCH). */
+template <typename... KArgs, typename... Args>
+static inline cudaError_t osc_launch(void (*kernel)(KArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t st,
+                                     Args... args) {
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cfg.attrs = at;
+    cfg.numAttrs = osc_cu_pdl() ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, kernel, static_cast<KArgs>(args)...);
+}
 
 typedef __nv_bfloat16 bf16;
 

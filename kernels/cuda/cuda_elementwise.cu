@@ -26,6 +26,7 @@ struct op_gelu {
 
 template <class Op>
 __global__ void k_binary(bf16 *out, const bf16 *a, const bf16 *b, int64_t n, int vec) {
+    pdl_enter();
     Op op;
     int64_t tid = blockIdx.x * (int64_t)blockDim.x + threadIdx.x, stride = (int64_t)gridDim.x * blockDim.x;
     int64_t nv = vec ? n / 8 : 0;
@@ -48,8 +49,8 @@ osc_status launch_binary(const char *name, osc_tensor *out, const osc_tensor *a,
     OSC_TRY(osc_cu_stream(&st));
     int vec = al16(out->data) && al16(a->data) && (!b || al16(b->data));
     int th = 256;
-    k_binary<Op><<<osc_cu_blocks(vec ? (n + 7) / 8 : n, th), th, 0, st>>>(
-        (bf16 *)out->data, (const bf16 *)a->data, b ? (const bf16 *)b->data : nullptr, n, vec);
+    OSC_CU_CHECK(osc_launch(k_binary<Op>, dim3(osc_cu_blocks(vec ? (n + 7) / 8 : n, th)), dim3(th), 0, st,
+                            (bf16 *)out->data, (const bf16 *)a->data, b ? (const bf16 *)b->data : nullptr, n, vec));
     OSC_CU_LAUNCH(name);
     return OSC_OK;
 }
@@ -57,6 +58,7 @@ osc_status launch_binary(const char *name, osc_tensor *out, const osc_tensor *a,
 /* ---- embed ---- */
 __global__ void k_embed(bf16 *__restrict__ out, const bf16 *__restrict__ table, const int32_t *__restrict__ ids,
                         int64_t V, int64_t D, int vec) {
+    pdl_enter();
     int64_t s = blockIdx.x;
     int64_t id = ids[s];
     bf16 *o = out + s * D;
@@ -113,6 +115,7 @@ __device__ __forceinline__ void argmax_pick(float &bv, int64_t &bi, float ov, in
 template <typename T>
 __global__ void k_argmax(int32_t *__restrict__ out, const T *__restrict__ x, int64_t N, float *__restrict__ pv,
                          int64_t *__restrict__ pi) {
+    pdl_enter();
     __shared__ float sv[32];
     __shared__ int64_t si[32];
     const T *r = x + blockIdx.x * N;
@@ -156,6 +159,7 @@ __global__ void k_argmax(int32_t *__restrict__ out, const T *__restrict__ x, int
 /* one warp per row: the NB block winners of k_argmax */
 __global__ void k_argmax_final(int32_t *__restrict__ out, const float *__restrict__ pv, const int64_t *__restrict__ pi,
                                int NB) {
+    pdl_enter();
     const int row = blockIdx.x, lane = threadIdx.x;
     float bv = -INFINITY;
     int64_t bi = -1;
@@ -186,8 +190,8 @@ extern "C" osc_status osc_cuda_embed(osc_tensor *out, const osc_tensor *table, c
     int vec = D % 8 == 0 && al16(out->data) && al16(table->data);
     int th = row_threads(vec ? D / 8 : D);
     if (th > 256) th = 256;
-    k_embed<<<(unsigned)S, th, 0, st>>>((bf16 *)out->data, (const bf16 *)table->data, (const int32_t *)ids->data, V,
-                                        D, vec);
+    OSC_CU_CHECK(osc_launch(k_embed, dim3((unsigned)S), dim3(th), 0, st, (bf16 *)out->data, (const bf16 *)table->data,
+                            (const int32_t *)ids->data, V, D, vec));
     OSC_CU_LAUNCH("k_embed");
     return OSC_OK;
 }
@@ -279,14 +283,16 @@ extern "C" osc_status osc_cuda_argmax(osc_tensor *out, const osc_tensor *x) {
     if (NB > 1) th = 256;
     dim3 grid((unsigned)R, (unsigned)NB);
     if (x->dt == OSC_F32)
-        k_argmax<float><<<grid, th, 0, st>>>((int32_t *)out->data, (const float *)x->data, N, pv, pi);
+        OSC_CU_CHECK(osc_launch(k_argmax<float>, dim3(grid), dim3(th), 0, st, (int32_t *)out->data,
+                                (const float *)x->data, N, pv, pi));
     else if (x->dt == OSC_BF16)
-        k_argmax<bf16><<<grid, th, 0, st>>>((int32_t *)out->data, (const bf16 *)x->data, N, pv, pi);
+        OSC_CU_CHECK(osc_launch(k_argmax<bf16>, dim3(grid), dim3(th), 0, st, (int32_t *)out->data,
+                                (const bf16 *)x->data, N, pv, pi));
     else
         return osc_error(OSC_ERR_INVALID_ARG, "argmax: dtype %s not supported on CUDA", osc_dtype_name(x->dt));
     OSC_CU_LAUNCH("k_argmax");
     if (NB > 1) {
-        k_argmax_final<<<(unsigned)R, 32, 0, st>>>((int32_t *)out->data, pv, pi, NB);
+        OSC_CU_CHECK(osc_launch(k_argmax_final, dim3((unsigned)R), dim3(32), 0, st, (int32_t *)out->data, pv, pi, NB));
         OSC_CU_LAUNCH("k_argmax_final");
     }
     return OSC_OK;

@@ -693,6 +693,7 @@ template <int HD, int BITS, int GM>
 __global__ void __launch_bounds__(DQ_THREADS)
 k_kvq_decode(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const bf16 *__restrict__ q, int G, int Hkv,
              int rotate, float rsq, float qscale, const dq_seq sq, int res_raw) {
+    pdl_enter();
     kvq_decode_body<HD, BITS, GM>(part_acc, part_ml, q, G, Hkv, rotate, rsq, qscale, sq, res_raw, blockIdx.y);
 }
 
@@ -702,6 +703,7 @@ template <int HD, int BITS, int GM>
 __global__ void __launch_bounds__(DQ_THREADS)
 k_kvq_decode_batch(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const bf16 *__restrict__ q, int G,
                    int Hkv, int rotate, float rsq, float qscale, const dq_seq *__restrict__ seqs, int res_raw) {
+    pdl_enter();
     const int b = blockIdx.z;
     const dq_seq sq = seqs[b];
     kvq_decode_body<HD, BITS, GM>(part_acc, part_ml, q + (size_t)b * Hkv * G * HD, G, Hkv, rotate, rsq, qscale, sq,
@@ -711,6 +713,7 @@ k_kvq_decode_batch(float *__restrict__ part_acc, float2 *__restrict__ part_ml, c
 /* one block per query head: merge the splits by log-sum-exp */
 __global__ void k_kvq_combine(bf16 *__restrict__ out, const float *__restrict__ part_acc,
                               const float2 *__restrict__ part_ml, int NS, int G, int HD) {
+    pdl_enter();
     extern __shared__ float wts[];
     __shared__ float red[32];
     __shared__ float s_inv;
@@ -753,13 +756,13 @@ osc_status launch_decode(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv
     }
     if (dseqs) {
         dim3 grid((unsigned)NS, (unsigned)Hkv, (unsigned)B);
-        k_kvq_decode_batch<HD, BITS, GM><<<grid, DQ_THREADS, C::SMEM, st>>>(pacc, pml, q, G, Hkv, rotate, rsq, qscale,
-                                                                             dseqs, res_raw);
+        OSC_CU_CHECK(osc_launch(k_kvq_decode_batch<HD, BITS, GM>, dim3(grid), dim3(DQ_THREADS), C::SMEM, st, pacc, pml,
+                                q, G, Hkv, rotate, rsq, qscale, dseqs, res_raw));
         OSC_CU_LAUNCH("k_kvq_decode_batch");
     } else {
         dim3 grid((unsigned)NS, (unsigned)Hkv);
-        k_kvq_decode<HD, BITS, GM><<<grid, DQ_THREADS, C::SMEM, st>>>(pacc, pml, q, G, Hkv, rotate, rsq, qscale, sq,
-                                                                       res_raw);
+        OSC_CU_CHECK(osc_launch(k_kvq_decode<HD, BITS, GM>, dim3(grid), dim3(DQ_THREADS), C::SMEM, st, pacc, pml, q, G,
+                                Hkv, rotate, rsq, qscale, sq, res_raw));
         OSC_CU_LAUNCH("k_kvq_decode");
     }
     return OSC_OK;
@@ -1075,12 +1078,14 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
 __global__ void __launch_bounds__(mq::THREADS, 4)
 k_kvq_mma(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const bf16 *__restrict__ q, int G, int Hkv,
           int rotate, float rsq, float qscale, const dq_seq sq, int res_raw) {
+    pdl_enter();
     kvq_mma_body(part_acc, part_ml, q, G, Hkv, rotate, rsq, qscale, sq, res_raw, blockIdx.y);
 }
 
 __global__ void __launch_bounds__(mq::THREADS, 4)
 k_kvq_mma_batch(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const bf16 *__restrict__ q, int G,
                 int Hkv, int rotate, float rsq, float qscale, const dq_seq *__restrict__ seqs, int res_raw) {
+    pdl_enter();
     const int b = blockIdx.z;
     const dq_seq sq = seqs[b];
     kvq_mma_body(part_acc, part_ml, q + (size_t)b * Hkv * G * 128, G, Hkv, rotate, rsq, qscale, sq, res_raw,
@@ -1107,11 +1112,13 @@ osc_status mq_launch(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, in
     }
     if (dseqs) {
         dim3 grid((unsigned)NS, (unsigned)Hkv, (unsigned)B);
-        k_kvq_mma_batch<<<grid, mq::THREADS, mq::SMEM, st>>>(pacc, pml, q, G, Hkv, rotate, rsq, qscale, dseqs, res_raw);
+        OSC_CU_CHECK(osc_launch(k_kvq_mma_batch, dim3(grid), dim3(mq::THREADS), mq::SMEM, st, pacc, pml, q, G, Hkv,
+                                rotate, rsq, qscale, dseqs, res_raw));
         OSC_CU_LAUNCH("k_kvq_mma_batch");
     } else {
         dim3 grid((unsigned)NS, (unsigned)Hkv);
-        k_kvq_mma<<<grid, mq::THREADS, mq::SMEM, st>>>(pacc, pml, q, G, Hkv, rotate, rsq, qscale, sq, res_raw);
+        OSC_CU_CHECK(osc_launch(k_kvq_mma, dim3(grid), dim3(mq::THREADS), mq::SMEM, st, pacc, pml, q, G, Hkv, rotate,
+                                rsq, qscale, sq, res_raw));
         OSC_CU_LAUNCH("k_kvq_mma");
     }
     return OSC_OK;
@@ -1340,7 +1347,8 @@ extern "C" osc_status osc_cuda_kv_decode_attn_paged(void *out, const void *q, in
     }
 #undef OSC_HDB
     if (s != OSC_OK) return s;
-    k_kvq_combine<<<(unsigned)(Hkv * G), 128, (size_t)NS * sizeof(float), st>>>((bf16 *)out, pacc, pml, NS, G, hd);
+    OSC_CU_CHECK(osc_launch(k_kvq_combine, dim3((unsigned)(Hkv * G)), dim3(128), (size_t)NS * sizeof(float), st,
+                            (bf16 *)out, pacc, pml, NS, G, hd));
     OSC_CU_LAUNCH("k_kvq_combine");
     return OSC_OK;
 }
@@ -1401,7 +1409,8 @@ extern "C" osc_status osc_cuda_kv_decode_attn_batch(void *out, const void *q, in
     }
 #undef OSC_HDB
     OSC_TRY(s);
-    k_kvq_combine<<<(unsigned)(B * Hkv * G), 128, (size_t)NS * sizeof(float), st>>>((bf16 *)out, pacc, pml, NS, G, hd);
+    OSC_CU_CHECK(osc_launch(k_kvq_combine, dim3((unsigned)(B * Hkv * G)), dim3(128), (size_t)NS * sizeof(float), st,
+                            (bf16 *)out, pacc, pml, NS, G, hd));
     OSC_CU_LAUNCH("k_kvq_combine");
     return OSC_OK;
 }

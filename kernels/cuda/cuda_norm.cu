@@ -11,6 +11,7 @@ namespace {
 
 template <int V>
 __global__ void k_rmsnorm(bf16 *out, const bf16 *x, const bf16 *__restrict__ w, int64_t D, float eps) {
+    pdl_enter();
     __shared__ float red[32];
     const bf16 *xr = x + blockIdx.x * D;
     bf16 *orow = out + blockIdx.x * D;
@@ -115,22 +116,30 @@ extern "C" osc_status osc_cuda_rmsnorm(osc_tensor *out, const osc_tensor *x, con
     bool v8 = D % 8 == 0 && aligned16(out->data) && aligned16(x->data) && aligned16(w->data);
     int th = norm_threads(D, v8 ? 8 : 1);
     if (v8)
-        k_rmsnorm<8><<<(unsigned)R, th, 0, st>>>((bf16 *)out->data, (const bf16 *)x->data, (const bf16 *)w->data, D, eps);
+        OSC_CU_CHECK(osc_launch(k_rmsnorm<8>, dim3((unsigned)R), dim3(th), 0, st, (bf16 *)out->data,
+                                (const bf16 *)x->data, (const bf16 *)w->data, D, eps));
     else
-        k_rmsnorm<1><<<(unsigned)R, th, 0, st>>>((bf16 *)out->data, (const bf16 *)x->data, (const bf16 *)w->data, D, eps);
+        OSC_CU_CHECK(osc_launch(k_rmsnorm<1>, dim3((unsigned)R), dim3(th), 0, st, (bf16 *)out->data,
+                                (const bf16 *)x->data, (const bf16 *)w->data, D, eps));
     OSC_CU_LAUNCH("k_rmsnorm");
     return OSC_OK;
 }
 
-/* x = bf16(x + d) in place, then out = rmsnorm(x) as k_rmsnorm (one block per row, 8-wide) */
+/* x = bf16(x + d) in place, then out = rmsnorm(x) as k_rmsnorm (one block per row, 8-wide).
+ * A thread's first 8 values stay in registers between the two passes, and their weights are
+ * loaded before waiting for the previous launch (weights never change). */
 __global__ void k_add_rmsnorm(bf16 *__restrict__ x, const bf16 *__restrict__ d, bf16 *__restrict__ out,
                               const bf16 *__restrict__ w, int64_t D, float eps) {
     __shared__ float red[32];
+    const int64_t i0 = threadIdx.x * 8, step = (int64_t)blockDim.x * 8;
+    float w0[8], x0[8];
+    if (i0 < D) load8(w + i0, w0);
+    pdl_enter();
     bf16 *xr = x + blockIdx.x * D;
     const bf16 *dr = d + blockIdx.x * D;
     bf16 *orow = out + blockIdx.x * D;
     float ss = 0.f;
-    for (int64_t i = threadIdx.x * 8; i < D; i += (int64_t)blockDim.x * 8) {
+    for (int64_t i = i0; i < D; i += step) {
         float f[8], g[8];
         load8(xr + i, f);
         load8(dr + i, g);
@@ -140,10 +149,18 @@ __global__ void k_add_rmsnorm(bf16 *__restrict__ x, const bf16 *__restrict__ d, 
             ss += f[j] * f[j];
         }
         store8(xr + i, f);
+        if (i == i0)
+#pragma unroll
+            for (int j = 0; j < 8; j++) x0[j] = f[j];
     }
     ss = block_sum(ss, red);
     const float r = rsqrtf(ss / (float)D + eps);
-    for (int64_t i = threadIdx.x * 8; i < D; i += (int64_t)blockDim.x * 8) {
+    if (i0 < D) {
+#pragma unroll
+        for (int j = 0; j < 8; j++) x0[j] = w0[j] * round_bf(x0[j] * r);
+        store8(orow + i0, x0);
+    }
+    for (int64_t i = i0 + step; i < D; i += step) {
         float f[8], g[8];
         load8(xr + i, f); /* this thread's own stores */
         load8(w + i, g);
@@ -165,8 +182,8 @@ extern "C" osc_status osc_cuda_add_rmsnorm(osc_tensor *x, const osc_tensor *d, o
     }
     cudaStream_t st;
     OSC_TRY(osc_cu_stream(&st));
-    k_add_rmsnorm<<<(unsigned)R, norm_threads(D, 8), 0, st>>>((bf16 *)x->data, (const bf16 *)d->data,
-                                                               (bf16 *)out->data, (const bf16 *)w->data, D, eps);
+    OSC_CU_CHECK(osc_launch(k_add_rmsnorm, dim3((unsigned)R), dim3(norm_threads(D, 8)), 0, st, (bf16 *)x->data,
+                            (const bf16 *)d->data, (bf16 *)out->data, (const bf16 *)w->data, D, eps));
     OSC_CU_LAUNCH("k_add_rmsnorm");
     return OSC_OK;
 }

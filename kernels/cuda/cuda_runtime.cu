@@ -4,6 +4,7 @@
 #include "kernels/cuda/cuda_common.cuh"
 
 #include <mutex>
+#include <stdlib.h>
 
 namespace {
 std::mutex g_mu;
@@ -97,6 +98,21 @@ int osc_cu_num_sms(void) {
     std::lock_guard<std::mutex> lk(g_mu);
     if (init_locked() != OSC_OK) return 1;
     return g_sms > 0 ? g_sms : 1;
+}
+
+int osc_cu_pdl(void) {
+    static const int on = [] {
+        const char *e = getenv("OSC_PDL");
+        if (e && e[0] == '0') return 0;
+        int dev = 0, major = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+            cudaGetLastError();
+            return 0;
+        }
+        return major >= 9 ? 1 : 0;
+    }();
+    return on;
 }
 
 extern "C" int osc_cuda_available(void) {
