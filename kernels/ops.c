@@ -122,6 +122,36 @@ osc_status osc_op_matmul(osc_tensor *out, const osc_tensor *x, const osc_tensor 
     DISPATCH(out->dev, osc_cpu_matmul(out, x, w, bias), osc_cuda_matmul(out, x, w, bias));
 }
 
+osc_status osc_op_matmul_glu(osc_tensor *out, osc_tensor *up, const osc_tensor *x, const osc_tensor *w_gate,
+                             const osc_tensor *w_up) {
+    const char *op = "matmul_glu";
+    TRY(check_tensor(op, "out", out));
+    TRY(check_tensor(op, "up", up));
+    TRY(check_tensor(op, "w_gate", w_gate));
+    TRY(check_tensor(op, "w_up", w_up));
+    if (!same_rows_cols(out, up) || w_gate->nd != 2 || w_up->nd != 2 || w_gate->ne[0] != w_up->ne[0] ||
+        w_gate->ne[1] != w_up->ne[1])
+        return osc_error(OSC_ERR_INVALID_ARG, "matmul_glu: shapes out %s, up %s, w_gate %s, w_up %s", sh(out).s,
+                         sh(up).s, sh(w_gate).s, sh(w_up).s);
+    if (out->data == up->data) return osc_error(OSC_ERR_INVALID_ARG, "matmul_glu: out must not alias up");
+#ifdef OSC_HAVE_CUDA
+    if (out->dev == OSC_DEV_CUDA) {
+        int done = 0;
+        TRY(check_tensor(op, "x", x));
+        TRY(same_dev(op, "x", x, out));
+        if (out->dt == OSC_BF16 && x->dt == OSC_BF16 && w_gate->dt == OSC_BF16 && w_up->dt == OSC_BF16 &&
+            same_dev(op, "w_gate", w_gate, out) == OSC_OK && same_dev(op, "w_up", w_up, out) == OSC_OK &&
+            last_dim(x) == w_gate->ne[1] && rows_of(x) == rows_of(out) && last_dim(out) == w_gate->ne[0] &&
+            out->data != x->data)
+            TRY(osc_cuda_matmul_glu(out, x, w_gate, w_up, &done));
+        if (done) return OSC_OK;
+    }
+#endif
+    TRY(osc_op_matmul(out, x, w_gate, NULL));
+    TRY(osc_op_matmul(up, x, w_up, NULL));
+    return osc_op_silu_mul(out, out, up);
+}
+
 /* Shared checks of the row-wise norms. */
 static osc_status check_norm(const char *op, osc_tensor *out, const osc_tensor *x, const osc_tensor *w,
                              const osc_tensor *b, float eps) {

@@ -39,6 +39,14 @@ osc_status osc_op_embed(osc_tensor *out, const osc_tensor *table, const osc_tens
 /* out[M,N] = x[M,K] * w[N,K]^T (+ bias[N] if bias != NULL). */
 osc_status osc_op_matmul(osc_tensor *out, const osc_tensor *x, const osc_tensor *w, const osc_tensor *bias);
 
+/* The gated MLP input: out[M,F] = silu(x w_gate^T) * (x w_up^T), each product rounded to the
+ * activation dtype first (matmul, matmul, silu_mul). up [M,F] is scratch (it may hold x w_up^T
+ * afterwards). On CUDA, when w_up directly follows w_gate in memory (stacked [w_gate; w_up]) and
+ * M <= 4, one kernel computes both rows and the product (same result bit for bit). out and up
+ * must not alias x, the weights or each other. */
+osc_status osc_op_matmul_glu(osc_tensor *out, osc_tensor *up, const osc_tensor *x, const osc_tensor *w_gate,
+                             const osc_tensor *w_up);
+
 /* Row-wise RMSNorm over the last dim D: out = w * (x * rsqrt(mean(x^2) + eps)), statistics in
  * fp32; on bf16 the normalised value is rounded to bf16 before the weight multiply (as HF).
  * x and out are [R, D] (any leading shape flattened into R); out may alias x. */

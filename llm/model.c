@@ -557,25 +557,14 @@ static osc_status layer_qkv(const osc_llm *m, const osc_layer_w *L, osc_tensor *
 }
 
 /* after attention: x += att W_o; x += MLP(RMSNorm(x)) (SwiGLU) */
-/* fused (one row, room for 2F in g): one GEMV over [w_gate; w_up]. Each residual add runs
- * with the norm that follows it (osc_op_add_rmsnorm): the MLP norm, and next_norm (the next
- * layer's attention norm, into xn) when not NULL. */
+/* Each residual add runs with the norm that follows it (osc_op_add_rmsnorm): the MLP norm, and
+ * next_norm (the next layer's attention norm, into xn) when not NULL. The gate/up products and
+ * SwiGLU are one op (one GEMV over the stacked [w_gate; w_up] for a few rows on CUDA). */
 static osc_status layer_out_mlp(const osc_llm *m, const osc_layer_w *L, osc_tensor *x, osc_tensor *xn, osc_tensor *att,
-                                osc_tensor *o, osc_tensor *g, osc_tensor *u, int fused, const osc_tensor *next_norm) {
+                                osc_tensor *o, osc_tensor *g, osc_tensor *u, const osc_tensor *next_norm) {
     OSC_TRY(osc_op_matmul(o, att, &L->wo, NULL));
     OSC_TRY(osc_op_add_rmsnorm(x, o, xn, &L->mlp_norm, m->cfg.rms_eps));
-    if (fused && g->ne[0] == 1 && L->wgu.data) {
-        const int64_t F = m->cfg.intermediate_size;
-        osc_tensor out = osc_tensor_2d(g->data, g->dt, g->dev, 1, 2 * F);
-        OSC_TRY(osc_op_matmul(&out, xn, &L->wgu, NULL));
-        osc_tensor gg = osc_tensor_2d(g->data, g->dt, g->dev, 1, F);
-        osc_tensor uu = osc_tensor_2d((char *)g->data + (size_t)F * osc_dtype_size(g->dt), g->dt, g->dev, 1, F);
-        OSC_TRY(osc_op_silu_mul(&gg, &gg, &uu));
-    } else {
-        OSC_TRY(osc_op_matmul(g, xn, &L->w_gate, NULL));
-        OSC_TRY(osc_op_matmul(u, xn, &L->w_up, NULL));
-        OSC_TRY(osc_op_silu_mul(g, g, u));
-    }
+    OSC_TRY(osc_op_matmul_glu(g, u, xn, &L->w_gate, &L->w_up));
     OSC_TRY(osc_op_matmul(o, g, &L->w_down, NULL));
     return next_norm ? osc_op_add_rmsnorm(x, o, xn, next_norm, m->cfg.rms_eps) : osc_op_add(x, x, o);
 }
@@ -712,7 +701,7 @@ static osc_status dgraph_body(osc_llm *m, osc_llm_ctx *c, struct dgraph *g, int 
         OSC_TRY(osc_cuda_attention_decode_tab(att.data, q.data, (const void *const *)tab,
                                               (const void *const *)(tab + DG_MAX_B), lens1, B, Hq, Hkv, (int)hd,
                                               1.0f / sqrtf((float)hd), g->dpart, nsplit));
-        OSC_TRY(layer_out_mlp(m, L, &x, &xn, &att, &o, &gt, &u, fused,
+        OSC_TRY(layer_out_mlp(m, L, &x, &xn, &att, &o, &gt, &u,
                               l + 1 < cf->n_layers ? &m->layers[l + 1].attn_norm : NULL));
     }
     osc_tensor last = rows2(&c->last, 0, B), lg = rows2(&c->logits, 0, B);
@@ -950,7 +939,7 @@ static osc_status forward_chunk(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch 
             for (int s2 = 0; s2 <= n_seq; s2++) rel[s2] = seq_start[s2] - base;
             OSC_TRY(c->probe(c->probe_user, l, n_seq, rel, kv, &q3, &k3, &v3, &a3, scale));
         }
-        OSC_TRY(layer_out_mlp(m, L, &x, &xn, &att, &o, &g, &u, fused,
+        OSC_TRY(layer_out_mlp(m, L, &x, &xn, &att, &o, &g, &u,
                               l + 1 < cf->n_layers ? &m->layers[l + 1].attn_norm : NULL));
     }
     for (int s2 = 0; s2 < n_seq; s2++) osc_kv_advance(kv[s2], seq_start[s2 + 1] - seq_start[s2]);

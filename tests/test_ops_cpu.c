@@ -499,6 +499,21 @@ static void test_add_rmsnorm(void) {
     CHECK(osc_op_add_rmsnorm(&tx, &td3, &to, &tw, 0.0f) == OSC_ERR_INVALID_ARG, "d [1,3] accepted");
 }
 
+static void test_matmul_glu(void) {
+    /* x = [1, 2]; gate rows [1,0], [0,1] -> [1, 2]; up rows [2,0], [1,1] -> [2, 3];
+     * silu(1) = 0.731058579, silu(2) = 1.761594156 */
+    float x[2] = {1, 2}, wg[4] = {1, 0, 0, 1}, wu[4] = {2, 0, 1, 1}, o[2], u[2];
+    const double want[2] = {2 * 0.731058579, 3 * 1.761594156};
+    osc_tensor tx = t2(x, OSC_F32, 1, 2), tg = t2(wg, OSC_F32, 2, 2), tu = t2(wu, OSC_F32, 2, 2);
+    osc_tensor to = t2(o, OSC_F32, 1, 2), tup = t2(u, OSC_F32, 1, 2);
+    CHECK(osc_op_matmul_glu(&to, &tup, &tx, &tg, &tu) == OSC_OK, "%s", osc_last_error());
+    for (int i = 0; i < 2; i++) CHECK(near(o[i], want[i], 1e-6), "matmul_glu out[%d] %.9f vs %.9f", i, o[i], want[i]);
+    /* out aliasing up, and weights of different shapes, are refused */
+    CHECK(osc_op_matmul_glu(&to, &to, &tx, &tg, &tu) == OSC_ERR_INVALID_ARG, "alias out = up accepted");
+    osc_tensor tu1 = t2(wu, OSC_F32, 1, 2);
+    CHECK(osc_op_matmul_glu(&to, &tup, &tx, &tg, &tu1) == OSC_ERR_INVALID_ARG, "w_up [1,2] accepted");
+}
+
 int main(void) {
     osc_cpu_set_threads(0);
     CHECK(osc_cpu_get_threads() >= 1, "threads %d", osc_cpu_get_threads());
@@ -506,6 +521,7 @@ int main(void) {
     test_embed();
     test_norms();
     test_add_rmsnorm();
+    test_matmul_glu();
     test_rope();
     test_elementwise();
     test_attention();

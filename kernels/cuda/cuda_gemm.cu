@@ -63,37 +63,75 @@ template <int M> __device__ __forceinline__ void gv_fma(float (&acc)[M], const f
     }
 }
 
-/* ROWS weight rows per warp, blockDim.x / 32 warps per block */
-template <int M, typename TO, int ROWS>
+/* ROWS weight rows per warp, blockDim.x / 32 warps per block. GLU: the warp's two rows are n0
+ * and n0 + N of a stacked [gate; up] weight [2N, K] and it writes
+ * out[m, n0] = bf16(bf16(silu(bf16(gate))) * bf16(up)), the matmul + silu_mul of the unfused
+ * path bit for bit. The first GV_PF weight vectors of each lane are loaded before pdl_wait():
+ * weights never depend on earlier launches, so their stream starts during the previous
+ * kernel's tail. */
+const int GV_PF = 4;
+
+template <int M, typename TO, int ROWS, bool GLU>
 __global__ void __launch_bounds__(GV_WARPS * 32)
 k_gemv_rows(TO *__restrict__ out, const bf16 *__restrict__ x, const bf16 *__restrict__ w, const bf16 *__restrict__ bias,
             int N, int K) {
+    constexpr int R = GLU ? 2 : ROWS;
     const int lane = threadIdx.x & 31;
-    const int n0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * ROWS;
+    const int n0 = (blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5)) * (GLU ? 1 : ROWS);
     if (n0 >= N) return;
-    const int nr = min(ROWS, N - n0);
-    float acc[ROWS][M];
+    const int nr = GLU ? 2 : min(ROWS, N - n0);
+    const bf16 *wr[R];
 #pragma unroll
-    for (int r = 0; r < ROWS; r++)
+    for (int r = 0; r < R; r++) wr[r] = w + (size_t)(GLU ? n0 + r * N : n0 + r) * K;
+    uint4 pre[GV_PF][R];
+#pragma unroll
+    for (int i = 0; i < GV_PF; i++)
+#pragma unroll
+        for (int r = 0; r < R; r++)
+            if (r < nr && lane * 8 + i * 256 < K)
+                pre[i][r] = __ldcs(reinterpret_cast<const uint4 *>(wr[r] + lane * 8 + i * 256));
+    pdl_enter();
+    float acc[R][M];
+#pragma unroll
+    for (int r = 0; r < R; r++)
 #pragma unroll
         for (int m = 0; m < M; m++) acc[r][m] = 0.f;
+#pragma unroll
+    for (int i = 0; i < GV_PF; i++) {
+        const int k = lane * 8 + i * 256;
+        if (k < K) {
+            float xf[M][8];
+            gv_load_x<M>(xf, x, K, k);
+#pragma unroll
+            for (int r = 0; r < R; r++)
+                if (r < nr) gv_fma<M>(acc[r], xf, pre[i][r]);
+        }
+    }
 #pragma unroll 8
-    for (int k = lane * 8; k < K; k += 256) {
+    for (int k = lane * 8 + GV_PF * 256; k < K; k += 256) {
         float xf[M][8];
         gv_load_x<M>(xf, x, K, k);
 #pragma unroll
-        for (int r = 0; r < ROWS; r++)
-            if (r < nr) gv_fma<M>(acc[r], xf, __ldcs(reinterpret_cast<const uint4 *>(w + (size_t)(n0 + r) * K + k)));
+        for (int r = 0; r < R; r++)
+            if (r < nr) gv_fma<M>(acc[r], xf, __ldcs(reinterpret_cast<const uint4 *>(wr[r] + k)));
     }
 #pragma unroll
-    for (int r = 0; r < ROWS; r++)
+    for (int r = 0; r < R; r++)
 #pragma unroll
         for (int m = 0; m < M; m++) acc[r][m] = warp_sum(acc[r][m]);
     if (lane == 0) {
-        for (int r = 0; r < nr; r++) {
-            const float b = bias ? bf2f(bias[n0 + r]) : 0.f;
+        if (GLU) {
 #pragma unroll
-            for (int m = 0; m < M; m++) st_f<TO>(out, (int64_t)m * N + n0 + r, acc[r][m] + b);
+            for (int m = 0; m < M; m++) {
+                const float g = round_bf(acc[0][m]), u = round_bf(acc[R - 1][m]);
+                st_f<TO>(out, (int64_t)m * N + n0, round_bf(g / (1.f + expf(-g))) * u);
+            }
+        } else {
+            for (int r = 0; r < nr; r++) {
+                const float b = bias ? bf2f(bias[n0 + r]) : 0.f;
+#pragma unroll
+                for (int m = 0; m < M; m++) st_f<TO>(out, (int64_t)m * N + n0 + r, acc[r][m] + b);
+            }
         }
     }
 }
@@ -107,6 +145,7 @@ k_gemv_splitk(TO *__restrict__ out, const bf16 *__restrict__ x, const bf16 *__re
     const int n0 = blockIdx.x * GVS_ROWS, nr = min(GVS_ROWS, N - n0);
     const int ks = ((K + GV_WARPS * 8 - 1) / (GV_WARPS * 8)) * 8; /* K slice of a warp, whole 16-byte chunks */
     const int kb = warp * ks, ke = min(K, kb + ks);
+    pdl_enter();
     float acc[GVS_ROWS][M];
 #pragma unroll
     for (int r = 0; r < GVS_ROWS; r++)
@@ -150,27 +189,41 @@ int gemv_rows_per_warp(void) {
 }
 
 template <int M, typename TO>
-void gemv_m(TO *out, const bf16 *x, const bf16 *w, const bf16 *bias, int N, int K, cudaStream_t st) {
+cudaError_t gemv_m(TO *out, const bf16 *x, const bf16 *w, const bf16 *bias, int N, int K, bool glu, cudaStream_t st) {
+    if (glu)
+        return osc_launch(k_gemv_rows<M, TO, 1, true>, dim3((unsigned)((N + 3) / 4)), dim3(4 * 32), 0, st, out, x, w,
+                          bias, N, K);
     if (N >= 1024) {
         if (gemv_rows_per_warp() == 2)
-            k_gemv_rows<M, TO, 2><<<(unsigned)((N + 2 * GV_WARPS - 1) / (2 * GV_WARPS)), GV_WARPS * 32, 0, st>>>(
-                out, x, w, bias, N, K);
-        else
-            k_gemv_rows<M, TO, 1><<<(unsigned)((N + 3) / 4), 4 * 32, 0, st>>>(out, x, w, bias, N, K);
-    } else {
-        k_gemv_splitk<M, TO><<<(unsigned)((N + GVS_ROWS - 1) / GVS_ROWS), GV_WARPS * 32, 0, st>>>(out, x, w, bias, N,
-                                                                                                  K);
+            return osc_launch(k_gemv_rows<M, TO, 2, false>, dim3((unsigned)((N + 2 * GV_WARPS - 1) / (2 * GV_WARPS))),
+                              dim3(GV_WARPS * 32), 0, st, out, x, w, bias, N, K);
+        return osc_launch(k_gemv_rows<M, TO, 1, false>, dim3((unsigned)((N + 3) / 4)), dim3(4 * 32), 0, st, out, x, w,
+                          bias, N, K);
     }
+    return osc_launch(k_gemv_splitk<M, TO>, dim3((unsigned)((N + GVS_ROWS - 1) / GVS_ROWS)), dim3(GV_WARPS * 32), 0, st,
+                      out, x, w, bias, N, K);
 }
 
+/* glu: w is [2N, K] and out [M, N] gets silu(x w[:N]^T) * (x w[N:]^T) (see k_gemv_rows) */
 template <typename TO>
-osc_status gemv_launch(TO *out, const bf16 *x, const bf16 *w, const bf16 *bias, int M, int N, int K, cudaStream_t st) {
+osc_status gemv_launch(TO *out, const bf16 *x, const bf16 *w, const bf16 *bias, int M, int N, int K, bool glu,
+                       cudaStream_t st) {
+    cudaError_t e;
     switch (M) {
-    case 1: gemv_m<1, TO>(out, x, w, bias, N, K, st); break;
-    case 2: gemv_m<2, TO>(out, x, w, bias, N, K, st); break;
-    case 3: gemv_m<3, TO>(out, x, w, bias, N, K, st); break;
-    default: gemv_m<4, TO>(out, x, w, bias, N, K, st); break;
+    case 1:
+        e = gemv_m<1, TO>(out, x, w, bias, N, K, glu, st);
+        break;
+    case 2:
+        e = gemv_m<2, TO>(out, x, w, bias, N, K, glu, st);
+        break;
+    case 3:
+        e = gemv_m<3, TO>(out, x, w, bias, N, K, glu, st);
+        break;
+    default:
+        e = gemv_m<4, TO>(out, x, w, bias, N, K, glu, st);
+        break;
     }
+    OSC_CU_CHECK(e);
     OSC_CU_LAUNCH("k_gemv");
     return OSC_OK;
 }
@@ -235,6 +288,21 @@ struct lt_objs {
 
 } // namespace
 
+extern "C" osc_status osc_cuda_matmul_glu(osc_tensor *out, const osc_tensor *x, const osc_tensor *wg,
+                                          const osc_tensor *wu, int *done) {
+    const int64_t K = osc_cu_last(x), M = osc_cu_rows(x), F = wg->ne[0];
+    *done = 0;
+    if (M == 0 || F == 0 || F > INT32_MAX || K > INT32_MAX || !gemv_ok(M, K, x->data, wg->data) ||
+        (const char *)wu->data != (const char *)wg->data + (size_t)F * K * sizeof(bf16))
+        return OSC_OK;
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    OSC_TRY(gemv_launch<bf16>((bf16 *)out->data, (const bf16 *)x->data, (const bf16 *)wg->data, nullptr, (int)M, (int)F,
+                              (int)K, true, st));
+    *done = 1;
+    return OSC_OK;
+}
+
 extern "C" osc_status osc_cuda_matmul(osc_tensor *out, const osc_tensor *x, const osc_tensor *w,
                                       const osc_tensor *bias) {
     int64_t K = osc_cu_last(x);
@@ -254,9 +322,9 @@ extern "C" osc_status osc_cuda_matmul(osc_tensor *out, const osc_tensor *x, cons
         const bf16 *bb = bias ? (const bf16 *)bias->data : nullptr;
         if (out->dt == OSC_F32)
             return gemv_launch<float>((float *)out->data, (const bf16 *)x->data, (const bf16 *)w->data, bb, (int)M,
-                                      (int)N, (int)K, st);
+                                      (int)N, (int)K, false, st);
         return gemv_launch<bf16>((bf16 *)out->data, (const bf16 *)x->data, (const bf16 *)w->data, bb, (int)M, (int)N,
-                                 (int)K, st);
+                                 (int)K, false, st);
     }
     int out_f32 = out->dt == OSC_F32;
     int fuse_bias = bias && !out_f32;

@@ -84,6 +84,10 @@ osc_status osc_cuda_add_rmsnorm(osc_tensor *x, const osc_tensor *d, osc_tensor *
 osc_status osc_cuda_layernorm(osc_tensor *out, const osc_tensor *x, const osc_tensor *w,
                               const osc_tensor *b, float eps);
 osc_status osc_cuda_rope(osc_tensor *x, const osc_tensor *pos, const osc_rope *rope);
+/* out[M,F] = silu(x wg^T) * (x wu^T) in one GEMV when M <= 4, wu follows wg in memory and the
+ * rows are 16-byte aligned; *done = 0 (nothing launched) otherwise */
+osc_status osc_cuda_matmul_glu(osc_tensor *out, const osc_tensor *x, const osc_tensor *wg, const osc_tensor *wu,
+                               int *done);
 osc_status osc_cuda_silu_mul(osc_tensor *out, const osc_tensor *gate, const osc_tensor *up);
 osc_status osc_cuda_gelu(osc_tensor *out, const osc_tensor *x);
 osc_status osc_cuda_add(osc_tensor *out, const osc_tensor *a, const osc_tensor *b);

@@ -212,6 +212,61 @@ static void test_add_rmsnorm(void) {
     }
 }
 
+/* ---- gate/up products + SwiGLU in one op: vs the CPU, and (GEMV rows kernel, F >= 1024)
+ * bitwise vs the three GPU ops ------------------------------------------------------------- */
+static void test_matmul_glu(void) {
+    /* M, F, K, stacked weights (0: two allocations, the op falls back to the three ops) */
+    static const int64_t shapes[][4] = {{1, 1100, 3584, 1}, {2, 1031, 520, 1}, {4, 17, 256, 1},
+                                        {3, 7, 8, 1},       {5, 33, 64, 1},    {1, 1030, 256, 0}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        const int64_t M = shapes[si][0], F = shapes[si][1], K = shapes[si][2], n = M * F;
+        const int stacked = (int)shapes[si][3];
+        float *x = hrand(M * K, 1.f, 0.f), *w = hrand(2 * F * K, 0.5f, 0.f);
+        float *ref = hzeros(n), *rup = hzeros(n), *got = hzeros(n), *sep = hzeros(n);
+        int64_t xs[2] = {M, K}, ws[2] = {F, K}, w2[2] = {2 * F, K}, os[2] = {M, F};
+        osc_tensor cx = cpu_t(x, 2, xs), cg = cpu_t(w, 2, ws), cu = cpu_t(w + F * K, 2, ws);
+        osc_tensor co = cpu_t(ref, 2, os), cup = cpu_t(rup, 2, os);
+        CHECK(osc_op_matmul_glu(&co, &cup, &cx, &cg, &cu) == OSC_OK, "cpu matmul_glu: %s", osc_last_error());
+        osc_tensor gx = gpu_from_f32(x, OSC_BF16, 2, xs), gw = gpu_from_f32(w, OSC_BF16, 2, w2), gw2 = {0};
+        osc_tensor gg = osc_tensor_make(gw.data, OSC_BF16, OSC_DEV_CUDA, 2, ws);
+        osc_tensor gu = osc_tensor_make((char *)gw.data + (size_t)F * K * 2, OSC_BF16, OSC_DEV_CUDA, 2, ws);
+        if (!stacked) {
+            gw2 = gpu_from_f32(w + F * K, OSC_BF16, 2, ws);
+            gu = gw2;
+        }
+        osc_tensor go = gpu_empty(OSC_BF16, 2, os), gup = gpu_empty(OSC_BF16, 2, os);
+        DEV_OK(osc_op_matmul_glu(&go, &gup, &gx, &gg, &gu));
+        gpu_to_f32(&go, got);
+        osc_tensor so = gpu_empty(OSC_BF16, 2, os);
+        DEV_OK(osc_op_matmul(&so, &gx, &gg, NULL));
+        DEV_OK(osc_op_matmul(&gup, &gx, &gu, NULL));
+        DEV_OK(osc_op_silu_mul(&so, &so, &gup));
+        gpu_to_f32(&so, sep);
+        char name[128];
+        snprintf(name, sizeof name, "matmul_glu M=%lld F=%lld K=%lld%s", (long long)M, (long long)F, (long long)K,
+                 stacked ? "" : " (separate weights)");
+        report(name, rel_l2(got, ref, n), TOL);
+        if (F >= 1024 && M <= 4) {
+            long diff = 0;
+            for (int64_t i = 0; i < n; i++) diff += got[i] != sep[i];
+            printf("%-64s %ld values differ from matmul x2 + silu_mul %s\n", name, diff, diff ? "FAIL" : "ok");
+            CHECK(diff == 0, "%s: %ld values differ from the three ops", name, diff);
+        }
+        gpu_free(&gx);
+        gpu_free(&gw);
+        gpu_free(&go);
+        gpu_free(&gup);
+        gpu_free(&so);
+        if (!stacked) gpu_free(&gw2);
+        free(x);
+        free(w);
+        free(ref);
+        free(rup);
+        free(got);
+        free(sep);
+    }
+}
+
 /* ---- rope -------------------------------------------------------------------------------- */
 static void test_rope(void) {
     static const int cases[][4] = {/* S, H, head_dim, mrope */
@@ -627,6 +682,7 @@ int main(void) {
     RUN(softmax);
     RUN(norms);
     RUN(add_rmsnorm);
+    RUN(matmul_glu);
     RUN(rope);
     RUN(matmul);
     RUN(attention);
