@@ -521,7 +521,8 @@ static int fuse_room(const osc_llm *m, const osc_llm_ctx *c) {
  * are the N token rows of x / xn / q / k / v / att / o / g / u (views of the context buffers). */
 /* attention inputs: q, k, v of layer L from x (RMSNorm, projections, Qwen3 q/k norms, RoPE) */
 /* fused: one row (N == 1) whose q buffer has room for q, k and v back to back: one GEMV over
- * [wq; wk; wv], q/k/v become views of its output, one RoPE launch for the q and k heads */
+ * [wq; wk; wv], q/k/v become views of its output, one RoPE launch for the q and k heads.
+ * posT NULL: no RoPE (the graph step rotates and appends to the cache in one launch). */
 static osc_status layer_qkv(const osc_llm *m, const osc_layer_w *L, osc_tensor *x, osc_tensor *xn, osc_tensor *q,
                             osc_tensor *k, osc_tensor *v, const osc_tensor *posT, int64_t N, int fused, int normed) {
     const osc_llm_config *cf = &m->cfg;
@@ -547,6 +548,7 @@ static osc_status layer_qkv(const osc_llm *m, const osc_layer_w *L, osc_tensor *
         OSC_TRY(osc_op_rmsnorm(&qh, &qh, &L->q_norm, cf->rms_eps));
         OSC_TRY(osc_op_rmsnorm(&kh, &kh, &L->k_norm, cf->rms_eps));
     }
+    if (!posT) return OSC_OK; /* the caller applies RoPE */
     if (fused) { /* q and k heads are adjacent: one launch */
         osc_tensor qk3 = view3(q, 1, Hq + Hkv, hd);
         return osc_op_rope(&qk3, posT, &m->rope);
@@ -695,9 +697,10 @@ static osc_status dgraph_body(osc_llm *m, osc_llm_ctx *c, struct dgraph *g, int 
     OSC_TRY(osc_op_embed(&x, &m->embed, &ids));
     for (int l = 0; l < cf->n_layers; l++) {
         const osc_layer_w *L = &m->layers[l];
-        OSC_TRY(layer_qkv(m, L, &x, &xn, &q, &k, &v, &posT, B, fused, l > 0));
+        OSC_TRY(layer_qkv(m, L, &x, &xn, &q, &k, &v, NULL, B, fused, l > 0));
         void **tab = g->dtab + (size_t)l * 2 * DG_MAX_B;
-        OSC_TRY(osc_cuda_kv_append(k.data, v.data, tab, DG_MAX_B, lens1, B, (int)(Hkv * hd)));
+        OSC_TRY(osc_cuda_rope_kv_append(q.data, k.data, v.data, (int64_t)Hq * hd, (int64_t)Hkv * hd, (int64_t)Hkv * hd,
+                                        (const int32_t *)posT.data, B, &m->rope, Hq, Hkv, tab, DG_MAX_B, lens1, B));
         OSC_TRY(osc_cuda_attention_decode_tab(att.data, q.data, (const void *const *)tab,
                                               (const void *const *)(tab + DG_MAX_B), lens1, B, Hq, Hkv, (int)hd,
                                               1.0f / sqrtf((float)hd), g->dpart, nsplit));

@@ -65,6 +65,13 @@ int osc_cuda_decode_tab_splits(int B, int Hkv, int D);
 size_t osc_cuda_decode_tab_part_floats(int B, int Hq, int Hkv, int D, int nsplit);
 osc_status osc_cuda_kv_append(const void *k, const void *v, void *const *tab, int tab_stride, const int32_t *lens1,
                               int B, int row);
+/* RoPE of the decode step's q [B, Hq, D] and k [B, Hkv, D] rows in place (row b at pos[b], or
+ * pos[a * pos_stride + b] for M-RoPE axis a), then kv_append of the rotated k and of v: one
+ * launch, the same values as osc_cuda_rope + osc_cuda_kv_append. Strides are elements between
+ * rows b (multiples of 8); v rows 16-byte aligned. */
+osc_status osc_cuda_rope_kv_append(void *q, void *k, const void *v, int64_t q_stride, int64_t k_stride,
+                                   int64_t v_stride, const int32_t *pos, int pos_stride, const osc_rope *rope, int Hq,
+                                   int Hkv, void *const *tab, int tab_stride, const int32_t *lens1, int B);
 /* The decode-step state kept on the device between CUDA-graph steps: pos [n_pos_rows] rows of
  * pos_stride (columns 0..B-1) and lens1 [B] grow by one; ids [B] <- picked [B] when picked is
  * not NULL (the greedy ids of the step just run), so the next step needs no upload when it

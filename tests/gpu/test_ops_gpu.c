@@ -303,6 +303,87 @@ static void test_rope(void) {
     }
 }
 
+/* ---- the graph step's RoPE + cache append in one launch: bitwise equal to osc_op_rope +
+ * osc_cuda_kv_append (q, k and both caches), and q within TOL of the CPU rope ------------- */
+static void test_rope_kv_append(void) {
+    static const int cases[][5] = {
+        /* B, Hq, Hkv, head_dim, mrope */ {3, 4, 2, 128, 0}, {2, 7, 1, 64, 1}, {1, 28, 4, 128, 1}};
+    enum { T = 16, TS = 4 };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const int B = cases[ci][0], Hq = cases[ci][1], Hkv = cases[ci][2], D = cases[ci][3], mr = cases[ci][4];
+        int sec[3] = {D / 8, D * 3 / 16, D * 3 / 16};
+        osc_rope rope;
+        CHECK(osc_rope_init(&rope, D, 1e6, OSC_ROPE_DEFAULT, 1.f, 1.f, 1.f, 0, mr ? sec : NULL) == OSC_OK,
+              "rope_init: %s", osc_last_error());
+        const int64_t nq = (int64_t)B * Hq * D, nk = (int64_t)B * Hkv * D, ncache = (int64_t)T * Hkv * D;
+        int32_t pos[3 * 4], lens[4];
+        for (int i = 0; i < 3 * B; i++) pos[i] = (int)urand(5000);
+        for (int b = 0; b < B; b++) lens[b] = 1 + (int)urand(T);
+        float *hq = hrand(nq, 1.f, 0.f), *hk = hrand(nk, 1.f, 0.f), *hv = hrand(nk, 1.f, 0.f);
+        int64_t qs[3] = {B, Hq, D}, ks[3] = {B, Hkv, D}, ps2[2] = {3, B}, ps1[1] = {B}, cs[1] = {ncache};
+        osc_tensor gp = mr ? gpu_i32(pos, 2, ps2) : gpu_i32(pos, 1, ps1), gl = gpu_i32(lens, 1, ps1);
+        osc_tensor q[2], k[2], v = gpu_from_f32(hv, OSC_BF16, 3, ks), cache[2][2][4];
+        void *tabs[2];
+        for (int r = 0; r < 2; r++) { /* r 0: fused launch, 1: the two ops */
+            void *htab[2 * TS] = {0};
+            q[r] = gpu_from_f32(hq, OSC_BF16, 3, qs);
+            k[r] = gpu_from_f32(hk, OSC_BF16, 3, ks);
+            for (int kvs = 0; kvs < 2; kvs++)
+                for (int b = 0; b < B; b++) {
+                    float *z = hzeros(ncache);
+                    cache[r][kvs][b] = gpu_from_f32(z, OSC_BF16, 1, cs);
+                    htab[kvs * TS + b] = cache[r][kvs][b].data;
+                    free(z);
+                }
+            DEV_OK(osc_cuda_malloc(&tabs[r], sizeof htab));
+            DEV_OK(osc_cuda_memcpy_h2d(tabs[r], htab, sizeof htab));
+        }
+        DEV_OK(osc_cuda_rope_kv_append(q[0].data, k[0].data, v.data, (int64_t)Hq * D, (int64_t)Hkv * D,
+                                       (int64_t)Hkv * D, gp.data, B, &rope, Hq, Hkv, tabs[0], TS, gl.data, B));
+        DEV_OK(osc_op_rope(&q[1], &gp, &rope));
+        DEV_OK(osc_op_rope(&k[1], &gp, &rope));
+        DEV_OK(osc_cuda_kv_append(k[1].data, v.data, tabs[1], TS, gl.data, B, Hkv * D));
+        long diff = 0;
+        float *a = hzeros(nq > ncache ? nq : ncache), *c = hzeros(nq > ncache ? nq : ncache);
+        gpu_to_f32(&q[0], a);
+        gpu_to_f32(&q[1], c);
+        for (int64_t i = 0; i < nq; i++) diff += a[i] != c[i];
+        osc_tensor cq = cpu_t(hq, 3, qs);
+        osc_tensor cp = mr ? osc_tensor_make(pos, OSC_I32, OSC_DEV_CPU, 2, ps2)
+                           : osc_tensor_make(pos, OSC_I32, OSC_DEV_CPU, 1, ps1);
+        CHECK(osc_op_rope(&cq, &cp, &rope) == OSC_OK, "cpu rope: %s", osc_last_error());
+        char name[128];
+        snprintf(name, sizeof name, "rope_kv_append B=%d Hq=%d Hkv=%d Dh=%d %s", B, Hq, Hkv, D, mr ? "mrope" : "plain");
+        report(name, rel_l2(a, hq, nq), TOL);
+        gpu_to_f32(&k[0], a);
+        gpu_to_f32(&k[1], c);
+        for (int64_t i = 0; i < nk; i++) diff += a[i] != c[i];
+        for (int kvs = 0; kvs < 2; kvs++)
+            for (int b = 0; b < B; b++) {
+                gpu_to_f32(&cache[0][kvs][b], a);
+                gpu_to_f32(&cache[1][kvs][b], c);
+                for (int64_t i = 0; i < ncache; i++) diff += a[i] != c[i];
+            }
+        printf("%-64s %ld values differ from rope + kv_append %s\n", name, diff, diff ? "FAIL" : "ok");
+        CHECK(diff == 0, "%s: %ld values differ from rope + kv_append", name, diff);
+        for (int r = 0; r < 2; r++) {
+            gpu_free(&q[r]);
+            gpu_free(&k[r]);
+            osc_cuda_free(tabs[r]);
+            for (int kvs = 0; kvs < 2; kvs++)
+                for (int b = 0; b < B; b++) gpu_free(&cache[r][kvs][b]);
+        }
+        gpu_free(&v);
+        gpu_free(&gp);
+        gpu_free(&gl);
+        free(hq);
+        free(hk);
+        free(hv);
+        free(a);
+        free(c);
+    }
+}
+
 /* ---- element-wise -------------------------------------------------------------------------- */
 static void test_elementwise(void) {
     static const int64_t shapes[][2] = {{1, 1}, {1, 7}, {7, 129}, {3, 1000}, {5, 4864}, {1, 18944}};
@@ -683,6 +764,7 @@ int main(void) {
     RUN(norms);
     RUN(add_rmsnorm);
     RUN(matmul_glu);
+    RUN(rope_kv_append);
     RUN(rope);
     RUN(matmul);
     RUN(attention);
