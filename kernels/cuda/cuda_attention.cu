@@ -494,6 +494,7 @@ osc_status launch_fa2_any(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v
 const int DK_T = 64;        /* keys per shared tile */
 const int DK_THREADS = 128;
 const int DK_MAX_SPLITS = 512; /* splits per KV head (combine keeps their weights in shared) */
+const int D1_MIN_CHUNK = 64;   /* keys per split at least, k_attn_decode1_batch */
 
 struct decode_layout {
     int R, DE, LDK; /* rows, D rounded up to even, bf16 row stride of K/V tiles (odd word count) */
@@ -669,19 +670,30 @@ k_attn_decode(float *__restrict__ part_acc, float *__restrict__ part_ml, const b
     }
 }
 
-/* one block per (kvh, row): merge the splits by log-sum-exp */
+/* one block per (kvh, row): merge the splits by log-sum-exp. lens (the tables' decode step,
+ * "kvh" = b * Hkv + head): only the splits sequence b's keys reach are read (the others are
+ * empty, weight 0), with the chunk rule of k_attn_dec_mma_batch. */
 __global__ void k_attn_combine(bf16 *__restrict__ out, const float *__restrict__ part_acc,
-                               const float *__restrict__ part_ml, int nsplit, int R, int G, int Hq, int D) {
+                               const float *__restrict__ part_ml, int nsplit_all, int R, int G, int Hq, int D,
+                               const int *__restrict__ lens = nullptr, int Hkv = 1, int min_chunk = 1) {
+    pdl_enter();
     __shared__ float wts[DK_MAX_SPLITS];
     __shared__ float red[32];
     __shared__ float s_inv;
     const int kvh = blockIdx.x / R, r = blockIdx.x % R;
+    const int nsplit = nsplit_all;
+    int ns = nsplit;
+    if (lens) {
+        const int len = lens[kvh / Hkv];
+        const int chunk = max((len + nsplit - 1) / nsplit, min_chunk);
+        ns = min(nsplit, (len + chunk - 1) / chunk);
+    }
     float m = -INFINITY;
-    for (int i = threadIdx.x; i < nsplit; i += blockDim.x)
+    for (int i = threadIdx.x; i < ns; i += blockDim.x)
         m = fmaxf(m, part_ml[(((size_t)kvh * nsplit + i) * R + r) * 2]);
     m = block_max(m, red);
     float l = 0.f;
-    for (int i = threadIdx.x; i < nsplit; i += blockDim.x) {
+    for (int i = threadIdx.x; i < ns; i += blockDim.x) {
         size_t b = (((size_t)kvh * nsplit + i) * R + r) * 2;
         float mi = part_ml[b];
         float w = (mi == -INFINITY || m == -INFINITY) ? 0.f : exp2f(mi - m);
@@ -699,7 +711,7 @@ __global__ void k_attn_combine(bf16 *__restrict__ out, const float *__restrict__
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float acc = 0.f;
 #pragma unroll 8
-        for (int i = 0; i < nsplit; i++) acc = fmaf(wts[i], pa[(size_t)i * ps + d], acc);
+        for (int i = 0; i < ns; i++) acc = fmaf(wts[i], pa[(size_t)i * ps + d], acc);
         o[d] = f2bf(acc * s_inv);
     }
 }
@@ -850,6 +862,7 @@ __global__ void __launch_bounds__(128)
 k_attn_decode1(float *__restrict__ part_acc, float *__restrict__ part_ml, const bf16 *__restrict__ q,
                const bf16 *__restrict__ k, const bf16 *__restrict__ v, int G, int Hkv, int klim, int chunk,
                float scale_log2) {
+    pdl_enter();
     decode1_body<D, GM, U>(part_acc, part_ml, q, k, v, G, Hkv, blockIdx.y, klim, chunk, blockIdx.x, gridDim.x, blockIdx.y,
                         scale_log2);
 }
@@ -863,9 +876,10 @@ __global__ void __launch_bounds__(128)
 k_attn_decode1_batch(float *__restrict__ part_acc, float *__restrict__ part_ml, const bf16 *__restrict__ q,
                      const bf16 *const *__restrict__ ks, const bf16 *const *__restrict__ vs,
                      const int *__restrict__ lens, int G, int Hkv, float scale_log2) {
+    pdl_enter();
     const int b = blockIdx.z, len = lens[b];
     int chunk = (len + (int)gridDim.x - 1) / (int)gridDim.x;
-    if (chunk < 64) chunk = 64;
+    if (chunk < D1_MIN_CHUNK) chunk = D1_MIN_CHUNK;
     decode1_body<D, GM, U>(part_acc, part_ml, q + (size_t)b * Hkv * G * D, ks[b], vs[b], G, Hkv, blockIdx.y, len, chunk,
                         blockIdx.x, gridDim.x, b * Hkv + blockIdx.y, scale_log2);
 }
@@ -884,8 +898,6 @@ k_attn_decode1_batch(float *__restrict__ part_acc, float *__restrict__ part_ml, 
  *   O^T (dims x heads) += V^T (A via ldmatrix.trans) * P^T.
  * Warps merge in shared memory and write decode1's partial layout, so k_attn_combine and the
  * split plans are unchanged. */
-/* keys per split at least: a block's fixed cost (q, the merge) is worth 8 tiles of 32 keys */
-#define DM_MIN_CHUNK 256
 namespace dm {
 const int NW = 4, THREADS = NW * 32, STAGES = 3, TK = 32, LD = 136; /* bf16 per padded row */
 const int STAGE = 2 * TK * LD * 2;                                  /* K and V tiles, bytes */
@@ -927,6 +939,16 @@ __device__ __forceinline__ void decode1_mma_body(float *__restrict__ part_acc, f
     char *ws = reinterpret_cast<char *>(dsm) + warp * dm::WARP_BYTES;
     const int n_tiles = c1 > c0 ? (c1 - c0 + dm::TK - 1) / dm::TK : 0;
     const int n_my = warp < n_tiles ? (n_tiles - warp + dm::NW - 1) / dm::NW : 0;
+    /* Before waiting for the previous launch (PDL): pull the split's first K/V rows into L2. Rows
+     * below klim - 1 were written steps ago; the newest row may still be in flight, but L2 is
+     * where writes land, so a prefetch cannot leave a stale copy. */
+    const int n_pf = min(c1 - c0, (dm::STAGES - 1) * dm::NW * dm::TK); /* what the ring loads first */
+    for (int i = threadIdx.x; i < n_pf * 4; i += dm::THREADS) {
+        const int r = c0 + (i >> 2), half = i & 1;
+        const bf16 *p = ((i >> 1) & 1 ? vb : kb) + (size_t)r * kstride + half * 64;
+        asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+    }
+    pdl_enter();
 #pragma unroll
     for (int i = 0; i < dm::STAGES - 1; i++) {
         if (i < n_my) dm_issue(ws + i * dm::STAGE, kb, vb, kstride, c0 + (warp + i * dm::NW) * dm::TK, c1, lane);
@@ -1015,12 +1037,18 @@ k_attn_dec_mma(float *__restrict__ part_acc, float *__restrict__ part_ml, const 
 __global__ void __launch_bounds__(dm::THREADS, 1)
 k_attn_dec_mma_batch(float *__restrict__ part_acc, float *__restrict__ part_ml, const bf16 *__restrict__ q,
                      const bf16 *const *__restrict__ ks, const bf16 *const *__restrict__ vs,
-                     const int *__restrict__ lens, int G, int Hkv, float scale_log2) {
-    const int b = blockIdx.z, len = lens[b];
-    int chunk = (len + (int)gridDim.x - 1) / (int)gridDim.x;
-    if (chunk < DM_MIN_CHUNK) chunk = DM_MIN_CHUNK;
-    decode1_mma_body(part_acc, part_ml, q + (size_t)b * Hkv * G * 128, ks[b], vs[b], G, Hkv, blockIdx.y, len, chunk,
-                     blockIdx.x, gridDim.x, b * Hkv + blockIdx.y, scale_log2);
+                     const int *__restrict__ lens, int G, int Hkv, float scale_log2, int min_chunk) {
+    /* grid (Hkv, splits, B): the blocks of low splits, the ones a short sequence uses, come first
+     * in launch order. lens and the tables were written at least two launches back (the step
+     * state, or a copy before the launch), so they may be read before decode1_mma_body's
+     * pdl_enter; a split past the sequence's keys writes nothing (k_attn_combine with lens
+     * reads only the splits in use) and leaves at once. */
+    const int b = blockIdx.z, kvh = blockIdx.x, split = blockIdx.y, nsplit = gridDim.y, len = lens[b];
+    int chunk = (len + nsplit - 1) / nsplit;
+    if (chunk < min_chunk) chunk = min_chunk;
+    if (split * chunk >= len) return;
+    decode1_mma_body(part_acc, part_ml, q + (size_t)b * Hkv * G * 128, ks[b], vs[b], G, Hkv, kvh, len, chunk, split,
+                     nsplit, b * Hkv + kvh, scale_log2);
 }
 
 /* the tensor-core decode kernel serves D = 128 unless OSC_DEC_MMA=0 */
@@ -1055,16 +1083,36 @@ int env_int(const char *name, int def) {
     const char *e = getenv(name);
     return e && *e ? atoi(e) : def;
 }
+/* keys per split at least, tensor-core kernel: a block's fixed cost (q, the merge) is worth
+ * several tiles of 32 keys (OSC_DEC_MIN_CHUNK, rounded up to 32) */
+int dm_min_chunk(void) {
+    static int c = -1;
+    if (c < 0) {
+        c = env_int("OSC_DEC_MIN_CHUNK", 256);
+        c = c < 32 ? 32 : (c + 31) / 32 * 32;
+    }
+    return c;
+}
+/* the chunk rule's minimum of the batched kernel serving head dim D */
+int batch_min_chunk(int D) { return dec_mma(D) ? dm_min_chunk() : D1_MIN_CHUNK; }
 int dec_u(int auto_u) {
     static int u = -1;
     if (u < 0) u = env_int("OSC_DEC_U", 0);
     return u == 2 || u == 4 || u == 8 ? u : auto_u;
 }
+int dec_bps(int D);
+/* splits per (sequence, KV head) for bh of them: at most dec_bps blocks per SM in all (rounded
+ * down: 136 blocks on 132 SMs would run a second wave of 4) */
+int split_want(int D, int bh) {
+    if (bh < 1) bh = 1;
+    const int w = dec_bps(D) * osc_cu_num_sms() / bh;
+    return w < 1 ? 1 : w;
+}
 int dec_bps(int D) {
     static int b = -1;
     if (b < 0) b = env_int("OSC_DEC_BPS", 0);
     if (b >= 1) return b;
-    return dec_mma(D) ? 2 : 4; /* the tensor-core kernel holds one block per SM: 2 waves */
+    return dec_mma(D) ? 1 : 4; /* the tensor-core kernel holds one block per SM: one wave */
 }
 
 template <int D>
@@ -1073,12 +1121,15 @@ osc_status launch_decode1(float *pacc, float *pml, const bf16 *q, const bf16 *k,
     dim3 grid((unsigned)nsplit, (unsigned)Hkv);
     if (dec_mma(D)) {
         OSC_TRY(dec_mma_attr());
-        k_attn_dec_mma<<<grid, dm::THREADS, dm::SMEM, st>>>(pacc, pml, q, k, v, G, Hkv, klim, chunk, scale_log2);
+        OSC_CU_CHECK(osc_launch(k_attn_dec_mma, dim3(grid), dim3(dm::THREADS), dm::SMEM, st, pacc, pml, q, k, v, G, Hkv,
+                                klim, chunk, scale_log2));
         OSC_CU_LAUNCH("k_attn_dec_mma");
         return OSC_OK;
     }
     const int du = dec_u(G > 4 ? 8 : 4);
-#define OSC_D1U(GV, U) k_attn_decode1<D, GV, U><<<grid, 128, 0, st>>>(pacc, pml, q, k, v, G, Hkv, klim, chunk, scale_log2)
+#define OSC_D1U(GV, U)                                                                                                 \
+    OSC_CU_CHECK(osc_launch(k_attn_decode1<D, GV, U>, grid, dim3(128), 0, st, pacc, pml, q, k, v, G, Hkv, klim, chunk, \
+                            scale_log2))
 #define OSC_D1(GV) do { if (du == 2) OSC_D1U(GV, 2); else if (du == 8) OSC_D1U(GV, 8); else OSC_D1U(GV, 4); } while (0)
     if (G <= 1) OSC_D1(1);
     else if (G <= 2) OSC_D1(2);
@@ -1097,13 +1148,16 @@ osc_status launch_decode1_batch(float *pacc, float *pml, const bf16 *q, const bf
     dim3 grid((unsigned)nsplit, (unsigned)Hkv, (unsigned)B);
     if (dec_mma(D)) {
         OSC_TRY(dec_mma_attr());
-        k_attn_dec_mma_batch<<<grid, dm::THREADS, dm::SMEM, st>>>(pacc, pml, q, ks, vs, lens, G, Hkv, scale_log2);
+        OSC_CU_CHECK(osc_launch(k_attn_dec_mma_batch, dim3((unsigned)Hkv, (unsigned)nsplit, (unsigned)B),
+                                dim3(dm::THREADS), dm::SMEM, st, pacc, pml, q, ks, vs, lens, G, Hkv, scale_log2,
+                                dm_min_chunk()));
         OSC_CU_LAUNCH("k_attn_dec_mma_batch");
         return OSC_OK;
     }
     const int du = dec_u(G > 4 || B > 1 ? 8 : 4);
-#define OSC_D1BU(GV, U) \
-    k_attn_decode1_batch<D, GV, U><<<grid, 128, 0, st>>>(pacc, pml, q, ks, vs, lens, G, Hkv, scale_log2)
+#define OSC_D1BU(GV, U)                                                                                                \
+    OSC_CU_CHECK(osc_launch(k_attn_decode1_batch<D, GV, U>, grid, dim3(128), 0, st, pacc, pml, q, ks, vs, lens, G,     \
+                            Hkv, scale_log2))
 #define OSC_D1B(GV) do { if (du == 2) OSC_D1BU(GV, 2); else if (du == 8) OSC_D1BU(GV, 8); else OSC_D1BU(GV, 4); } while (0)
     if (G <= 1) OSC_D1B(1);
     else if (G <= 2) OSC_D1B(2);
@@ -1146,8 +1200,8 @@ extern "C" osc_status osc_cuda_attention(osc_tensor *out, const osc_tensor *q, c
         if (kl > T) kl = T;
         if (kl < 1) kl = 1;
         const int klim = (int)kl;
-        int want = (dec_bps(D) * osc_cu_num_sms() + Hkv - 1) / Hkv; /* ~dec_bps blocks per SM */
-        const int mk = dec_mma(D) ? DM_MIN_CHUNK : 64; /* keys per split at least */
+        int want = split_want(D, Hkv);
+        const int mk = dec_mma(D) ? dm_min_chunk() : 64; /* keys per split at least */
         int nsplit = (klim + mk - 1) / mk;
         if (nsplit > want) nsplit = want;
         if (nsplit > DK_MAX_SPLITS) nsplit = DK_MAX_SPLITS;
@@ -1163,7 +1217,9 @@ extern "C" osc_status osc_cuda_attention(osc_tensor *out, const osc_tensor *q, c
                         : D == 128 ? launch_decode1<128>(part_acc, part_ml, qp, kp, vp, G, Hkv, klim, chunk, nsplit, sl2, st)
                                    : launch_decode1<256>(part_acc, part_ml, qp, kp, vp, G, Hkv, klim, chunk, nsplit, sl2, st);
         OSC_TRY(s1);
-        k_attn_combine<<<(unsigned)(Hkv * G), D >= 128 ? 128 : 64, 0, st>>>(o, part_acc, part_ml, nsplit, G, G, Hq, D);
+        OSC_CU_CHECK(osc_launch(k_attn_combine, dim3((unsigned)(Hkv * G)), dim3(D >= 128 ? 128 : 64), 0, st, o,
+                                (const float *)part_acc, (const float *)part_ml, nsplit, G, G, Hq, D,
+                                (const int *)nullptr, 1, 1));
         OSC_CU_LAUNCH("k_attn_combine");
         return OSC_OK;
     }
@@ -1198,8 +1254,9 @@ extern "C" osc_status osc_cuda_attention(osc_tensor *out, const osc_tensor *q, c
                                                              L);
             OSC_CU_LAUNCH("k_attn_decode");
             int th = D >= 128 ? 128 : (D >= 64 ? 64 : 32);
-            k_attn_combine<<<(unsigned)(Hkv * R), th, 0, st>>>(o, part_acc, part_ml,
-                                                                                            nsplit, R, G, Hq, D);
+            OSC_CU_CHECK(osc_launch(k_attn_combine, dim3((unsigned)(Hkv * R)), dim3(th), 0, st, o,
+                                    (const float *)part_acc, (const float *)part_ml, nsplit, R, G, Hq, D,
+                                    (const int *)nullptr, 1, 1));
             OSC_CU_LAUNCH("k_attn_combine");
             return OSC_OK;
         }
@@ -1242,7 +1299,7 @@ extern "C" osc_status osc_cuda_attention_decode_batch(osc_tensor *out, const osc
     }
     cudaStream_t st;
     OSC_TRY(osc_cu_stream(&st));
-    const int mk = dec_mma(D) ? DM_MIN_CHUNK : 64; /* keys per split at least */
+    const int mk = dec_mma(D) ? dm_min_chunk() : 64; /* keys per split at least */
     int nsplit = (maxlen + mk - 1) / mk, want = osc_cuda_decode_tab_splits(B, Hkv, D);
     if (nsplit > want) nsplit = want;
     /* scratch: [k ptrs][v ptrs][lens] then the partials */
@@ -1272,8 +1329,9 @@ extern "C" osc_status osc_cuda_attention_decode_batch(osc_tensor *out, const osc
                         ? launch_decode1_batch<128>(part_acc, part_ml, qp, dk, dv, dl, G, Hkv, B, nsplit, sl2, st)
                         : launch_decode1_batch<256>(part_acc, part_ml, qp, dk, dv, dl, G, Hkv, B, nsplit, sl2, st);
     OSC_TRY(s1);
-    k_attn_combine<<<(unsigned)(B * Hkv * G), D >= 128 ? 128 : 64, 0, st>>>((bf16 *)out->data, part_acc, part_ml, nsplit,
-                                                                          G, G, Hq, D);
+    OSC_CU_CHECK(osc_launch(k_attn_combine, dim3((unsigned)(B * Hkv * G)), dim3(D >= 128 ? 128 : 64), 0, st,
+                            (bf16 *)out->data, (const float *)part_acc, (const float *)part_ml, nsplit, G, G, Hq, D, dl,
+                            Hkv, batch_min_chunk(D)));
     OSC_CU_LAUNCH("k_attn_combine");
     return OSC_OK;
 }
@@ -1326,7 +1384,7 @@ extern "C" osc_status osc_cuda_attention_varlen(osc_tensor *out, const osc_tenso
 
 extern "C" int osc_cuda_decode_tab_splits(int B, int Hkv, int D) {
     int bh = B * Hkv > 0 ? B * Hkv : 1;
-    int want = (dec_bps(D) * osc_cu_num_sms() + bh - 1) / bh; /* ~dec_bps blocks per SM */
+    int want = split_want(D, bh);
     if (want > DK_MAX_SPLITS) want = DK_MAX_SPLITS;
     return want < 1 ? 1 : want;
 }
@@ -1344,6 +1402,7 @@ namespace {
  * tab[y * tab_stride + b] */
 __global__ void k_kv_append(const bf16 *__restrict__ k, const bf16 *__restrict__ v, bf16 *const *__restrict__ tab,
                             int tab_stride, const int *__restrict__ lens1, int row) {
+    pdl_enter();
     const int b = blockIdx.x, y = blockIdx.y;
     const bf16 *src = (y ? v : k) + (size_t)b * row;
     bf16 *dst = tab[y * tab_stride + b] + (size_t)(lens1[b] - 1) * row;
@@ -1363,8 +1422,8 @@ extern "C" osc_status osc_cuda_kv_append(const void *k, const void *v, void *con
         return osc_error(OSC_ERR_INVALID_ARG, "kv append: unaligned rows");
     cudaStream_t st;
     OSC_TRY(osc_cu_stream(&st));
-    k_kv_append<<<dim3((unsigned)B, 2), 128, 0, st>>>((const bf16 *)k, (const bf16 *)v, (bf16 *const *)tab, tab_stride,
-                                                      (const int *)lens1, row);
+    OSC_CU_CHECK(osc_launch(k_kv_append, dim3(dim3((unsigned)B, 2)), dim3(128), 0, st, (const bf16 *)k, (const bf16 *)v,
+                            (bf16 *const *)tab, tab_stride, (const int *)lens1, row));
     OSC_CU_LAUNCH("k_kv_append");
     return OSC_OK;
 }
@@ -1387,7 +1446,10 @@ extern "C" osc_status osc_cuda_attention_decode_tab(void *out, const void *q, co
                    : D == 128 ? launch_decode1_batch<128>(pacc, pml, qp, dk, dv, dl, G, Hkv, B, nsplit, sl2, st)
                               : launch_decode1_batch<256>(pacc, pml, qp, dk, dv, dl, G, Hkv, B, nsplit, sl2, st);
     OSC_TRY(s);
-    k_attn_combine<<<(unsigned)(B * Hkv * G), D >= 128 ? 128 : 64, 0, st>>>((bf16 *)out, pacc, pml, nsplit, G, G, Hq, D);
+    /* the tensor-core kernel's chunk rule bounds the splits a sequence uses */
+    OSC_CU_CHECK(osc_launch(k_attn_combine, dim3((unsigned)(B * Hkv * G)), dim3(D >= 128 ? 128 : 64), 0, st,
+                            (bf16 *)out, (const float *)pacc, (const float *)pml, nsplit, G, G, Hq, D, dl, Hkv,
+                            batch_min_chunk(D)));
     OSC_CU_LAUNCH("k_attn_combine");
     return OSC_OK;
 }
@@ -1397,6 +1459,7 @@ namespace {
  * step picked them on the device */
 __global__ void k_step_advance(int32_t *__restrict__ pos, int n_pos_rows, int pos_stride, int32_t *__restrict__ lens1,
                                int32_t *__restrict__ ids, const int32_t *__restrict__ picked, int B) {
+    pdl_enter();
     const int b = blockIdx.x * blockDim.x + threadIdx.x;
     if (b >= B) return;
     for (int a = 0; a < n_pos_rows; a++) pos[(size_t)a * pos_stride + b] += 1;
@@ -1410,7 +1473,8 @@ extern "C" osc_status osc_cuda_step_advance(int32_t *pos, int n_pos_rows, int po
     if (B <= 0) return OSC_OK;
     cudaStream_t st;
     OSC_TRY(osc_cu_stream(&st));
-    k_step_advance<<<(unsigned)((B + 127) / 128), 128, 0, st>>>(pos, n_pos_rows, pos_stride, lens1, ids, picked, B);
+    OSC_CU_CHECK(osc_launch(k_step_advance, dim3((unsigned)((B + 127) / 128)), dim3(128), 0, st, pos, n_pos_rows,
+                            pos_stride, lens1, ids, picked, B));
     OSC_CU_LAUNCH("k_step_advance");
     return OSC_OK;
 }
