@@ -1124,8 +1124,22 @@ osc_status mq_launch(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, in
     return OSC_OK;
 }
 
-/* the split plan of one sequence: groups per split so that all sequences together make ~4
- * blocks of 4 warps per SM */
+/* packed splits per (sequence, KV head) for bh of them: ~OSC_KVQ_BPS (4) blocks of 4 warps
+ * per SM in all, rounded up. (Rounding down to exactly one wave was slower: a warp's groups
+ * run one after the other, so longer splits cost more than a partial second wave; (16,8K)
+ * 211 -> 262 us.) */
+int dq_want(int bh) {
+    static int bps = -1;
+    if (bps < 0) {
+        const char *e = getenv("OSC_KVQ_BPS");
+        bps = e && atoi(e) > 0 ? atoi(e) : 4;
+    }
+    if (bh < 1) bh = 1;
+    const int w = (bps * osc_cu_num_sms() + bh - 1) / bh;
+    return w < 1 ? 1 : w;
+}
+
+/* the split plan of one sequence: groups per split for about `want` packed splits */
 void dq_plan(dq_seq *sq, int n_quant, int n_res, int want) {
     const int n_groups = n_quant / 32;
     int nsq = 0, gpb = 1;
@@ -1324,7 +1338,7 @@ extern "C" osc_status osc_cuda_kv_decode_attn_paged(void *out, const void *q, in
         return OSC_OK;
     }
     dq_seq sq = {kq, kp, vq, vp, kn, (const bf16 *)rk, (const bf16 *)rv, rn, bt, pgb, gpp, 0, 1, 0, 0};
-    dq_plan(&sq, n_quant, n_res, (4 * osc_cu_num_sms() + Hkv - 1) / Hkv); /* ~4 blocks of 4 warps per SM */
+    dq_plan(&sq, n_quant, n_res, dq_want(Hkv));
     const int NS = sq.nsq + (n_res > 0 ? 1 : 0);
     const int GM = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8;
     size_t acc_n = (size_t)Hkv * NS * G * hd, ml_n = (size_t)Hkv * NS * G;
@@ -1363,7 +1377,7 @@ extern "C" osc_status osc_cuda_kv_decode_attn_batch(void *out, const void *q, in
     if (hd != 128 && hd != 256) return osc_error(OSC_ERR_UNSUPPORTED, "kv_decode_attn_batch: head_dim %d (128 or 256)", hd);
     dq_seq *hs = (dq_seq *)malloc((size_t)B * sizeof *hs);
     if (!hs) return osc_error(OSC_ERR_OOM, "kv_decode_attn_batch: host table");
-    const int want = (4 * osc_cu_num_sms() + B * Hkv - 1) / (B * Hkv);
+    const int want = dq_want(B * Hkv);
     int NS = 0;
     for (int b = 0; b < B; b++) {
         const osc_kvq_seq *x = &seqs[b];
