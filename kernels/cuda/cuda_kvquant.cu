@@ -1125,9 +1125,9 @@ osc_status mq_launch(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, in
 }
 
 /* packed splits per (sequence, KV head) for bh of them: ~OSC_KVQ_BPS (4) blocks of 4 warps
- * per SM in all, rounded up. (Rounding down to exactly one wave was slower: a warp's groups
- * run one after the other, so longer splits cost more than a partial second wave; (16,8K)
- * 211 -> 262 us.) */
+ * per SM in all, rounded up. (Rounding down to exactly one wave, and 8 or 16 blocks per SM,
+ * were tried: no clear gain; a warp's groups run one after the other, so fewer, longer splits
+ * lengthen that chain.) */
 int dq_want(int bh) {
     static int bps = -1;
     if (bps < 0) {
