@@ -3,6 +3,7 @@
  * Everything runs on the one stream; d2h/h2d copies synchronise it before returning. */
 #include "kernels/cuda/cuda_common.cuh"
 
+#include <atomic>
 #include <mutex>
 #include <stdlib.h>
 
@@ -100,7 +101,12 @@ int osc_cu_num_sms(void) {
     return g_sms > 0 ? g_sms : 1;
 }
 
+static std::atomic<int> g_pdl_override{-1};
+
+extern "C" void osc_cuda_set_pdl(int on) { g_pdl_override.store(on < 0 ? -1 : (on ? 1 : 0)); }
+
 int osc_cu_pdl(void) {
+    const int o = g_pdl_override.load(std::memory_order_relaxed);
     static const int on = [] {
         const char *e = getenv("OSC_PDL");
         if (e && e[0] == '0') return 0;
@@ -112,7 +118,7 @@ int osc_cu_pdl(void) {
         }
         return major >= 9 ? 1 : 0;
     }();
-    return on;
+    return o >= 0 ? (o && on) : on;
 }
 
 extern "C" int osc_cuda_available(void) {

@@ -36,6 +36,9 @@ osc_status osc_cuda_memcpy_h2d(void *dst, const void *src, size_t n);
 osc_status osc_cuda_memcpy_d2h(void *dst, const void *src, size_t n);
 osc_status osc_cuda_memcpy_d2d(void *dst, const void *src, size_t n);
 osc_status osc_cuda_sync(void);
+/* Programmatic dependent launch of the step kernels: 0 off, 1 on where the device and OSC_PDL
+ * allow it, -1 back to that default. Launches already captured in CUDA graphs keep theirs. */
+void osc_cuda_set_pdl(int on);
 osc_status osc_cuda_mem_info(size_t *free_b, size_t *total_b);
 /* Device time of the work queued between start and stop (CUDA events on the library stream);
  * stop waits for it. */

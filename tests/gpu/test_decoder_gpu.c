@@ -10,6 +10,9 @@
 #include "llm/generate.h"
 #include "llm/model.h"
 #include "tests/check.h"
+#ifdef OSC_HAVE_CUDA
+#include "kernels/cuda/launch.h"
+#endif
 
 static void test_model(const char *root, const char *name) {
     char dir[1024], path[1200];
@@ -324,6 +327,20 @@ static void test_graph_decode(void) {
         }
         CHECK(we <= 2e-2 && cap0 == 0 && rep0 == 0, "no graphs: worst %.3g vs cpu, %d graphs, %ld replays", we, cap0, rep0);
         printf("OSC_CUDA_GRAPHS=0: no graph used; vs cpu worst %.2e, vs graphs worst %.2e\n", we, wg);
+#ifdef OSC_HAVE_CUDA
+        /* the same graph steps launched without programmatic dependent launch: every kernel is
+         * deterministic, so any difference would be an ordering bug of the PDL launches */
+        osc_cuda_set_pdl(0);
+        graph_run(gm, 0, forced, NULL, e, NULL, NULL, NULL, NULL);
+        osc_cuda_set_pdl(-1);
+        long ndiff = 0;
+        for (int t = 0; t < 30; t++) {
+            if (t / 3 >= 6 && t % 3 == 1) continue;
+            for (int i = 0; i < V; i++) ndiff += e[(size_t)t * V + i] != g[(size_t)t * V + i];
+        }
+        CHECK(ndiff == 0, "graphs without PDL: %ld logits differ from the PDL run", ndiff);
+        printf("graphs without PDL: %ld logits differ from the PDL run\n", ndiff);
+#endif
         free(g), free(cc), free(e), free(gc);
     }
 out:
