@@ -674,14 +674,13 @@ k_attn_decode(float *__restrict__ part_acc, float *__restrict__ part_ml, const b
  * "kvh" = b * Hkv + head): only the splits sequence b's keys reach are read (the others are
  * empty, weight 0), with the chunk rule of k_attn_dec_mma_batch. */
 __global__ void k_attn_combine(bf16 *__restrict__ out, const float *__restrict__ part_acc,
-                               const float *__restrict__ part_ml, int nsplit_all, int R, int G, int Hq, int D,
+                               const float *__restrict__ part_ml, int nsplit, int R, int G, int Hq, int D,
                                const int *__restrict__ lens = nullptr, int Hkv = 1, int min_chunk = 1) {
     pdl_enter();
     __shared__ float wts[DK_MAX_SPLITS];
     __shared__ float red[32];
     __shared__ float s_inv;
     const int kvh = blockIdx.x / R, r = blockIdx.x % R;
-    const int nsplit = nsplit_all;
     int ns = nsplit;
     if (lens) {
         const int len = lens[kvh / Hkv];
