@@ -8,7 +8,9 @@
  *   per head the rotated, normalised rows in shared fp32 and one thread per (channel, code
  *   word) for min/max, range, codes; then V, one warp per (token, head) row.
  *   Divisions use __fdiv_rn (the library builds with --use_fast_math) so every rounding
- *   matches kv_quant.c.
+ *   matches kv_quant.c. hd = 128 (every model we load) takes k_kv_pack128 instead: 16
+ *   channels per lane, one rotation per key row, reciprocal-and-correct divisions (see there);
+ *   2.4x faster, the same codes and params on the tests' data.
  *
  * Decode attention (osc_cuda_kv_decode_attn): flash decoding, split-K.
  *   k_kvq_decode<HD, BITS, GM>: grid (splits + residual, Hkv), 4 warps per block. A block
@@ -279,6 +281,222 @@ k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int r
     }
 }
 
+/* ---- hd = 128: the pack with 16 channels per lane ---------------------------------------- */
+/* The general kernel above spends ~880 warp instructions per (token, head) row (ncu, H200):
+ * every key row is rotated twice with 4 channels per lane (5 levels of shuffles), V's groups
+ * are reduced across all 32 lanes, and every code takes an IEEE division. Here a lane holds 16
+ * consecutive channels (8 lanes per row, 4 rows per warp), so 4 of the 7 butterfly levels are
+ * in registers and a V group of 32 channels is two lanes; the divisions by the norm and the
+ * scales are a multiply by the reciprocal and one FMA correction (exact: dv_rn); the token norm
+ * comes from the unrotated key (H / sqrt(hd) is orthonormal: ||k_rot||^2 = hd rsq^2 ||k||^2 in
+ * fp64, within an fp32 ulp of the norm of the rotated values), so each key row is rotated once.
+ * Block: 32 tokens, all heads, 256 threads; per head the rotated, normalised rows go through a
+ * shared [32][PK_LD] tile to one thread per (channel, half of the tokens). */
+const int PK_LD = 144;               /* floats per tile row (16-byte rows) */
+const int PK_TILE = 32 * PK_LD + 16; /* tokens 16..31 sit 16 floats further: the halves' column reads hit other banks */
+
+__device__ __forceinline__ int pk_row_off(int t) { return t * PK_LD + (t >= 16 ? 16 : 0); }
+
+/* a / b rounded as __fdiv_rn(a, b), given rb = __frcp_rn(b) (b > 0 normal): Markstein's
+ * correction (exact while the quotient is a normal number; inf and NaN pass through) */
+__device__ __forceinline__ float dv_rn(float a, float b, float rb) {
+    const float q0 = __fmul_rn(a, rb);
+    if (isinf(q0)) return q0;
+    const float r = __fmaf_rn(-q0, b, a);
+    return __fmaf_rn(r, rb, q0);
+}
+
+/* kv_code with rs = __frcp_rn(s): the same quotient, rounding, add and clamp */
+__device__ __forceinline__ uint32_t kv_code_r(float x, float s, float rs, int zint, int qmax) {
+    float q = __fadd_rn(roundf(dv_rn(x, s, rs)), (float)zint);
+    if (!(q >= 0.0f)) q = 0.0f;
+    if (q > (float)qmax) q = (float)qmax;
+    return (uint32_t)q;
+}
+
+/* the 16 codes of x as 16 / per words of per codes (code e of a word at bits BITS e) */
+template <int BITS>
+__device__ __forceinline__ void kv_words16(const float (&x)[16], float s, int zint, uint32_t (&w)[16 * BITS / 32]) {
+    constexpr int per = 32 / BITS, qmax = (1 << BITS) - 1;
+    const float rs = __frcp_rn(s);
+#pragma unroll
+    for (int k = 0; k < 16 / per; k++) {
+        uint32_t word = 0;
+#pragma unroll
+        for (int e = 0; e < per; e++) word |= kv_code_r(x[k * per + e], s, rs, zint, qmax) << (BITS * e);
+        w[k] = word;
+    }
+}
+
+/* 16 bf16 (32 bytes, 16-byte aligned) -> float */
+__device__ __forceinline__ void load16(const bf16 *p, float (&x)[16]) {
+    const uint4 a = *reinterpret_cast<const uint4 *>(p), b = *reinterpret_cast<const uint4 *>(p + 8);
+    const __nv_bfloat162 *ha = reinterpret_cast<const __nv_bfloat162 *>(&a),
+                         *hb = reinterpret_cast<const __nv_bfloat162 *>(&b);
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        const float2 fa = __bfloat1622float2(ha[i]), fb = __bfloat1622float2(hb[i]);
+        x[2 * i] = fa.x;
+        x[2 * i + 1] = fa.y;
+        x[8 + 2 * i] = fb.x;
+        x[8 + 2 * i + 1] = fb.y;
+    }
+}
+
+/* osc_kvq_hadamard's butterflies on a row held as 16 channels per lane by 8 lanes (lane j of the
+ * 8 holds channels 16j..16j+15): half-widths 1-8 in registers, 16-64 across lanes (the same
+ * additions in the same order, so the same values) */
+__device__ __forceinline__ void fwht16x8(float (&x)[16], int j) {
+#pragma unroll
+    for (int h = 1; h < 16; h <<= 1)
+#pragma unroll
+        for (int i = 0; i < 16; i++)
+            if (!(i & h)) {
+                const float a = x[i], b = x[i + h];
+                x[i] = __fadd_rn(a, b);
+                x[i + h] = __fsub_rn(a, b);
+            }
+#pragma unroll
+    for (int m = 1; m < 8; m <<= 1) {
+        const float sg = (j & m) ? -1.0f : 1.0f; /* upper lane: partner - own; lower: own + partner */
+#pragma unroll
+        for (int i = 0; i < 16; i++) x[i] = __fmaf_rn(sg, x[i], __shfl_xor_sync(0xffffffffu, x[i], m));
+    }
+}
+
+template <int BITS>
+__global__ void __launch_bounds__(PK_THREADS)
+k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int rotate, int norm_scale, float rsq,
+             uint32_t *__restrict__ kq, uint16_t *__restrict__ kp, uint32_t *__restrict__ vq, uint16_t *__restrict__ vp,
+             float *__restrict__ kn, const int *__restrict__ bt, int gpp, long long pgb, int g_first) {
+    constexpr int HD = 128;
+    __shared__ __align__(16) float tile[PK_TILE];
+    __shared__ float kns[32], krn[32];
+    const int gi = blockIdx.x;
+    int g = gi;
+    if (bt) {
+        const int ga = g_first + gi, pi = ga / gpp;
+        g = ga - pi * gpp;
+        const size_t po = (size_t)__ldg(bt + pi) * (size_t)pgb;
+        kq = reinterpret_cast<uint32_t *>(reinterpret_cast<char *>(kq) + po);
+        kp = reinterpret_cast<uint16_t *>(reinterpret_cast<char *>(kp) + po);
+        vq = reinterpret_cast<uint32_t *>(reinterpret_cast<char *>(vq) + po);
+        vp = reinterpret_cast<uint16_t *>(reinterpret_cast<char *>(vp) + po);
+        kn = reinterpret_cast<float *>(reinterpret_cast<char *>(kn) + po);
+    }
+    k += (size_t)gi * 32 * Hkv * HD;
+    v += (size_t)gi * 32 * Hkv * HD;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int sub = lane >> 3, j = lane & 7; /* row slot of the warp, 16-channel chunk */
+    const int t = warp * 4 + sub;            /* this lane's token in phases 1 and 2 */
+    /* 1. norms, from the unrotated keys (see above) */
+    {
+        float r = 1.0f;
+        double ss = 0.0;
+        if (norm_scale) {
+            for (int h = 0; h < Hkv; h++) {
+                float x[16];
+                load16(k + ((size_t)t * Hkv + h) * HD + 16 * j, x);
+#pragma unroll
+                for (int i = 0; i < 16; i++) ss = __fma_rn((double)x[i], (double)x[i], ss);
+            }
+#pragma unroll
+            for (int m = 1; m < 8; m <<= 1) ss += __shfl_xor_sync(0xffffffffu, ss, m);
+            if (rotate) ss *= (double)HD * (double)rsq * (double)rsq;
+            r = (float)__dsqrt_rn(ss);
+            if (!(r > 0.0f) || isinf(r)) r = 1.0f;
+        }
+        if (j == 0) {
+            kns[t] = r;
+            /* 0: divide by __fdiv_rn (a reset or tiny norm, where the keys may not be finite) */
+            krn[t] = r >= 1e-30f && isfinite(ss) ? __frcp_rn(r) : 0.0f;
+            kn[(size_t)g * 32 + t] = r;
+        }
+    }
+    __syncthreads();
+    /* 2. K per head: rows to the tile, then thread (c, half) quantises channel c over tokens
+     *    16 half .. 16 half + 15: words half (2 bits) or 2 half, 2 half + 1 (4 bits) */
+    const int c = warp * 16 + (lane & 15), half = lane >> 4;
+    const float nt = kns[t], rnt = krn[t];
+    float x[16];
+    load16(k + (size_t)t * Hkv * HD + 16 * j, x);
+    for (int h = 0; h < Hkv; h++) {
+        if (rotate) {
+            fwht16x8(x, j);
+#pragma unroll
+            for (int i = 0; i < 16; i++) x[i] = __fmul_rn(x[i], rsq);
+        }
+        if (norm_scale) {
+#pragma unroll
+            for (int i = 0; i < 16; i++) x[i] = rnt != 0.0f ? dv_rn(x[i], nt, rnt) : __fdiv_rn(x[i], nt);
+        }
+        float4 *dst = reinterpret_cast<float4 *>(tile + pk_row_off(t) + 16 * j);
+#pragma unroll
+        for (int i = 0; i < 4; i++) dst[i] = make_float4(x[4 * i], x[4 * i + 1], x[4 * i + 2], x[4 * i + 3]);
+        __syncthreads();
+        if (h + 1 < Hkv) load16(k + ((size_t)t * Hkv + h + 1) * HD + 16 * j, x); /* in flight over the codes */
+        float col[16];
+        const float *src = tile + pk_row_off(16 * half) + c;
+        float lo = INFINITY, hi = -INFINITY;
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            col[i] = src[i * PK_LD];
+            lo = fminf(lo, col[i]);
+            hi = fmaxf(hi, col[i]);
+        }
+        lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, 16));
+        hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, 16));
+        float sc;
+        int zint;
+        uint32_t prm;
+        kv_range(lo, hi, BITS, &sc, &zint, &prm);
+        const size_t blk = (size_t)g * Hkv + h;
+        if (half == 0) reinterpret_cast<uint32_t *>(kp)[blk * HD + c] = prm;
+        uint32_t wd[16 * BITS / 32];
+        kv_words16<BITS>(col, sc, zint, wd);
+#pragma unroll
+        for (int w = 0; w < 16 * BITS / 32; w++) kq[(blk * BITS + half * (16 * BITS / 32) + w) * HD + c] = wd[w];
+        __syncthreads();
+    }
+    /* 3. V rows ([token][head] order): lane j holds channels 16j..; a group of 32 channels is
+     *    lanes 2gi, 2gi + 1, whose 16 codes each make one word (2 bits) or two (4 bits) */
+    constexpr int VW = HD * BITS / 32;
+    const int rows = 32 * Hkv;
+    for (int r = warp * 4 + sub; r < rows; r += 32) {
+        float y[16];
+        load16(v + (size_t)r * HD + 16 * j, y);
+        float lo = y[0], hi = y[0];
+#pragma unroll
+        for (int i = 1; i < 16; i++) {
+            lo = fminf(lo, y[i]);
+            hi = fmaxf(hi, y[i]);
+        }
+        lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, 1));
+        hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, 1));
+        float sc;
+        int zint;
+        uint32_t pr;
+        kv_range(lo, hi, BITS, &sc, &zint, &pr);
+        const size_t row = (size_t)g * 32 * Hkv + r;
+        uint32_t wd[16 * BITS / 32];
+        kv_words16<BITS>(y, sc, zint, wd);
+#pragma unroll
+        for (int w = 0; w < 16 * BITS / 32; w++)
+            vq[row * VW + (j >> 1) * BITS + (j & 1) * (16 * BITS / 32) + w] = wd[w];
+        if (!(j & 1)) reinterpret_cast<uint32_t *>(vp)[row * (HD / 32) + (j >> 1)] = pr;
+    }
+}
+
+/* the hd-128 kernel unless OSC_PACK128=0 (the general one, for comparison) */
+bool pack128_on() {
+    static int on = -1;
+    if (on < 0) {
+        const char *e = getenv("OSC_PACK128");
+        on = !(e && e[0] == '0');
+    }
+    return on != 0;
+}
+
 template <int E>
 osc_status launch_pack_e(const bf16 *k, const bf16 *v, int n_tok, int Hkv, int bits, int rotate, int norm_scale,
                          uint32_t *kq, uint16_t *kp, uint32_t *vq, uint16_t *vp, float *kn, const int *bt, int gpp,
@@ -287,6 +505,16 @@ osc_status launch_pack_e(const bf16 *k, const bf16 *v, int n_tok, int Hkv, int b
     const float rsq = 1.0f / sqrtf((float)hd); /* as osc_kvq_hadamard */
     const size_t smem = ((size_t)32 * (hd + 1) + 32) * sizeof(float);
     const unsigned grid = (unsigned)(n_tok / 32);
+    if (E == 4 && pack128_on()) {
+        if (bits == 2)
+            k_kv_pack128<2><<<grid, PK_THREADS, 0, st>>>(k, v, Hkv, rotate, norm_scale, rsq, kq, kp, vq, vp, kn, bt,
+                                                         gpp, pgb, g_first);
+        else
+            k_kv_pack128<4><<<grid, PK_THREADS, 0, st>>>(k, v, Hkv, rotate, norm_scale, rsq, kq, kp, vq, vp, kn, bt,
+                                                         gpp, pgb, g_first);
+        OSC_CU_LAUNCH("k_kv_pack128");
+        return OSC_OK;
+    }
     if (bits == 2) {
         if (smem > 48 * 1024)
             OSC_CU_CHECK(cudaFuncSetAttribute(k_kv_pack<E, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));

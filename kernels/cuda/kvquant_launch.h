@@ -40,7 +40,8 @@ size_t osc_kvq_bytes_vp(int n_tok, int Hkv, int hd);
  *   rotate: apply H per head to the keys; norm_scale: divide each token's (rotated) key by its
  *   norm over all KV heads and store the norm in kn (else kn = 1).
  *   Outputs as in the layout above; codes and params are bit-identical to kv_quant.c on the
- *   same bf16 inputs (up to ties at fp32 rounding of the norm). */
+ *   same bf16 inputs (up to ties at fp32 rounding of the norm: at hd = 128 the norm comes from
+ *   the unrotated key, ||H k / sqrt(hd)|| = ||k||, within an fp32 ulp of kv_quant.c's). */
 osc_status osc_cuda_kv_pack(const void *k, const void *v, int n_tok, int Hkv, int hd, int bits, int rotate,
                             int norm_scale, uint32_t *kq, uint16_t *kp, uint32_t *vq, uint16_t *vp, float *kn);
 
