@@ -51,7 +51,10 @@ void osc_kvq_range(float lo, float hi, int bits, uint16_t prm[2], float *s_out, 
     }
     uint16_t s16 = f16_up((hi - lo) / (float)qmax);
     float s = osc_f16_to_f32(s16);
-    int zint = (int)roundf(-lo / s);
+    float zr = roundf(-lo / s);
+    if (zr > OSC_KVQ_ZINT_MAX) zr = OSC_KVQ_ZINT_MAX;
+    if (zr < -OSC_KVQ_ZINT_MAX) zr = -OSC_KVQ_ZINT_MAX;
+    int zint = (int)zr; /* NaN cannot reach here: s > 0 and lo is a number */
     prm[0] = s16;
     prm[1] = osc_f32_to_f16((float)(-zint) * s); /* +0 when zint == 0 */
     *s_out = s;

@@ -44,8 +44,13 @@ void osc_kvq_hadamard(float *x, int d);
  * rotated key of one token concatenated over all KV heads: n = Hkv * hd. */
 float osc_kvq_token_norm(const float *x, int n);
 
+/* |zint| at most this: round(-lo / s) of a group far from zero relative to its range (or
+ * clipped by the fp16 scale) would not fit an int; the GPU pack clamps the same way */
+#define OSC_KVQ_ZINT_MAX 1000000000.0f
+
 /* (scale, zero) for range [lo, hi] at b bits, per the rule above. s: the fp16 scale as a float;
- * zint: round(-lo/s). prm[0] = scale fp16 bits, prm[1] = zero fp16 bits. */
+ * zint: round(-lo/s), clamped to +-OSC_KVQ_ZINT_MAX. prm[0] = scale fp16 bits, prm[1] = zero fp16
+ * bits. */
 void osc_kvq_range(float lo, float hi, int bits, uint16_t prm[2], float *s, int *zint);
 
 /* K: quantise one group of n <= 32 tokens (rows beyond n count as absent: they neither set the

@@ -61,6 +61,25 @@ static void test_hand_worked(void) {
     CHECK(fabsf(yv[31] - 3 * 1.0341796875f) < 1e-6f, "v dequant %g", yv[31]);
 }
 
+/* a group far from zero against its range: round(-lo / s) does not fit an int and is clamped
+ * (osc_kvq_range), and every code still lands in [0, 2^b - 1] */
+static void test_zint_clamp(void) {
+    uint16_t prm[2];
+    float s;
+    int zint;
+    osc_kvq_range(4e20f, 4e20f, 2, prm, &s, &zint); /* constant: range +-|lo|/1024, fp16 scale capped */
+    CHECK(s == 65504.0f && zint == -1000000000, "huge constant group: s %g zint %d", s, zint);
+    osc_kvq_range(-3e20f, -2.9e20f, 4, prm, &s, &zint);
+    CHECK(s == 65504.0f && zint == 1000000000, "huge negative group: s %g zint %d", s, zint);
+    float x[32], y[32];
+    uint32_t w[2];
+    uint16_t vp[2];
+    for (int i = 0; i < 32; i++) x[i] = 4e20f * (1.0f + i / 64.0f);
+    osc_kvq_quant_v_row(x, 32, 2, w, vp);
+    osc_kvq_dequant_v_row(w, vp, 32, 2, y); /* no UB on the way; codes within range by construction */
+    CHECK(osc_f16_to_f32(vp[0]) == 65504.0f, "huge row: scale %g", osc_f16_to_f32(vp[0]));
+}
+
 static void test_random_bounds(void) {
     enum { NC = 128 };
     static float x[32 * NC], y[32 * NC];
@@ -468,6 +487,7 @@ static void test_errors(void) {
 
 int main(void) {
     test_hand_worked();
+    test_zint_clamp();
     test_random_bounds();
     test_hadamard();
     test_norm_shared();

@@ -38,6 +38,7 @@
 
 extern "C" {
 #include "kernels/cuda/kvquant_launch.h"
+#include "kvcache/kv_quant.h"
 }
 
 namespace {
@@ -121,7 +122,9 @@ __device__ __forceinline__ void kv_range(float lo, float hi, int bits, float *s_
         if (__half2float(__ushort_as_half(s16)) < v) s16++;
     }
     float s = __half2float(__ushort_as_half(s16));
-    int zint = (int)roundf(__fdiv_rn(-lo, s));
+    float zr = roundf(__fdiv_rn(-lo, s));
+    zr = fminf(fmaxf(zr, -OSC_KVQ_ZINT_MAX), OSC_KVQ_ZINT_MAX); /* as osc_kvq_range */
+    int zint = (int)zr;
     /* zint == 0 gives +0 (the CPU build folds -(float)zint to (float)-zint: +0, not -0) */
     float zf = zint == 0 ? 0.0f : __fmul_rn(-(float)zint, s);
     unsigned short z16 = __half_as_ushort(__float2half_rn(zf));

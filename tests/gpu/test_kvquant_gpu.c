@@ -2,7 +2,9 @@
  * cuda_kvquant.cu) against the CPU reference of kvcache/kv_quant.h.
  *
  * pack:      random bf16 keys with strongly varying token norms (some 50x, some 0.02x) and
- *            values; the CPU reference rotates (osc_kvq_hadamard) and normalises
+ *            values, then the same with degenerate data (g_special: zero, 1e20 and 1e-20
+ *            tokens, constant channels and value groups); hd 128 (k_kv_pack128) and 64 / 256
+ *            (k_kv_pack). The CPU reference rotates (osc_kvq_hadamard) and normalises
  *            (osc_kvq_token_norm) the same bf16 values in fp32 and quantises with
  *            osc_kvq_quant_k_group / osc_kvq_quant_v_row. Codes must match except rare ties
  *            (<= 0.1% of codes, each off by one), params likewise, norms to fp32 rounding, and
@@ -77,16 +79,29 @@ static int cmp_d(const void *a, const void *b) {
     return x < y ? -1 : x > y;
 }
 
-/* random keys [n][Hkv][hd]: token scales vary strongly, a few outlier channels; values */
+/* random keys [n][Hkv][hd]: token scales vary strongly, a few outlier channels; values.
+ * g_special: degenerate data on top: an all-zero token, keys scaled by 1e20 and by 1e-20, a
+ * key channel that is 0.75 (and one that is 0) in every token, value groups of one constant */
+static int g_special;
+
 static void gen_kv(float *k, float *v, int n, int Hkv, int hd) {
     for (int t = 0; t < n; t++) {
         float ts = (t % 13 == 3) ? 50.f : (t % 11 == 5) ? 0.02f : 0.5f + (frand() + 1.f);
+        if (g_special && t % 32 == 6) ts = 1e20f;
+        if (g_special && t % 32 == 9) ts = 1e-20f;
         for (int h = 0; h < Hkv; h++)
             for (int c = 0; c < hd; c++) {
                 float x = frand() * ts;
                 if (c % 37 == 1) x += 3.f * ts;
+                float y = frand() * (1.f + (c % 5));
+                if (g_special) {
+                    if (c == 3) x = 0.75f;
+                    if (c == 4) x = 0.f;
+                    if (c >= 32 && c < 64) y = (h & 1) ? 1.5f : 0.f;
+                    if (t % 32 == 17) x = y = 0.f;
+                }
                 k[((size_t)t * Hkv + h) * hd + c] = rbf(x);
-                v[((size_t)t * Hkv + h) * hd + c] = rbf(frand() * (1.f + (c % 5)));
+                v[((size_t)t * Hkv + h) * hd + c] = rbf(y);
             }
     }
 }
@@ -220,13 +235,16 @@ static void test_pack_case(int n, int Hkv, int hd, int bits, int rotate, int nor
                     for (int c = 0; c < hd; c++) {
                         size_t i = (((size_t)g * 32 + j) * Hkv + h) * hd + c;
                         float s = osc_f16_to_f32(ref.kp[(((size_t)g * Hkv + h) * hd + c) * 2]);
-                        if (!(fabsf(kd0[i] - kd1[i]) <= 1.01f * s + 1e-6f * fabsf(kd0[i]))) kfar++;
+                        if (memcmp(&kd0[i], &kd1[i], 4) &&
+                            !(fabsf(kd0[i] - kd1[i]) <= 1.01f * s + 1e-6f * fabsf(kd0[i])))
+                            kfar++; /* equal bits pass: a huge group's zero is inf on both sides */
                     }
         for (size_t r = 0; r < (size_t)n * Hkv; r++)
             for (int c = 0; c < hd; c++) {
                 size_t i = r * hd + c;
                 float s = osc_f16_to_f32(ref.vp[(r * (hd / 32) + c / 32) * 2]);
-                if (!(fabsf(vd0[i] - vd1[i]) <= 1.01f * s + 1e-6f * fabsf(vd0[i]))) vfar++;
+                if (memcmp(&vd0[i], &vd1[i], 4) && !(fabsf(vd0[i] - vd1[i]) <= 1.01f * s + 1e-6f * fabsf(vd0[i])))
+                    vfar++;
             }
         free(kd0); free(vd0); free(kd1); free(vd1);
         long lim = total / 1000;
@@ -424,6 +442,13 @@ int main(void) {
                     }
     if (!g_dev_fail) test_pack_case(256, 4, 128, 2, 0, 1);  /* norm without rotation */
     if (!g_dev_fail) test_pack_case(64, 2, 256, 4, 1, 1);   /* hd 256 */
+    g_special = 1; /* degenerate groups, zero / huge / tiny tokens, every mode, both kernels */
+    for (int m = 0; m < 3 && !g_dev_fail; m++)
+        for (int bits = 2; bits <= 4 && !g_dev_fail; bits += 2) {
+            test_pack_case(256, 4, 128, bits, modes[m][0], modes[m][1]);
+            if (!g_dev_fail) test_pack_case(64, 2, 64, bits, modes[m][0], modes[m][1]);
+        }
+    g_special = 0;
 
     /* attention, oscar2, hd 128, 2 kv heads */
     const int nqs[4] = {0, 32, 4096, 32768}, nrs[3] = {0, 1, 200}, gs[3] = {1, 4, 7};
