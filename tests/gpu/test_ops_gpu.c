@@ -564,6 +564,8 @@ static void test_attention(void) {
         {2, 129, 8, 2, 128, 100, 1},    {1, 1, 2, 1, 128, 0, 1},        {3, 17, 4, 2, 36, 14, 1},
         {1, 2000, 16, 2, 256, 1999, 1}, {1, 33000, 32, 8, 128, 32999, 1}, {1, 5, 8, 1, 64, 2, 1},
         {1, 777, 12, 4, 128, 776, 1},   {1, 130, 6, 6, 256, 0, 0},
+        /* D not a multiple of 8 (scalar loads); one KV head over 40K keys: 500 splits to combine */
+        {2, 50, 4, 2, 18, 48, 1},       {1, 40000, 8, 1, 64, 39999, 1},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         int S = cases[ci][0], T = cases[ci][1], Hq = cases[ci][2], Hkv = cases[ci][3], D = cases[ci][4];
