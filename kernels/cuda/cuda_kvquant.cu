@@ -317,11 +317,34 @@ __device__ __forceinline__ uint32_t kv_code_r(float x, float s, float rs, int zi
     return (uint32_t)q;
 }
 
-/* the 16 codes of x as 16 / per words of per codes (code e of a word at bits BITS e) */
+/* the 16 codes of x as 16 / per words of per codes (code e of a word at bits BITS e). When
+ * every lane's group has a finite min and max (so every quotient is finite or NaN) the warp
+ * takes the short path: dv_rn without its inf test, roundf as the truncation of d + 0.5 sign(d)
+ * added toward zero (which never reaches the next integer), the fp32 add of zint and the clamp
+ * (NaN -> 0) as kv_code, and each word summed in fp32 as two exact 16-bit halves (one FMA per
+ * code, two conversions per word). Else kv_code_r per code. Either way the codes of kv_code. */
 template <int BITS>
-__device__ __forceinline__ void kv_words16(const float (&x)[16], float s, int zint, uint32_t (&w)[16 * BITS / 32]) {
-    constexpr int per = 32 / BITS, qmax = (1 << BITS) - 1;
+__device__ __forceinline__ void kv_words16(const float (&x)[16], float s, int zint, bool fin,
+                                           uint32_t (&w)[16 * BITS / 32]) {
+    constexpr int per = 32 / BITS, hp = per / 2, qmax = (1 << BITS) - 1;
     const float rs = __frcp_rn(s);
+    if (__all_sync(0xffffffffu, fin)) {
+        const float zf = (float)zint;
+#pragma unroll
+        for (int k = 0; k < 16 / per; k++) {
+            float a[2] = {0.0f, 0.0f};
+#pragma unroll
+            for (int e = 0; e < per; e++) {
+                const float xv = x[k * per + e], q0 = __fmul_rn(xv, rs);
+                const float d = __fmaf_rn(__fmaf_rn(-q0, s, xv), rs, q0);
+                const float r = truncf(__fadd_rz(d, copysignf(0.5f, d)));
+                const float q = fminf(fmaxf(__fadd_rn(r, zf), 0.0f), (float)qmax);
+                a[e / hp] = __fmaf_rn(q, (float)(1u << (BITS * (e % hp))), a[e / hp]);
+            }
+            w[k] = (uint32_t)a[0] | ((uint32_t)a[1] << 16);
+        }
+        return;
+    }
 #pragma unroll
     for (int k = 0; k < 16 / per; k++) {
         uint32_t word = 0;
@@ -421,6 +444,7 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
      *    16 half .. 16 half + 15: words half (2 bits) or 2 half, 2 half + 1 (4 bits) */
     const int c = warp * 16 + (lane & 15), half = lane >> 4;
     const float nt = kns[t], rnt = krn[t];
+    const bool fast = __all_sync(0xffffffffu, rnt != 0.0f); /* the warp's 4 tokens */
     float x[16];
     load16(k + (size_t)t * Hkv * HD + 16 * j, x);
     for (int h = 0; h < Hkv; h++) {
@@ -429,9 +453,15 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
 #pragma unroll
             for (int i = 0; i < 16; i++) x[i] = __fmul_rn(x[i], rsq);
         }
-        if (norm_scale) {
+        if (norm_scale && fast) { /* dv_rn: finite keys and norm */
 #pragma unroll
-            for (int i = 0; i < 16; i++) x[i] = rnt != 0.0f ? dv_rn(x[i], nt, rnt) : __fdiv_rn(x[i], nt);
+            for (int i = 0; i < 16; i++) {
+                const float q0 = __fmul_rn(x[i], rnt);
+                x[i] = __fmaf_rn(__fmaf_rn(-q0, nt, x[i]), rnt, q0);
+            }
+        } else if (norm_scale) {
+#pragma unroll
+            for (int i = 0; i < 16; i++) x[i] = __fdiv_rn(x[i], nt);
         }
         float4 *dst = reinterpret_cast<float4 *>(tile + pk_row_off(t) + 16 * j);
 #pragma unroll
@@ -456,7 +486,7 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
         const size_t blk = (size_t)g * Hkv + h;
         if (half == 0) reinterpret_cast<uint32_t *>(kp)[blk * HD + c] = prm;
         uint32_t wd[16 * BITS / 32];
-        kv_words16<BITS>(col, sc, zint, wd);
+        kv_words16<BITS>(col, sc, zint, isfinite(lo) && isfinite(hi), wd);
 #pragma unroll
         for (int w = 0; w < 16 * BITS / 32; w++) kq[(blk * BITS + half * (16 * BITS / 32) + w) * HD + c] = wd[w];
         __syncthreads();
@@ -482,7 +512,7 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
         kv_range(lo, hi, BITS, &sc, &zint, &pr);
         const size_t row = (size_t)g * 32 * Hkv + r;
         uint32_t wd[16 * BITS / 32];
-        kv_words16<BITS>(y, sc, zint, wd);
+        kv_words16<BITS>(y, sc, zint, isfinite(lo) && isfinite(hi), wd);
 #pragma unroll
         for (int w = 0; w < 16 * BITS / 32; w++)
             vq[row * VW + (j >> 1) * BITS + (j & 1) * (16 * BITS / 32) + w] = wd[w];
