@@ -145,6 +145,23 @@ __device__ __forceinline__ uint32_t kv_code(float x, float s, int zint, int qmax
 /* ------------------------------------------------------------------------------------------ */
 const int PK_THREADS = 256;
 
+/* The output group of input group gi: gi itself, or with a block table its group in its page,
+ * whose offset is added to the five output pointers. */
+__device__ __forceinline__ int pk_group(int gi, const int *bt, int gpp, long long pgb, int g_first,
+                                        uint32_t *__restrict__ &kq, uint16_t *__restrict__ &kp,
+                                        uint32_t *__restrict__ &vq, uint16_t *__restrict__ &vp,
+                                        float *__restrict__ &kn) {
+    if (!bt) return gi;
+    const int ga = g_first + gi, pi = ga / gpp;
+    const size_t po = (size_t)__ldg(bt + pi) * (size_t)pgb;
+    kq = reinterpret_cast<uint32_t *>(reinterpret_cast<char *>(kq) + po);
+    kp = reinterpret_cast<uint16_t *>(reinterpret_cast<char *>(kp) + po);
+    vq = reinterpret_cast<uint32_t *>(reinterpret_cast<char *>(vq) + po);
+    vp = reinterpret_cast<uint16_t *>(reinterpret_cast<char *>(vp) + po);
+    kn = reinterpret_cast<float *>(reinterpret_cast<char *>(kn) + po);
+    return ga - pi * gpp;
+}
+
 /* one key row's E channels of this lane, rotated (times 1/sqrt(hd)) when rotate */
 template <int E>
 __device__ __forceinline__ void pk_row(float (&x)[E], const bf16 *row, int rotate, float rsq, int lane) {
@@ -174,17 +191,7 @@ k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int r
     extern __shared__ float xs[]; /* [32][hd + 1] | norms [32] */
     const int hd = 32 * E, LD = hd + 1, NW = PK_THREADS / 32;
     const int gi = blockIdx.x; /* input group: tokens 32 gi .. of k / v */
-    int g = gi;                /* output group, in its page when paged */
-    if (bt) {
-        const int ga = g_first + gi, pi = ga / gpp;
-        g = ga - pi * gpp;
-        const size_t po = (size_t)__ldg(bt + pi) * (size_t)pgb;
-        kq = reinterpret_cast<uint32_t *>(reinterpret_cast<char *>(kq) + po);
-        kp = reinterpret_cast<uint16_t *>(reinterpret_cast<char *>(kp) + po);
-        vq = reinterpret_cast<uint32_t *>(reinterpret_cast<char *>(vq) + po);
-        vp = reinterpret_cast<uint16_t *>(reinterpret_cast<char *>(vp) + po);
-        kn = reinterpret_cast<float *>(reinterpret_cast<char *>(kn) + po);
-    }
+    const int g = pk_group(gi, bt, gpp, pgb, g_first, kq, kp, vq, vp, kn); /* output group */
     k += (size_t)gi * 32 * Hkv * hd;
     v += (size_t)gi * 32 * Hkv * hd;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -354,6 +361,21 @@ __device__ __forceinline__ void kv_words16(const float (&x)[16], float s, int zi
     }
 }
 
+/* A group split over two lanes (this one and lane ^ m), lo / hi over this lane's part: the
+ * group's (scale, zero) params (returned) and the words of this lane's 16 values */
+template <int BITS>
+__device__ __forceinline__ uint32_t pk_words(const float (&x)[16], float lo, float hi, int m,
+                                             uint32_t (&wd)[16 * BITS / 32]) {
+    lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, m));
+    hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, m));
+    float sc;
+    int zint;
+    uint32_t prm;
+    kv_range(lo, hi, BITS, &sc, &zint, &prm);
+    kv_words16<BITS>(x, sc, zint, isfinite(lo) && isfinite(hi), wd);
+    return prm;
+}
+
 /* 16 bf16 (32 bytes, 16-byte aligned) -> float */
 __device__ __forceinline__ void load16(const bf16 *p, float (&x)[16]) {
     const uint4 a = *reinterpret_cast<const uint4 *>(p), b = *reinterpret_cast<const uint4 *>(p + 8);
@@ -399,17 +421,7 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
     __shared__ __align__(16) float tile[PK_TILE];
     __shared__ float kns[32], krn[32];
     const int gi = blockIdx.x;
-    int g = gi;
-    if (bt) {
-        const int ga = g_first + gi, pi = ga / gpp;
-        g = ga - pi * gpp;
-        const size_t po = (size_t)__ldg(bt + pi) * (size_t)pgb;
-        kq = reinterpret_cast<uint32_t *>(reinterpret_cast<char *>(kq) + po);
-        kp = reinterpret_cast<uint16_t *>(reinterpret_cast<char *>(kp) + po);
-        vq = reinterpret_cast<uint32_t *>(reinterpret_cast<char *>(vq) + po);
-        vp = reinterpret_cast<uint16_t *>(reinterpret_cast<char *>(vp) + po);
-        kn = reinterpret_cast<float *>(reinterpret_cast<char *>(kn) + po);
-    }
+    const int g = pk_group(gi, bt, gpp, pgb, g_first, kq, kp, vq, vp, kn);
     k += (size_t)gi * 32 * Hkv * HD;
     v += (size_t)gi * 32 * Hkv * HD;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -477,16 +489,10 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
             lo = fminf(lo, col[i]);
             hi = fmaxf(hi, col[i]);
         }
-        lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, 16));
-        hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, 16));
-        float sc;
-        int zint;
-        uint32_t prm;
-        kv_range(lo, hi, BITS, &sc, &zint, &prm);
+        uint32_t wd[16 * BITS / 32];
+        const uint32_t prm = pk_words<BITS>(col, lo, hi, 16, wd);
         const size_t blk = (size_t)g * Hkv + h;
         if (half == 0) reinterpret_cast<uint32_t *>(kp)[blk * HD + c] = prm;
-        uint32_t wd[16 * BITS / 32];
-        kv_words16<BITS>(col, sc, zint, isfinite(lo) && isfinite(hi), wd);
 #pragma unroll
         for (int w = 0; w < 16 * BITS / 32; w++) kq[(blk * BITS + half * (16 * BITS / 32) + w) * HD + c] = wd[w];
         __syncthreads();
@@ -504,15 +510,9 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
             lo = fminf(lo, y[i]);
             hi = fmaxf(hi, y[i]);
         }
-        lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, 1));
-        hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, 1));
-        float sc;
-        int zint;
-        uint32_t pr;
-        kv_range(lo, hi, BITS, &sc, &zint, &pr);
-        const size_t row = (size_t)g * 32 * Hkv + r;
         uint32_t wd[16 * BITS / 32];
-        kv_words16<BITS>(y, sc, zint, isfinite(lo) && isfinite(hi), wd);
+        const uint32_t pr = pk_words<BITS>(y, lo, hi, 1, wd);
+        const size_t row = (size_t)g * 32 * Hkv + r;
 #pragma unroll
         for (int w = 0; w < 16 * BITS / 32; w++)
             vq[row * VW + (j >> 1) * BITS + (j & 1) * (16 * BITS / 32) + w] = wd[w];
