@@ -84,21 +84,33 @@ out:
     osc_llm_free(cm);
 }
 
-/* Random weights of one shape on both devices: the shared hash gives the same weights (up to
- * bf16 rounding), so the logits must agree like a checkpoint's. */
-static void test_random_model(void) {
+/* A random-weights qwen2 shape with 2 layers and 2 KV heads (attention bias, no special
+ * tokens); callers vary the sizes. */
+static osc_llm_config qwen2_cfg(int vocab, int hidden, int inter, int heads, int head_dim, int max_pos) {
     osc_llm_config c;
     memset(&c, 0, sizeof c);
     c.arch = OSC_ARCH_QWEN2;
     snprintf(c.model_type, sizeof c.model_type, "qwen2");
-    c.vocab_size = 300; c.hidden_size = 128; c.intermediate_size = 256; c.n_layers = 2;
-    c.n_heads = 8; c.n_kv_heads = 2; c.head_dim = 16; c.rms_eps = 1e-6f; c.rope_theta = 10000;
-    c.rope_type = OSC_ROPE_DEFAULT; c.max_pos = 512; c.attn_bias = 1; c.bos_id = c.pad_id = -1;
+    c.vocab_size = vocab; c.hidden_size = hidden; c.intermediate_size = inter; c.n_layers = 2;
+    c.n_heads = heads; c.n_kv_heads = 2; c.head_dim = head_dim; c.rms_eps = 1e-6f; c.rope_theta = 10000;
+    c.rope_type = OSC_ROPE_DEFAULT; c.max_pos = max_pos; c.attn_bias = 1; c.bos_id = c.pad_id = -1;
     c.image_token_id = c.video_token_id = c.audio_token_id = -1;
     c.vision_start_id = c.vision_end_id = c.audio_start_id = c.audio_end_id = -1;
+    return c;
+}
+
+/* the same random weights (seed) on CUDA (*gm) and on the CPU (*cm); NULL where it failed */
+static void random_pair(const osc_llm_config *c, uint64_t seed, osc_llm **gm, osc_llm **cm) {
+    CHECK(osc_llm_new_random(c, OSC_DEV_CUDA, seed, gm) == OSC_OK, "random cuda: %s", osc_last_error());
+    CHECK(osc_llm_new_random(c, OSC_DEV_CPU, seed, cm) == OSC_OK, "random cpu: %s", osc_last_error());
+}
+
+/* Random weights of one shape on both devices: the shared hash gives the same weights (up to
+ * bf16 rounding), so the logits must agree like a checkpoint's. */
+static void test_random_model(void) {
+    osc_llm_config c = qwen2_cfg(300, 128, 256, 8, 16, 512);
     osc_llm *gm = NULL, *cm = NULL;
-    CHECK(osc_llm_new_random(&c, OSC_DEV_CUDA, 7, &gm) == OSC_OK, "random cuda: %s", osc_last_error());
-    CHECK(osc_llm_new_random(&c, OSC_DEV_CPU, 7, &cm) == OSC_OK, "random cpu: %s", osc_last_error());
+    random_pair(&c, 7, &gm, &cm);
     if (gm && cm) {
         enum { S = 50 };
         int32_t ids[S];
@@ -158,18 +170,9 @@ static void run_mode(osc_llm *m, const char *mode, const int32_t *ids, int P, in
 }
 
 static void test_quant_modes(void) {
-    osc_llm_config c;
-    memset(&c, 0, sizeof c);
-    c.arch = OSC_ARCH_QWEN2;
-    snprintf(c.model_type, sizeof c.model_type, "qwen2");
-    c.vocab_size = 512; c.hidden_size = 256; c.intermediate_size = 512; c.n_layers = 2;
-    c.n_heads = 8; c.n_kv_heads = 2; c.head_dim = 128; c.rms_eps = 1e-6f; c.rope_theta = 10000;
-    c.rope_type = OSC_ROPE_DEFAULT; c.max_pos = 1024; c.attn_bias = 1; c.bos_id = c.pad_id = -1;
-    c.image_token_id = c.video_token_id = c.audio_token_id = -1;
-    c.vision_start_id = c.vision_end_id = c.audio_start_id = c.audio_end_id = -1;
+    osc_llm_config c = qwen2_cfg(512, 256, 512, 8, 128, 1024);
     osc_llm *gm = NULL, *cm = NULL;
-    CHECK(osc_llm_new_random(&c, OSC_DEV_CUDA, 11, &gm) == OSC_OK, "random cuda: %s", osc_last_error());
-    CHECK(osc_llm_new_random(&c, OSC_DEV_CPU, 11, &cm) == OSC_OK, "random cpu: %s", osc_last_error());
+    random_pair(&c, 11, &gm, &cm);
     if (!gm || !cm || osc_llm_fold_v_rotation(gm) != OSC_OK || osc_llm_fold_v_rotation(cm) != OSC_OK) {
         CHECK(0, "quant modes: setup: %s", osc_last_error());
         osc_llm_free(gm);
@@ -250,18 +253,9 @@ static double graph_run(osc_llm *m, int greedy_mode, const int32_t *forced, int3
 }
 
 static void test_graph_decode(void) {
-    osc_llm_config c;
-    memset(&c, 0, sizeof c);
-    c.arch = OSC_ARCH_QWEN2;
-    snprintf(c.model_type, sizeof c.model_type, "qwen2");
-    c.vocab_size = 512; c.hidden_size = 256; c.intermediate_size = 512; c.n_layers = 2;
-    c.n_heads = 8; c.n_kv_heads = 2; c.head_dim = 128; c.rms_eps = 1e-6f; c.rope_theta = 10000;
-    c.rope_type = OSC_ROPE_DEFAULT; c.max_pos = 1024; c.attn_bias = 1; c.bos_id = c.pad_id = -1;
-    c.image_token_id = c.video_token_id = c.audio_token_id = -1;
-    c.vision_start_id = c.vision_end_id = c.audio_start_id = c.audio_end_id = -1;
+    osc_llm_config c = qwen2_cfg(512, 256, 512, 8, 128, 1024);
     osc_llm *gm = NULL, *cm = NULL;
-    CHECK(osc_llm_new_random(&c, OSC_DEV_CUDA, 5, &gm) == OSC_OK, "random cuda: %s", osc_last_error());
-    CHECK(osc_llm_new_random(&c, OSC_DEV_CPU, 5, &cm) == OSC_OK, "random cpu: %s", osc_last_error());
+    random_pair(&c, 5, &gm, &cm);
     if (!gm || !cm) goto out;
     {
         const int V = c.vocab_size;
@@ -393,15 +387,7 @@ static void quant_batch_run(osc_llm *m, const char *mode, int pooled, int togeth
 }
 
 static void test_quant_batch(void) {
-    osc_llm_config c;
-    memset(&c, 0, sizeof c);
-    c.arch = OSC_ARCH_QWEN2;
-    snprintf(c.model_type, sizeof c.model_type, "qwen2");
-    c.vocab_size = 512; c.hidden_size = 256; c.intermediate_size = 512; c.n_layers = 2;
-    c.n_heads = 14; c.n_kv_heads = 2; c.head_dim = 128; c.rms_eps = 1e-6f; c.rope_theta = 10000;
-    c.rope_type = OSC_ROPE_DEFAULT; c.max_pos = 1024; c.attn_bias = 1; c.bos_id = c.pad_id = -1;
-    c.image_token_id = c.video_token_id = c.audio_token_id = -1;
-    c.vision_start_id = c.vision_end_id = c.audio_start_id = c.audio_end_id = -1;
+    osc_llm_config c = qwen2_cfg(512, 256, 512, 14, 128, 1024);
     osc_llm *gm = NULL;
     CHECK(osc_llm_new_random(&c, OSC_DEV_CUDA, 13, &gm) == OSC_OK, "random cuda: %s", osc_last_error());
     if (!gm || osc_llm_fold_v_rotation(gm) != OSC_OK) {
