@@ -308,43 +308,31 @@ const int PK_LD = 144, PK_TILE = 32 * PK_LD + 16;
 
 __device__ __forceinline__ int pk_row_off(int t) { return t * PK_LD + (t >= 16 ? 16 : 0); }
 
-/* a / b rounded as __fdiv_rn(a, b), given rb = __frcp_rn(b) (b > 0 normal): Markstein's
- * correction (exact while the quotient is a normal number; inf and NaN pass through) */
+/* a / b rounded as __fdiv_rn(a, b), given rb = __frcp_rn(b): Markstein's correction, exact
+ * while b and the quotient are finite normal numbers (the callers take __fdiv_rn otherwise) */
 __device__ __forceinline__ float dv_rn(float a, float b, float rb) {
     const float q0 = __fmul_rn(a, rb);
-    if (isinf(q0)) return q0;
-    const float r = __fmaf_rn(-q0, b, a);
-    return __fmaf_rn(r, rb, q0);
-}
-
-/* kv_code with rs = __frcp_rn(s): the same quotient, rounding, add and clamp */
-__device__ __forceinline__ uint32_t kv_code_r(float x, float s, float rs, int zint, int qmax) {
-    float q = __fadd_rn(roundf(dv_rn(x, s, rs)), (float)zint);
-    if (!(q >= 0.0f)) q = 0.0f;
-    if (q > (float)qmax) q = (float)qmax;
-    return (uint32_t)q;
+    return __fmaf_rn(__fmaf_rn(-q0, b, a), rb, q0);
 }
 
 /* the 16 codes of x as 16 / per words of per codes (code e of a word at bits BITS e). When
  * every lane's group has a finite min and max (so every quotient is finite or NaN) the warp
- * takes the short path: dv_rn without its inf test, roundf as the truncation of d + 0.5 sign(d)
- * added toward zero (which never reaches the next integer), the fp32 add of zint and the clamp
- * (NaN -> 0) as kv_code, and each word summed in fp32 as two exact 16-bit halves (one FMA per
- * code, two conversions per word). Else kv_code_r per code. Either way the codes of kv_code. */
+ * takes the short path: dv_rn, roundf as the truncation of d + 0.5 sign(d) added toward zero
+ * (which never reaches the next integer), the fp32 add of zint and the clamp (NaN -> 0) as
+ * kv_code, and each word summed in fp32 as two exact 16-bit halves (one FMA per code, two
+ * conversions per word). Else kv_code per code. Either way the codes of kv_code. */
 template <int BITS>
 __device__ __forceinline__ void kv_words16(const float (&x)[16], float s, int zint, bool fin,
                                            uint32_t (&w)[16 * BITS / 32]) {
     constexpr int per = 32 / BITS, hp = per / 2, qmax = (1 << BITS) - 1;
-    const float rs = __frcp_rn(s);
     if (__all_sync(0xffffffffu, fin)) {
-        const float zf = (float)zint;
+        const float rs = __frcp_rn(s), zf = (float)zint;
 #pragma unroll
         for (int k = 0; k < 16 / per; k++) {
             float a[2] = {0.0f, 0.0f};
 #pragma unroll
             for (int e = 0; e < per; e++) {
-                const float xv = x[k * per + e], q0 = __fmul_rn(xv, rs);
-                const float d = __fmaf_rn(__fmaf_rn(-q0, s, xv), rs, q0);
+                const float d = dv_rn(x[k * per + e], s, rs);
                 const float r = truncf(__fadd_rz(d, copysignf(0.5f, d)));
                 const float q = fminf(fmaxf(__fadd_rn(r, zf), 0.0f), (float)qmax);
                 a[e / hp] = __fmaf_rn(q, (float)(1u << (BITS * (e % hp))), a[e / hp]);
@@ -357,7 +345,7 @@ __device__ __forceinline__ void kv_words16(const float (&x)[16], float s, int zi
     for (int k = 0; k < 16 / per; k++) {
         uint32_t word = 0;
 #pragma unroll
-        for (int e = 0; e < per; e++) word |= kv_code_r(x[k * per + e], s, rs, zint, qmax) << (BITS * e);
+        for (int e = 0; e < per; e++) word |= kv_code(x[k * per + e], s, zint, qmax) << (BITS * e);
         w[k] = word;
     }
 }
@@ -468,10 +456,7 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
         }
         if (norm_scale && fast) { /* dv_rn: finite keys and norm */
 #pragma unroll
-            for (int i = 0; i < 16; i++) {
-                const float q0 = __fmul_rn(x[i], rnt);
-                x[i] = __fmaf_rn(__fmaf_rn(-q0, nt, x[i]), rnt, q0);
-            }
+            for (int i = 0; i < 16; i++) x[i] = dv_rn(x[i], nt, rnt);
         } else if (norm_scale) {
 #pragma unroll
             for (int i = 0; i < 16; i++) x[i] = __fdiv_rn(x[i], nt);
