@@ -1072,28 +1072,36 @@ __device__ __forceinline__ uint32_t mq_code(uint32_t x, uint32_t mask) {
     return h2_sub((x & mask) | 0x64006400u, 0x64006400u);
 }
 
-__device__ __forceinline__ void mq_issue(char *sb, const dq_seq &sq, int g, int Hkv, int kvh, int lane) {
-    int gl = g;
-    size_t po = 0;
-    if (sq.bt) {
-        const int pi = g / sq.gpp;
-        gl = g - pi * sq.gpp;
-        po = (size_t)__ldg(sq.bt + pi) * (size_t)sq.pgb;
-    }
-    const size_t blk = (size_t)gl * Hkv + kvh;
+/* the next group a warp stages: index gl inside page pi (no block table: gl = the group) */
+struct mq_cursor {
+    int gl, pi;
+};
+__device__ __forceinline__ mq_cursor mq_at(const dq_seq &sq, int g) {
+    if (!sq.bt) return {g, 0};
+    const int pi = g / sq.gpp;
+    return {g - pi * sq.gpp, pi};
+}
+/* a warp's groups are NW apart: step without a division */
+__device__ __forceinline__ void mq_step(mq_cursor &c, const dq_seq &sq) {
+    c.gl += mq::NW;
+    if (sq.bt)
+        while (c.gl >= sq.gpp) c.gl -= sq.gpp, c.pi++;
+}
+
+__device__ __forceinline__ void mq_issue(char *sb, const dq_seq &sq, mq_cursor c, int Hkv, int kvh, int lane) {
+    const size_t po = sq.bt ? (size_t)__ldg(sq.bt + c.pi) * (size_t)sq.pgb : 0;
+    const size_t blk = (size_t)c.gl * Hkv + kvh;
     const char *kq = reinterpret_cast<const char *>(sq.kq) + po + blk * 1024;
     const char *kp = reinterpret_cast<const char *>(sq.kp) + po + blk * 512;
-    const char *vq = reinterpret_cast<const char *>(sq.vq) + po;
-    const char *vp = reinterpret_cast<const char *>(sq.vp) + po;
-    const char *kn = reinterpret_cast<const char *>(sq.kn) + po + (size_t)gl * 128;
+    const char *kn = reinterpret_cast<const char *>(sq.kn) + po + (size_t)c.gl * 128;
     mma_cp16(sb + mq::KC + lane * 16, kq + lane * 16);
     mma_cp16(sb + mq::KC + 512 + lane * 16, kq + 512 + lane * 16);
     mma_cp16(sb + mq::KP + lane * 16, kp + lane * 16);
-    const size_t tok = (size_t)gl * 32 + lane; /* this lane's token of the group */
-    const char *vrow = vq + (tok * Hkv + kvh) * 32;
+    const size_t row = ((size_t)c.gl * 32 + lane) * Hkv + kvh; /* this lane's token of the group */
+    const char *vrow = reinterpret_cast<const char *>(sq.vq) + po + row * 32;
     mma_cp16(sb + mq::VC + lane * mq::VC_LD, vrow);
     mma_cp16(sb + mq::VC + lane * mq::VC_LD + 16, vrow + 16);
-    mma_cp16(sb + mq::VP + lane * 16, vp + (tok * Hkv + kvh) * 16);
+    mma_cp16(sb + mq::VP + lane * 16, reinterpret_cast<const char *>(sq.vp) + po + row * 16);
     if (lane < 8) mma_cp16(sb + mq::KN + lane * 16, kn + lane * 16);
 }
 
@@ -1112,10 +1120,14 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
     /* packed groups of this warp: g0 + warp, + NW, ... */
     const int g0 = split * sq.gpb, g1 = packed ? min(g0 + sq.gpb, sq.n_groups) : g0;
     const int n_my = g0 + warp < g1 ? (g1 - g0 - warp + mq::NW - 1) / mq::NW : 0;
+    mq_cursor cur = mq_at(sq, g0 + warp);
     if (packed) {
 #pragma unroll
         for (int i = 0; i < mq::STAGES - 1; i++) {
-            if (i < n_my) mq_issue(ws + i * mq::STAGE, sq, g0 + warp + i * mq::NW, Hkv, kvh, lane);
+            if (i < n_my) {
+                mq_issue(ws + i * mq::STAGE, sq, cur, Hkv, kvh, lane);
+                mq_step(cur, sq);
+            }
             mma_commit();
         }
     }
@@ -1164,15 +1176,20 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
         const float kf = 16.f / f;
         oscale = 1.f / f;
 
+        int slot = 0; /* it % STAGES */
         for (int it = 0; it < n_my; it++) {
             mma_wait<mq::STAGES - 2>();
             __syncwarp();
             {
-                const int nx = it + mq::STAGES - 1;
-                if (nx < n_my) mq_issue(ws + (nx % mq::STAGES) * mq::STAGE, sq, g0 + warp + nx * mq::NW, Hkv, kvh, lane);
+                const int nslot = slot == 0 ? mq::STAGES - 1 : slot - 1; /* (it + STAGES - 1) % STAGES */
+                if (it + mq::STAGES - 1 < n_my) {
+                    mq_issue(ws + nslot * mq::STAGE, sq, cur, Hkv, kvh, lane);
+                    mq_step(cur, sq);
+                }
                 mma_commit();
             }
-            const char *sb = ws + (it % mq::STAGES) * mq::STAGE;
+            const char *sb = ws + slot * mq::STAGE;
+            slot = slot == mq::STAGES - 1 ? 0 : slot + 1;
             const uint32_t *kc = reinterpret_cast<const uint32_t *>(sb + mq::KC);
             const uint32_t *kpw = reinterpret_cast<const uint32_t *>(sb + mq::KP);
             const float *knf = reinterpret_cast<const float *>(sb + mq::KN);

@@ -89,6 +89,7 @@ __device__ __forceinline__ uint32_t bf2_to_h2(uint32_t x) {
 template <int NM>
 __device__ __forceinline__ void mma_softmax(float (&sc)[8], float (&mr)[2], float (&lr)[2], float (&o)[8][4]) {
     float alpha[2];
+    bool grew = false;
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
         float mx = fmaxf(sc[hh], sc[2 + hh]);
@@ -97,6 +98,7 @@ __device__ __forceinline__ void mma_softmax(float (&sc)[8], float (&mr)[2], floa
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 8));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
         const float mn = fmaxf(mr[hh], mx);
+        grew |= mn != mr[hh];
         alpha[hh] = exp2f(mr[hh] - mn);
         mr[hh] = mn;
         float s = 0.f;
@@ -108,12 +110,15 @@ __device__ __forceinline__ void mma_softmax(float (&sc)[8], float (&mr)[2], floa
         }
         lr[hh] = lr[hh] * alpha[hh] + s;
     }
+    /* once the running max settles, most tiles leave it unchanged: skip the 32 multiplies by 1 */
+    if (__any_sync(0xffffffffu, grew)) {
 #pragma unroll
-    for (int i = 0; i < 8; i++) {
-        o[i][0] *= alpha[0];
-        o[i][1] *= alpha[1];
-        o[i][2] *= alpha[0];
-        o[i][3] *= alpha[1];
+        for (int i = 0; i < 8; i++) {
+            o[i][0] *= alpha[0];
+            o[i][1] *= alpha[1];
+            o[i][2] *= alpha[0];
+            o[i][3] *= alpha[1];
+        }
     }
 }
 
