@@ -294,8 +294,8 @@ osc_status osc_kvg_store(osc_kv *kv, int l, const osc_tensor *k, const osc_tenso
             int n = kv->R - kv->nres[l];
             if (n > S - off) n = S - off;
             size_t bytes = (size_t)n * ROW * 2, src = (size_t)off * ROW * 2;
-            OSC_TRY(osc_copy_bytes(g_rk(kv, l, kv->nres[l]), kv->p.dev, (const char *)k->data + src, kv->p.dev, bytes));
-            OSC_TRY(osc_copy_bytes(g_rv(kv, l, kv->nres[l]), kv->p.dev, (const char *)v->data + src, kv->p.dev, bytes));
+            OSC_TRY(osc_cuda_copy_pair(g_rk(kv, l, kv->nres[l]), (const char *)k->data + src, g_rv(kv, l, kv->nres[l]),
+                                       (const char *)v->data + src, bytes));
             kv->nres[l] += n;
             off += n;
         }

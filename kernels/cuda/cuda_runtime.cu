@@ -180,6 +180,36 @@ extern "C" osc_status osc_cuda_memcpy_d2d(void *dst, const void *src, size_t n) 
     return OSC_OK;
 }
 
+namespace {
+/* grid (x, 2): y picks the pair; 16-byte words when every pointer and n allow, else bytes */
+__global__ void k_copy_pair(char *d0, const char *s0, char *d1, const char *s1, size_t n, int vec) {
+    pdl_enter();
+    char *d = blockIdx.y ? d1 : d0;
+    const char *s = blockIdx.y ? s1 : s0;
+    const size_t stride = (size_t)gridDim.x * blockDim.x, i0 = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (vec) {
+        for (size_t i = i0; i < n / 16; i += stride)
+            reinterpret_cast<uint4 *>(d)[i] = reinterpret_cast<const uint4 *>(s)[i];
+    } else {
+        for (size_t i = i0; i < n; i += stride) d[i] = s[i];
+    }
+}
+} // namespace
+
+extern "C" osc_status osc_cuda_copy_pair(void *d0, const void *s0, void *d1, const void *s1, size_t n) {
+    if (n == 0) return OSC_OK;
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    const int vec = ((((uintptr_t)d0 | (uintptr_t)s0 | (uintptr_t)d1 | (uintptr_t)s1 | n) & 15u) == 0);
+    const size_t items = vec ? n / 16 : n;
+    size_t blocks = (items + 255) / 256;
+    if (blocks > 1024) blocks = 1024;
+    OSC_CU_CHECK(osc_launch(k_copy_pair, dim3((unsigned)blocks, 2), dim3(256), 0, st, (char *)d0, (const char *)s0,
+                            (char *)d1, (const char *)s1, n, vec));
+    OSC_CU_LAUNCH("k_copy_pair");
+    return OSC_OK;
+}
+
 extern "C" osc_status osc_cuda_sync(void) {
     cudaStream_t st;
     OSC_TRY(osc_cu_stream(&st));

@@ -35,6 +35,9 @@ void osc_cuda_free(void *p);
 osc_status osc_cuda_memcpy_h2d(void *dst, const void *src, size_t n);
 osc_status osc_cuda_memcpy_d2h(void *dst, const void *src, size_t n);
 osc_status osc_cuda_memcpy_d2d(void *dst, const void *src, size_t n);
+/* d0 <- s0 and d1 <- s1, n bytes each, device to device in one kernel launch (a decode step's
+ * K and V rows: two cudaMemcpyAsync would cost two API calls and break the PDL chain) */
+osc_status osc_cuda_copy_pair(void *d0, const void *s0, void *d1, const void *s1, size_t n);
 osc_status osc_cuda_sync(void);
 /* Programmatic dependent launch of the step kernels: 0 off, 1 on where the device and OSC_PDL
  * allow it, -1 back to that default. Launches already captured in CUDA graphs keep theirs. */
