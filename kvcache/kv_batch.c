@@ -24,3 +24,24 @@ osc_status osc_kv_attend_batch(osc_kv **kvs, int B, int layer, const osc_tensor 
     return OSC_OK;
 #endif
 }
+
+int osc_kv_graph_layer(const osc_kv *kv, int layer, void **win_k, void **win_v, struct osc_kvq_seq *seq,
+                       const char **mode, int *bits, int *rotate) {
+#ifdef OSC_HAVE_CUDA
+    if (!kv->g || kv->m.kind != KV_BLOCK || layer < 0 || layer >= kv->p.n_layers || kv->pending ||
+        kv->len + 1 > kv->p.n_ctx || !osc_kvg_graph_layer(kv, layer, win_k, win_v, seq))
+        return 0;
+    *mode = kv->m.name;
+    *bits = kv->m.bits;
+    *rotate = kv->m.rotate;
+    return 1;
+#else
+    (void)kv, (void)layer, (void)win_k, (void)win_v, (void)seq, (void)mode, (void)bits, (void)rotate;
+    return 0;
+#endif
+}
+
+void osc_kv_graph_stored(osc_kv *kv) {
+    if (kv->m.kind != KV_BLOCK) return;
+    for (int l = 0; l < kv->p.n_layers; l++) kv->nres[l] += 1;
+}

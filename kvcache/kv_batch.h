@@ -24,4 +24,19 @@ osc_status osc_kv_store_batch(osc_kv **kvs, int B, int layer, const osc_tensor *
 osc_status osc_kv_attend_batch(osc_kv **kvs, int B, int layer, const osc_tensor *q, osc_tensor *out, float scale,
                                int *done);
 
+/* The decode step of a CUDA graph over quantised block caches (llm/model.c). For a cache whose
+ * next one-row store is a plain window append (a block mode on the GPU, every layer holding len
+ * tokens, the window not full: no flush), what a captured step needs at `layer`:
+ *   win_k, win_v: the residual window moved back by the packed count, so that row len (the
+ *     step's token) is at win + len rows: the address of a device-side append at lens1 - 1;
+ *   seq: the packed part and window for osc_cuda_kv_graph_table (n_res 0: the kernel reads it);
+ *   mode: the mode's name (caches decoded together must share it), bits, rotate.
+ * Returns 1, or 0 when the cache cannot take such a step now (nothing filled). The addresses
+ * stay valid until the cache is freed or its packed part changes (a flush, a truncation). */
+struct osc_kvq_seq;
+int osc_kv_graph_layer(const osc_kv *kv, int layer, void **win_k, void **win_v, struct osc_kvq_seq *seq,
+                       const char **mode, int *bits, int *rotate);
+/* After a graph step appended one row to every layer's window (then osc_kv_advance(kv, 1)). */
+void osc_kv_graph_stored(osc_kv *kv);
+
 #endif

@@ -379,6 +379,20 @@ osc_status osc_kvg_attend_batch(osc_kv **kvs, int B, int l, const osc_tensor *q,
     return s;
 }
 
+int osc_kvg_graph_layer(const osc_kv *kv, int l, void **win_k, void **win_v, struct osc_kvq_seq *seq) {
+    const int nq = kv->nq[l], nres = kv->nres[l];
+    if (nq + nres != kv->len || nres >= kv->R || nq % OSC_KV_G) return 0;
+    const uintptr_t back = (uintptr_t)nq * ROW * 2;
+    *win_k = (void *)((uintptr_t)g_rk(kv, l, 0) - back);
+    *win_v = (void *)((uintptr_t)g_rv(kv, l, 0) - back);
+    osc_kvq_pages pg;
+    const osc_kvq_pages *pp = pages_of(kv, &pg);
+    const osc_kvq_pages none = {NULL, 1, 0};
+    *seq = (osc_kvq_seq){g_kq(kv, l), g_kp(kv, l), g_vq(kv, l), g_vp(kv, l), g_kn(kv, l), nq,
+                         g_rk(kv, l, 0), g_rv(kv, l, 0), 0, pp ? *pp : none};
+    return 1;
+}
+
 osc_status osc_kvg_attend(osc_kv *kv, int l, const osc_tensor *q, osc_tensor *out, float scale) {
     const int H = HKV, hd = HD, S = (int)q->ne[0], len = kv->len;
     if (q->dev != kv->p.dev || out->dev != kv->p.dev || q->dt != OSC_BF16 || out->dt != OSC_BF16 || q->nd != 3 ||

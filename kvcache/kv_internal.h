@@ -88,6 +88,9 @@ osc_status osc_kvg_store_rows(osc_kv **kvs, int B, int l, const osc_tensor *k, c
 osc_status osc_kvg_attend_batch(osc_kv **kvs, int B, int l, const osc_tensor *q, osc_tensor *out, float scale,
                                 int *done);
 osc_status osc_kvg_truncate_layer(osc_kv *kv, int l, int n);
+struct osc_kvq_seq;
+/* kv_batch.h's osc_kv_graph_layer for a GPU block cache (mode and shape checked by the caller) */
+int osc_kvg_graph_layer(const osc_kv *kv, int l, void **win_k, void **win_v, struct osc_kvq_seq *seq);
 osc_status osc_kvg_debug_dequant(const osc_kv *kv, int l, int t0, int n, float *k, float *v);
 float osc_kvg_debug_norm(const osc_kv *kv, int l, int t);
 /* pooled caches: bytes of the per-sequence part (window + device block table); entry i of the

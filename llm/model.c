@@ -15,6 +15,7 @@
 #include "../kvcache/kv_batch.h"
 #include "gguf_load.h"
 #ifdef OSC_HAVE_CUDA
+#include "../kernels/cuda/kvquant_launch.h"
 #include "../kernels/cuda/launch.h"
 #endif
 
@@ -603,30 +604,48 @@ static osc_status scatter_mm(osc_llm *m, osc_tensor *x, const osc_llm_batch *b, 
 
 #ifdef OSC_HAVE_CUDA
 /* ---- the decode step as a CUDA graph ------------------------------------------------------------
- * A decode step of B plain (bf16) caches on the GPU, one token each, is the same ~15 launches per
- * layer every time; only the token ids, positions and cache lengths change. This path keeps those
- * in device memory and advances them on the device at the end of each step (positions and
- * lengths + 1; ids <- the step's greedy picks), so a step that continues from the previous one
- * uploads nothing but the ids the host sampled (nothing at all when it took the device's greedy
- * picks); anything else (new batch, jumps) re-uploads the whole step state. It stores K/V through a
- * device table of cache pointers (uploaded only when the set of caches changes) and runs the
- * batched decode attention with a split count that does not depend on the lengths, so the whole
- * step (embedding, layers, final norm, head, argmax) is captured once per batch size and mode
- * (greedy ids / logits) and replayed. A batch size runs eagerly the first time it is seen (warms
- * cuBLASLt's algorithm cache) and is captured the second time. OSC_CUDA_GRAPHS=0 turns it off. */
+ * A decode step of B caches on the GPU, one token each, is the same ~15 launches per layer every
+ * time; only the token ids, positions and cache lengths change. This path keeps those in device
+ * memory and advances them on the device at the end of each step (positions and lengths + 1;
+ * ids <- the step's greedy picks), so a step that continues from the previous one uploads nothing
+ * but the ids the host sampled (nothing at all when it took the device's greedy picks); anything
+ * else (new batch, jumps) re-uploads the whole step state. It stores K/V through a device table of
+ * row addresses (uploaded only when it changes) and runs a batched decode attention with a split
+ * count that does not depend on the lengths, so the whole step (embedding, layers, final norm,
+ * head, argmax) is captured once per batch size, cache kind and mode (greedy ids / logits) and
+ * replayed. Two cache kinds:
+ *   plain (bf16): the table holds each layer's K/V base, the attention reads lens1 rows;
+ *   quantised block modes (kivi, rot, oscar): the table holds each residual window moved back by
+ *     the packed count, and a device table of the packed parts (kvquant_launch.h) goes up when a
+ *     cache's packed part changed. A step whose store would flush a full window runs eagerly
+ *     (forward_chunk); the next one replays the same graph with the new tables.
+ * A batch size runs eagerly the first time it is seen (warms cuBLASLt's algorithm cache) and is
+ * captured the second time. OSC_CUDA_GRAPHS=0 turns it off. */
 #define DG_MAX_B 256
+
+enum { DG_PLAIN = 0, DG_BLOCK = 1 };
 
 struct dgraph {
     int32_t *dstep;                /* device: ids [DG_MAX_B] | pos [3 * DG_MAX_B] | lens1 [DG_MAX_B] */
     int32_t hstep[5 * DG_MAX_B];   /* host mirror of dstep (what the device holds now) */
     int32_t want[5 * DG_MAX_B];    /* the step state a new step needs */
     long uploads, id_uploads;      /* full step-state uploads / ids-only uploads */
-    void **dtab;                   /* device: [layers][2][DG_MAX_B] K / V base pointers */
+    void **dtab;                   /* device: [layers][2][DG_MAX_B] K / V row bases */
     void **htab;                   /* host mirror of what dtab holds */
     float *dpart;                  /* device: attention partials for the largest split plan */
     size_t part_floats;
-    unsigned char warm[2][DG_MAX_B + 1];
-    osc_cuda_graph *g[2][DG_MAX_B + 1];
+    /* block caches, allocated at their first step: */
+    void *dseq;                    /* device: [layers][B] packed-part table of the last upload */
+    unsigned char *hseq, *wseq;    /* host: mirror of dseq / the table this step needs */
+    size_t seq_bytes;              /* bytes of one layer's table at DG_MAX_B */
+    void *bpart;                   /* device: partials for the largest split plan */
+    struct osc_kvq_seq *tseq;      /* host scratch [layers][DG_MAX_B] */
+    void **twin;                   /* host scratch [layers][2][DG_MAX_B] window bases */
+    int hseq_B;                    /* batch size the mirror was built for (0: none) */
+    int bits, rotate;              /* the block mode of the current step */
+    int bkey[2][DG_MAX_B + 1];     /* the block mode a block graph was made for: 2 bits + rotate + 1 */
+    unsigned char warm[2][2][DG_MAX_B + 1];
+    osc_cuda_graph *g[2][2][DG_MAX_B + 1]; /* [kind][greedy][B] */
     int failed;                    /* capture failed once: stay eager */
     int captured;
     long replayed, eager;
@@ -634,12 +653,19 @@ struct dgraph {
 
 static void dgraph_free(struct dgraph *g) {
     if (!g) return;
-    for (int a = 0; a < 2; a++)
-        for (int b = 0; b <= DG_MAX_B; b++) osc_cuda_graph_free(g->g[a][b]);
+    for (int k = 0; k < 2; k++)
+        for (int a = 0; a < 2; a++)
+            for (int b = 0; b <= DG_MAX_B; b++) osc_cuda_graph_free(g->g[k][a][b]);
     osc_cuda_free(g->dstep);
     osc_cuda_free(g->dtab);
     osc_cuda_free(g->dpart);
+    osc_cuda_free(g->dseq);
+    osc_cuda_free(g->bpart);
     free(g->htab);
+    free(g->hseq);
+    free(g->wseq);
+    free(g->tseq);
+    free(g->twin);
     free(g);
 }
 
@@ -679,13 +705,67 @@ static osc_status dgraph_get(osc_llm *m, osc_llm_ctx *c, struct dgraph **out) {
     return OSC_OK;
 }
 
+/* the block-cache buffers of g, at the first step over such caches */
+static osc_status dgraph_block_buffers(const osc_llm *m, struct dgraph *g) {
+    if (g->dseq) return OSC_OK;
+    const osc_llm_config *cf = &m->cfg;
+    const int L = cf->n_layers;
+    size_t pb = 0;
+    for (int b = 1; b <= DG_MAX_B; b++) {
+        size_t x = osc_cuda_kv_graph_part_bytes(b, cf->n_heads, cf->n_kv_heads, cf->head_dim,
+                                                osc_cuda_kv_graph_splits(b, cf->n_kv_heads));
+        if (x > pb) pb = x;
+    }
+    g->seq_bytes = osc_cuda_kv_graph_table_bytes(DG_MAX_B);
+    const size_t tb = (size_t)L * g->seq_bytes;
+    g->hseq = calloc(1, tb);
+    g->wseq = calloc(1, tb);
+    g->tseq = calloc((size_t)L * DG_MAX_B, sizeof *g->tseq);
+    g->twin = calloc((size_t)L * 2 * DG_MAX_B, sizeof *g->twin);
+    osc_status s = g->hseq && g->wseq && g->tseq && g->twin ? OSC_OK : osc_error(OSC_ERR_OOM, "out of host memory");
+    if (s == OSC_OK) s = osc_cuda_malloc(&g->bpart, pb);
+    if (s == OSC_OK) s = osc_cuda_malloc(&g->dseq, tb);
+    if (s != OSC_OK) {
+        osc_cuda_free(g->bpart), osc_cuda_free(g->dseq);
+        free(g->hseq), free(g->wseq), free(g->tseq), free(g->twin);
+        g->bpart = g->dseq = NULL, g->hseq = g->wseq = NULL, g->tseq = NULL, g->twin = NULL;
+        return osc_error_prefix(s, "decode graph buffers (quantised caches)");
+    }
+    return OSC_OK;
+}
+
+/* Block caches: check that every cache can take a graph step now and gather, for every layer,
+ * the window row bases (into g->twin) and the packed parts (into g->tseq). 0: not now. */
+static int dgraph_block_views(const osc_llm *m, struct dgraph *g, osc_kv **kv, int B) {
+    const int L = m->cfg.n_layers;
+    const char *mode0 = NULL;
+    for (int s = 0; s < B; s++)
+        for (int l = 0; l < L; l++) {
+            const char *mode;
+            int bits, rot;
+            void **w = g->twin + (size_t)l * 2 * DG_MAX_B;
+            if (!osc_kv_graph_layer(kv[s], l, &w[s], &w[DG_MAX_B + s], &g->tseq[(size_t)l * DG_MAX_B + s], &mode, &bits,
+                                    &rot))
+                return 0;
+            if (!mode0) {
+                mode0 = mode;
+                g->bits = bits;
+                g->rotate = rot;
+            } else if (strcmp(mode, mode0)) {
+                return 0;
+            }
+        }
+    return 1;
+}
+
 /* The step body: everything between the step upload and the result download. */
-static osc_status dgraph_body(osc_llm *m, osc_llm_ctx *c, struct dgraph *g, int B, int greedy) {
+static osc_status dgraph_body(osc_llm *m, osc_llm_ctx *c, struct dgraph *g, int B, int greedy, int kind) {
     const osc_llm_config *cf = &m->cfg;
     const int64_t hd = cf->head_dim;
     const int Hq = cf->n_heads, Hkv = cf->n_kv_heads;
     const int mrope = cf->rope_type == OSC_ROPE_MROPE;
-    const int nsplit = osc_cuda_decode_tab_splits(B, Hkv, (int)hd);
+    const int nsplit =
+        kind == DG_BLOCK ? osc_cuda_kv_graph_splits(B, Hkv) : osc_cuda_decode_tab_splits(B, Hkv, (int)hd);
     const int fused = fuse_room(m, c);
     const int32_t *lens1 = g->dstep + 4 * DG_MAX_B;
     osc_tensor ids = osc_tensor_1d(g->dstep, OSC_I32, m->dev, B);
@@ -701,9 +781,14 @@ static osc_status dgraph_body(osc_llm *m, osc_llm_ctx *c, struct dgraph *g, int 
         void **tab = g->dtab + (size_t)l * 2 * DG_MAX_B;
         OSC_TRY(osc_cuda_rope_kv_append(q.data, k.data, v.data, (int64_t)Hq * hd, (int64_t)Hkv * hd, (int64_t)Hkv * hd,
                                         (const int32_t *)posT.data, B, &m->rope, Hq, Hkv, tab, DG_MAX_B, lens1, B));
-        OSC_TRY(osc_cuda_attention_decode_tab(att.data, q.data, (const void *const *)tab,
-                                              (const void *const *)(tab + DG_MAX_B), lens1, B, Hq, Hkv, (int)hd,
-                                              1.0f / sqrtf((float)hd), g->dpart, nsplit));
+        if (kind == DG_BLOCK)
+            OSC_TRY(osc_cuda_kv_decode_attn_graph(att.data, q.data, B, Hq, Hkv, (int)hd, g->bits, g->rotate,
+                                                  (const char *)g->dseq + (size_t)l * B * (g->seq_bytes / DG_MAX_B),
+                                                  nsplit, g->bpart, 1.0f / sqrtf((float)hd)));
+        else
+            OSC_TRY(osc_cuda_attention_decode_tab(att.data, q.data, (const void *const *)tab,
+                                                  (const void *const *)(tab + DG_MAX_B), lens1, B, Hq, Hkv, (int)hd,
+                                                  1.0f / sqrtf((float)hd), g->dpart, nsplit));
         OSC_TRY(layer_out_mlp(m, L, &x, &xn, &att, &o, &gt, &u,
                               l + 1 < cf->n_layers ? &m->layers[l + 1].attn_norm : NULL));
     }
@@ -740,11 +825,16 @@ static osc_status dgraph_step(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b
         !osc_cuda_decode_tab_ok(cf->n_heads, cf->n_kv_heads, cf->head_dim) || (cf->n_kv_heads * cf->head_dim) % 8)
         return OSC_OK;
     osc_tensor tk, tv;
+    int kind = DG_PLAIN;
     for (int s = 0; s < B; s++)
-        if (!osc_kv_plain_layer(kv[s], 0, &tk, &tv)) return OSC_OK;
+        if (!osc_kv_plain_layer(kv[s], 0, &tk, &tv)) kind = DG_BLOCK;
     struct dgraph *g = NULL;
     OSC_TRY(dgraph_get(m, c, &g));
     if (g->failed) return OSC_OK;
+    if (kind == DG_BLOCK) {
+        OSC_TRY(dgraph_block_buffers(m, g));
+        if (!dgraph_block_views(m, g, kv, B)) return OSC_OK; /* e.g. a window to flush: eager step */
+    }
     /* step inputs: ids, positions ([3][B] for M-RoPE), attend lengths */
     const int mrope = cf->rope_type == OSC_ROPE_MROPE;
     int32_t *h = g->want;
@@ -756,20 +846,50 @@ static osc_status dgraph_step(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b
             h[DG_MAX_B + a * B + s] = pos ? pos[(mrope ? a : 0) * pos_stride + base + s] : n0;
         h[4 * DG_MAX_B + s] = n0 + 1;
     }
-    /* cache pointer table: uploaded when a slot's cache changed */
+    /* row table (cache bases or moved windows): uploaded when a slot's address changed */
     int dirty = 0;
     for (int l = 0; l < cf->n_layers; l++)
         for (int s = 0; s < B; s++) {
-            osc_kv_plain_layer(kv[s], l, &tk, &tv);
+            void *bk, *bv;
+            if (kind == DG_BLOCK) {
+                bk = g->twin[(size_t)l * 2 * DG_MAX_B + s];
+                bv = g->twin[(size_t)l * 2 * DG_MAX_B + DG_MAX_B + s];
+            } else {
+                osc_kv_plain_layer(kv[s], l, &tk, &tv);
+                bk = tk.data, bv = tv.data;
+            }
             void **t = g->htab + (size_t)l * 2 * DG_MAX_B;
-            if (t[s] != tk.data || t[DG_MAX_B + s] != tv.data) {
-                t[s] = tk.data;
-                t[DG_MAX_B + s] = tv.data;
+            if (t[s] != bk || t[DG_MAX_B + s] != bv) {
+                t[s] = bk;
+                t[DG_MAX_B + s] = bv;
                 dirty = 1;
             }
         }
     if (dirty)
         OSC_TRY(osc_cuda_memcpy_async(g->dtab, g->htab, (size_t)cf->n_layers * 2 * DG_MAX_B * sizeof(void *), 1));
+    if (kind == DG_BLOCK) {
+        /* packed-part tables [layers][B] for this batch size: up when anything in them changed */
+        const size_t eb = g->seq_bytes / DG_MAX_B, lb = (size_t)B * eb;
+        const int nsplit = osc_cuda_kv_graph_splits(B, cf->n_kv_heads);
+        const int32_t *lens1 = g->dstep + 4 * DG_MAX_B;
+        for (int l = 0; l < cf->n_layers; l++)
+            OSC_TRY(osc_cuda_kv_graph_table(g->wseq + (size_t)l * lb, g->tseq + (size_t)l * DG_MAX_B, B, nsplit,
+                                            lens1));
+        const size_t tb = (size_t)cf->n_layers * lb;
+        if (g->hseq_B != B || memcmp(g->wseq, g->hseq, tb)) {
+            memcpy(g->hseq, g->wseq, tb);
+            g->hseq_B = B;
+            OSC_TRY(osc_cuda_memcpy_async(g->dseq, g->hseq, tb, 1));
+        }
+        /* a graph bakes the mode's kernels: another block mode at this batch size starts over */
+        const int key = 2 * g->bits + g->rotate + 1, gr = ids_out != NULL;
+        if (g->bkey[gr][B] != key) {
+            osc_cuda_graph_free(g->g[DG_BLOCK][gr][B]);
+            g->g[DG_BLOCK][gr][B] = NULL;
+            g->warm[DG_BLOCK][gr][B] = 0;
+            g->bkey[gr][B] = key;
+        }
+    }
     /* step state: nothing moves when the device's advanced state is this step's; ids only when
      * just the ids differ (host-sampled tokens); else everything */
     if (memcmp(h + DG_MAX_B, g->hstep + DG_MAX_B, 4 * DG_MAX_B * sizeof *h)) {
@@ -782,32 +902,35 @@ static osc_status dgraph_step(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b
         g->id_uploads++;
     }
     const int greedy = ids_out != NULL;
-    if (g->g[greedy][B]) {
-        OSC_TRY(osc_cuda_graph_launch(g->g[greedy][B]));
+    if (g->g[kind][greedy][B]) {
+        OSC_TRY(osc_cuda_graph_launch(g->g[kind][greedy][B]));
         g->replayed++;
-    } else if (!g->warm[greedy][B]) {
-        OSC_TRY(dgraph_body(m, c, g, B, greedy));
-        g->warm[greedy][B] = 1;
+    } else if (!g->warm[kind][greedy][B]) {
+        OSC_TRY(dgraph_body(m, c, g, B, greedy, kind));
+        g->warm[kind][greedy][B] = 1;
         g->eager++;
     } else {
         OSC_TRY(osc_cuda_graph_begin());
-        osc_status s = dgraph_body(m, c, g, B, greedy);
+        osc_status s = dgraph_body(m, c, g, B, greedy, kind);
         osc_cuda_graph *gr = NULL;
         osc_status s2 = osc_cuda_graph_end(&gr);
         if (s != OSC_OK || s2 != OSC_OK) {
             osc_cuda_graph_free(gr);
             g->failed = 1;
             osc_log(OSC_LOG_WARN, "decode graph: capture failed (%s); decoding without graphs", osc_last_error());
-            OSC_TRY(dgraph_body(m, c, g, B, greedy)); /* run this step eagerly */
+            OSC_TRY(dgraph_body(m, c, g, B, greedy, kind)); /* run this step eagerly */
             g->eager++;
         } else {
-            g->g[greedy][B] = gr;
+            g->g[kind][greedy][B] = gr;
             g->captured++;
             OSC_TRY(osc_cuda_graph_launch(gr));
             g->replayed++;
         }
     }
-    for (int s = 0; s < B; s++) osc_kv_advance(kv[s], 1);
+    for (int s = 0; s < B; s++) {
+        if (kind == DG_BLOCK) osc_kv_graph_stored(kv[s]);
+        osc_kv_advance(kv[s], 1);
+    }
     *done = 1;
     if (greedy) {
         osc_status s = osc_copy_bytes(ids_out, OSC_DEV_CPU, c->ids.data, m->dev, (size_t)B * sizeof(int32_t));

@@ -618,10 +618,19 @@ struct dq_seq {
     const int *bt;
     long long pgb;
     int gpp, n_groups, gpb, nsq, n_res;
+    const int *len1; /* graph step: n_res = *len1 - 32 n_groups, read on the device (else NULL) */
 };
 
-/* splits [0, nsq) stream the packed groups, split nsq the residual window; any later split (a
- * batch pads every sequence to the longest split count) writes an empty partial */
+/* sequence b of a device table, its window length from the device when the table says so */
+__device__ __forceinline__ dq_seq dq_load(const dq_seq *__restrict__ seqs, int b) {
+    dq_seq sq = seqs[b];
+    if (sq.len1) sq.n_res = *sq.len1 - 32 * sq.n_groups;
+    return sq;
+}
+
+/* splits [0, nsq) stream the packed groups, split nsq the residual window; any later split
+ * writes an empty partial (the batch kernels return before the body for the splits a sequence
+ * does not use: a batch pads every sequence to the longest split count) */
 template <int HD, int BITS, int GM>
 __device__ __forceinline__ void kvq_decode_body(float *__restrict__ part_acc, float2 *__restrict__ part_ml,
                                                 const bf16 *__restrict__ q, int G, int Hkv, int rotate, float rsq,
@@ -952,24 +961,30 @@ k_kvq_decode_batch(float *__restrict__ part_acc, float2 *__restrict__ part_ml, c
                    int Hkv, int rotate, float rsq, float qscale, const dq_seq *__restrict__ seqs, int res_raw) {
     pdl_enter();
     const int b = blockIdx.z;
-    const dq_seq sq = seqs[b];
+    const dq_seq sq = dq_load(seqs, b);
+    if ((int)blockIdx.x > sq.nsq) return; /* a split this sequence does not use: the combine skips it */
     kvq_decode_body<HD, BITS, GM>(part_acc, part_ml, q + (size_t)b * Hkv * G * HD, G, Hkv, rotate, rsq, qscale, sq,
                                   res_raw, b * Hkv + blockIdx.y);
 }
 
-/* one block per query head: merge the splits by log-sum-exp */
+/* one block per query head: merge the splits by log-sum-exp. With the batch's device table
+ * (seqs, Hkv): only the nsq + 1 splits sequence b uses (its packed ones and its window); the
+ * kernels leave the others unwritten. */
 __global__ void k_kvq_combine(bf16 *__restrict__ out, const float *__restrict__ part_acc,
-                              const float2 *__restrict__ part_ml, int NS, int G, int HD) {
+                              const float2 *__restrict__ part_ml, int NS, int G, int HD,
+                              const dq_seq *__restrict__ seqs, int Hkv) {
     pdl_enter();
     extern __shared__ float wts[];
     __shared__ float red[32];
     __shared__ float s_inv;
     const int kvh = blockIdx.x / G, h = blockIdx.x % G;
+    /* NS is the layout's stride; n of them hold this sequence's partials */
+    const int n = seqs ? min(NS, seqs[blockIdx.x / (Hkv * G)].nsq + 1) : NS;
     float M = -INFINITY;
-    for (int i = threadIdx.x; i < NS; i += blockDim.x) M = fmaxf(M, part_ml[((size_t)kvh * NS + i) * G + h].x);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) M = fmaxf(M, part_ml[((size_t)kvh * NS + i) * G + h].x);
     M = block_max(M, red);
     float L = 0.f;
-    for (int i = threadIdx.x; i < NS; i += blockDim.x) {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
         float2 ml = part_ml[((size_t)kvh * NS + i) * G + h];
         float w = (ml.x == -INFINITY) ? 0.f : exp2f(ml.x - M);
         wts[i] = w;
@@ -984,7 +999,7 @@ __global__ void k_kvq_combine(bf16 *__restrict__ out, const float *__restrict__ 
     for (int c = threadIdx.x; c < HD; c += blockDim.x) {
         float a = 0.f;
 #pragma unroll 8
-        for (int i = 0; i < NS; i++) a = fmaf(wts[i], pa[(size_t)i * G * HD + c], a);
+        for (int i = 0; i < n; i++) a = fmaf(wts[i], pa[(size_t)i * G * HD + c], a);
         o[c] = f2bf(a * s_inv);
     }
 }
@@ -1351,7 +1366,8 @@ k_kvq_mma_batch(float *__restrict__ part_acc, float2 *__restrict__ part_ml, cons
                 int Hkv, int rotate, float rsq, float qscale, const dq_seq *__restrict__ seqs, int res_raw) {
     pdl_enter();
     const int b = blockIdx.z;
-    const dq_seq sq = seqs[b];
+    const dq_seq sq = dq_load(seqs, b);
+    if ((int)blockIdx.x > sq.nsq) return; /* a split this sequence does not use: the combine skips it */
     kvq_mma_body(part_acc, part_ml, q + (size_t)b * Hkv * G * 128, G, Hkv, rotate, rsq, qscale, sq, res_raw,
                  b * Hkv + blockIdx.y);
 }
@@ -1626,19 +1642,49 @@ extern "C" osc_status osc_cuda_kv_decode_attn_paged(void *out, const void *q, in
 #undef OSC_HDB
     if (s != OSC_OK) return s;
     OSC_CU_CHECK(osc_launch(k_kvq_combine, dim3((unsigned)(Hkv * G)), dim3(128), (size_t)NS * sizeof(float), st,
-                            (bf16 *)out, pacc, pml, NS, G, hd));
+                            (bf16 *)out, pacc, pml, NS, G, hd, (const dq_seq *)nullptr, Hkv));
+    OSC_CU_LAUNCH("k_kvq_combine");
+    return OSC_OK;
+}
+
+static osc_status dq_check(const char *what, int B, int Hq, int Hkv, int hd, int bits) {
+    if (B <= 0) return osc_error(OSC_ERR_INVALID_ARG, "%s: %d sequences", what, B);
+    if (Hkv <= 0 || Hq % Hkv) return osc_error(OSC_ERR_INVALID_ARG, "%s: Hq %d / Hkv %d", what, Hq, Hkv);
+    if (Hq / Hkv > 8) return osc_error(OSC_ERR_UNSUPPORTED, "%s: %d query heads per kv head (max 8)", what, Hq / Hkv);
+    if (bits != 2 && bits != 4) return osc_error(OSC_ERR_INVALID_ARG, "%s: bits %d", what, bits);
+    if (hd != 128 && hd != 256) return osc_error(OSC_ERR_UNSUPPORTED, "%s: head_dim %d (128 or 256)", what, hd);
+    return OSC_OK;
+}
+
+/* the split-K kernels and the combine of B sequences whose dq_seq table is on the device */
+osc_status dq_run_batch(void *out, const void *q, int B, int G, int Hkv, int hd, int bits, int rotate, float scale,
+                        const dq_seq *dseqs, int NS, float *pacc, float2 *pml, int res_raw, cudaStream_t st) {
+    const int GM = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8;
+    const float rsq = 1.0f / sqrtf((float)hd), qscale = scale * kLog2e;
+    const bf16 *qb = (const bf16 *)q;
+    const dq_seq none = {};
+    osc_status s;
+#define OSC_HDB(HDV, BV) s = pick_gm<HDV, BV>(GM, pacc, pml, qb, G, Hkv, rotate, rsq, qscale, none, dseqs, B, NS, res_raw, st)
+    if (mq_use(hd, bits)) {
+        s = mq_launch(pacc, pml, qb, G, Hkv, rotate, rsq, qscale, none, dseqs, B, NS, res_raw, st);
+    } else if (hd == 128) {
+        if (bits == 2) OSC_HDB(128, 2); else OSC_HDB(128, 4);
+    } else {
+        if (bits == 2) OSC_HDB(256, 2); else OSC_HDB(256, 4);
+    }
+#undef OSC_HDB
+    OSC_TRY(s);
+    OSC_CU_CHECK(osc_launch(k_kvq_combine, dim3((unsigned)(B * Hkv * G)), dim3(128), (size_t)NS * sizeof(float), st,
+                            (bf16 *)out, pacc, pml, NS, G, hd, dseqs, Hkv));
     OSC_CU_LAUNCH("k_kvq_combine");
     return OSC_OK;
 }
 
 extern "C" osc_status osc_cuda_kv_decode_attn_batch(void *out, const void *q, int B, int Hq, int Hkv, int hd, int bits,
                                                     int rotate, const osc_kvq_seq *seqs, float scale, int res_raw) {
-    if (B <= 0 || !seqs) return osc_error(OSC_ERR_INVALID_ARG, "kv_decode_attn_batch: %d sequences", B);
-    if (Hkv <= 0 || Hq % Hkv) return osc_error(OSC_ERR_INVALID_ARG, "kv_decode_attn_batch: Hq %d / Hkv %d", Hq, Hkv);
+    OSC_TRY(dq_check("kv_decode_attn_batch", B, Hq, Hkv, hd, bits));
+    if (!seqs) return osc_error(OSC_ERR_INVALID_ARG, "kv_decode_attn_batch: no sequences");
     const int G = Hq / Hkv;
-    if (G > 8) return osc_error(OSC_ERR_UNSUPPORTED, "kv_decode_attn_batch: %d query heads per kv head (max 8)", G);
-    if (bits != 2 && bits != 4) return osc_error(OSC_ERR_INVALID_ARG, "kv_decode_attn_batch: bits %d", bits);
-    if (hd != 128 && hd != 256) return osc_error(OSC_ERR_UNSUPPORTED, "kv_decode_attn_batch: head_dim %d (128 or 256)", hd);
     dq_seq *hs = (dq_seq *)malloc((size_t)B * sizeof *hs);
     if (!hs) return osc_error(OSC_ERR_OOM, "kv_decode_attn_batch: host table");
     const int want = dq_want(B * Hkv);
@@ -1670,27 +1716,56 @@ extern "C" osc_status osc_cuda_kv_decode_attn_batch(void *out, const void *q, in
     }
     free(hs); /* pageable source: staged before cudaMemcpyAsync returned */
     OSC_TRY(s);
-    float *pacc = (float *)wsp;
-    float2 *pml = (float2 *)(pacc + acc_n);
-    const dq_seq *dseqs = (const dq_seq *)((char *)wsp + tab_off);
-    const int GM = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8;
-    const float rsq = 1.0f / sqrtf((float)hd), qscale = scale * kLog2e;
-    const bf16 *qb = (const bf16 *)q;
-    const dq_seq none = {};
-#define OSC_HDB(HDV, BV) s = pick_gm<HDV, BV>(GM, pacc, pml, qb, G, Hkv, rotate, rsq, qscale, none, dseqs, B, NS, res_raw, st)
-    if (mq_use(hd, bits)) {
-        s = mq_launch(pacc, pml, qb, G, Hkv, rotate, rsq, qscale, none, dseqs, B, NS, res_raw, st);
-    } else if (hd == 128) {
-        if (bits == 2) OSC_HDB(128, 2); else OSC_HDB(128, 4);
-    } else {
-        if (bits == 2) OSC_HDB(256, 2); else OSC_HDB(256, 4);
+    return dq_run_batch(out, q, B, G, Hkv, hd, bits, rotate, scale, (const dq_seq *)((char *)wsp + tab_off), NS,
+                        (float *)wsp, (float2 *)((float *)wsp + acc_n), res_raw, st);
+}
+
+/* ---- the decode step of a CUDA graph (kvquant_launch.h) ---- */
+
+extern "C" int osc_cuda_kv_graph_splits(int B, int Hkv) { return dq_want(B * Hkv) + 1; }
+
+extern "C" size_t osc_cuda_kv_graph_table_bytes(int B) { return (size_t)(B > 0 ? B : 0) * sizeof(dq_seq); }
+
+extern "C" osc_status osc_cuda_kv_graph_table(void *host, const osc_kvq_seq *seqs, int B, int NS,
+                                              const int32_t *lens1) {
+    if (B <= 0 || NS < 2 || !host || !seqs || !lens1)
+        return osc_error(OSC_ERR_INVALID_ARG, "kv graph table: B %d, %d splits", B, NS);
+    dq_seq *hs = (dq_seq *)host;
+    for (int b = 0; b < B; b++) {
+        const osc_kvq_seq *x = &seqs[b];
+        const int *bt = x->pages.bt;
+        if (x->n_quant < 0 || x->n_quant % 32 ||
+            (bt && (x->pages.gpp <= 0 || x->pages.page_bytes <= 0 || x->pages.page_bytes % 16)))
+            return osc_error(OSC_ERR_INVALID_ARG, "kv graph table: sequence %d: n_quant %d, pages", b, x->n_quant);
+        dq_seq *d = &hs[b];
+        memset(d, 0, sizeof *d); /* field by field: callers compare tables bytewise, padding included */
+        d->kq = x->kq, d->kp = x->kp, d->vq = x->vq, d->vp = x->vp, d->kn = x->kn;
+        d->rk = (const bf16 *)x->rk, d->rv = (const bf16 *)x->rv, d->bt = bt;
+        d->pgb = bt ? x->pages.page_bytes : 0;
+        d->gpp = bt ? x->pages.gpp : 1;
+        d->len1 = lens1 + b;
+        dq_plan(d, x->n_quant, 1, NS - 1); /* at most NS - 1 packed splits, then the window */
     }
-#undef OSC_HDB
-    OSC_TRY(s);
-    OSC_CU_CHECK(osc_launch(k_kvq_combine, dim3((unsigned)(B * Hkv * G)), dim3(128), (size_t)NS * sizeof(float), st,
-                            (bf16 *)out, pacc, pml, NS, G, hd));
-    OSC_CU_LAUNCH("k_kvq_combine");
     return OSC_OK;
+}
+
+extern "C" size_t osc_cuda_kv_graph_part_bytes(int B, int Hq, int Hkv, int hd, int NS) {
+    if (B <= 0 || Hkv <= 0 || Hq % Hkv || NS <= 0) return 0;
+    const size_t rows = (size_t)B * Hkv * NS * (Hq / Hkv);
+    return ((rows * hd * sizeof(float) + 255) & ~(size_t)255) + rows * sizeof(float2);
+}
+
+extern "C" osc_status osc_cuda_kv_decode_attn_graph(void *out, const void *q, int B, int Hq, int Hkv, int hd, int bits,
+                                                    int rotate, const void *table, int NS, void *part, float scale) {
+    OSC_TRY(dq_check("kv_decode_attn_graph", B, Hq, Hkv, hd, bits));
+    if (!table || !part || NS < 2)
+        return osc_error(OSC_ERR_INVALID_ARG, "kv_decode_attn_graph: table / part / %d splits", NS);
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    const size_t rows = (size_t)B * Hkv * NS * (Hq / Hkv);
+    float *pacc = (float *)part;
+    float2 *pml = (float2 *)((char *)part + ((rows * hd * sizeof(float) + 255) & ~(size_t)255));
+    return dq_run_batch(out, q, B, Hq / Hkv, Hkv, hd, bits, rotate, scale, (const dq_seq *)table, NS, pacc, pml, 1, st);
 }
 
 extern "C" osc_status osc_cuda_kv_dequant(const uint32_t *kq, const uint16_t *kp, const uint32_t *vq, const uint16_t *vp,

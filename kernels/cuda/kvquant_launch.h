@@ -114,6 +114,26 @@ typedef struct osc_kvq_seq {
 osc_status osc_cuda_kv_decode_attn_batch(void *out, const void *q, int B, int Hq, int Hkv, int hd, int bits,
                                          int rotate, const osc_kvq_seq *seqs, float scale, int res_raw);
 
+/* The same attention inside a captured decode step (llm/model.c's CUDA graphs): nothing may
+ * depend on host values that change from step to step, so
+ *   - the B sequences' descriptions are a device table, built on the host by
+ *     osc_cuda_kv_graph_table (osc_cuda_kv_graph_table_bytes(B) bytes; seqs[b].n_res unused) and
+ *     uploaded by the caller whenever it changes (a window flush, a new batch);
+ *   - each window length is read on the device at run time: lens1[b] (device) - n_quant, with
+ *     lens1 the step's attend lengths (cached tokens + this one) that the step advances itself;
+ *   - the split count NS is fixed per batch size (osc_cuda_kv_graph_splits); the splits a
+ *     sequence does not need return at once and the combine skips them (it reads the table);
+ *   - part is the caller's device scratch of osc_cuda_kv_graph_part_bytes(B, Hq, Hkv, hd, NS)
+ *     bytes (not the library's growing scratch, whose address a graph would keep).
+ * Residual keys are raw (res_raw). The same results as osc_cuda_kv_decode_attn_batch on the same
+ * caches: the split plan is the same. */
+int osc_cuda_kv_graph_splits(int B, int Hkv);
+size_t osc_cuda_kv_graph_table_bytes(int B);
+osc_status osc_cuda_kv_graph_table(void *host, const osc_kvq_seq *seqs, int B, int NS, const int32_t *lens1);
+size_t osc_cuda_kv_graph_part_bytes(int B, int Hq, int Hkv, int hd, int NS);
+osc_status osc_cuda_kv_decode_attn_graph(void *out, const void *q, int B, int Hq, int Hkv, int hd, int bits, int rotate,
+                                         const void *table, int NS, void *part, float scale);
+
 /* Tokens [t0, t0+n) of a packed region (any t0, n) back to bf16 [n][Hkv][hd]: keys in the
  * ORIGINAL domain H (k_hat * n_t) when rotate (kn may be NULL = 1), values as stored. */
 osc_status osc_cuda_kv_dequant(const uint32_t *kq, const uint16_t *kp, const uint32_t *vq, const uint16_t *vp,

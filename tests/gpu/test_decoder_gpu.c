@@ -347,14 +347,15 @@ out:
  * sequences of different lengths with a 32-token window (packed parts, residuals of different
  * fill; one window fills and is flushed during the steps), 8 teacher-forced steps, contiguous
  * caches and caches from one page pool. */
-static void quant_batch_run(osc_llm *m, const char *mode, int pooled, int together, float *out) {
+static void quant_batch_run(osc_llm *m, const char *mode, int pooled, int together, float *out, long *gstats,
+                            osc_llm_ctx *ctx) {
     const osc_llm_config *c = osc_llm_config_of(m);
     const int V = c->vocab_size, P[3] = {60, 301, 77}, NS = 8; /* 60: its window fills and flushes */
     osc_kv_params kp = {mode, c->n_layers, c->n_kv_heads, c->head_dim, 400, osc_llm_device(m), osc_llm_act_dtype(m), 32};
     osc_kv_pool *pool = NULL;
     osc_kv *kv[3] = {0};
-    osc_llm_ctx *x = NULL;
-    CHECK(osc_llm_ctx_new(m, 128, &x) == OSC_OK, "%s: %s", mode, osc_last_error());
+    osc_llm_ctx *x = ctx;
+    if (!x) CHECK(osc_llm_ctx_new(m, 128, &x) == OSC_OK, "%s: %s", mode, osc_last_error());
     if (pooled) CHECK(osc_kv_pool_new(&kp, 3 * 13, &pool) == OSC_OK, "%s pool: %s", mode, osc_last_error());
     for (int s = 0; s < 3; s++) {
         osc_status st = pooled ? osc_kv_new_in_pool(pool, 400, &kv[s]) : osc_kv_new(&kp, &kv[s]);
@@ -381,9 +382,14 @@ static void quant_batch_run(osc_llm *m, const char *mode, int pooled, int togeth
             }
         }
     }
+    if (gstats) {
+        int cap = 0;
+        osc_llm_ctx_graph_stats(x, &cap, &gstats[1], &gstats[2]);
+        gstats[0] = cap;
+    }
     for (int s = 0; s < 3; s++) osc_kv_free(kv[s]);
     osc_kv_pool_free(pool);
-    osc_llm_ctx_free(x);
+    if (!ctx) osc_llm_ctx_free(x);
 }
 
 static void test_quant_batch(void) {
@@ -399,8 +405,8 @@ static void test_quant_batch(void) {
     const char *modes[] = {"oscar2", "kivi4"};
     for (int mi = 0; mi < 2; mi++)
         for (int pooled = 0; pooled < 2; pooled++) {
-            quant_batch_run(gm, modes[mi], pooled, 1, a);
-            quant_batch_run(gm, modes[mi], pooled, 0, b);
+            quant_batch_run(gm, modes[mi], pooled, 1, a, NULL, NULL);
+            quant_batch_run(gm, modes[mi], pooled, 0, b, NULL, NULL);
             double worst = 0;
             for (int r = 0; r < 24; r++) {
                 double e = rel_l2(a + (size_t)r * c.vocab_size, b + (size_t)r * c.vocab_size, c.vocab_size);
@@ -411,6 +417,66 @@ static void test_quant_batch(void) {
             printf("%s%s, 3 caches x 8 steps: one fused launch vs one per cache, worst row rel. error %.2e\n", modes[mi],
                    pooled ? " (page pool)" : "", worst);
         }
+    free(a), free(b);
+    osc_llm_free(gm);
+}
+
+/* The decode step replayed from CUDA graphs over quantised caches (llm/model.c's block kind):
+ * the same three sequences as above decoded together with graphs and with OSC_CUDA_GRAPHS=0
+ * (the eager batched path), contiguous and pooled, oscar2 (tensor-core kernel) and kivi4 (the
+ * CUDA-core one). The graph step reads the window lengths on the device and pads the split
+ * count, which changes no sum (the extra splits carry weight 0), and its RoPE + append launch
+ * writes the eager path's values: the logits are expected equal. Step 4 must flush the first
+ * sequence's full window, so it runs eagerly and the replays after it take the new tables. */
+static void test_quant_graph(void) {
+    osc_llm_config c = qwen2_cfg(512, 256, 512, 14, 128, 1024);
+    osc_llm *gm = NULL;
+    CHECK(osc_llm_new_random(&c, OSC_DEV_CUDA, 13, &gm) == OSC_OK, "random cuda: %s", osc_last_error());
+    if (!gm || osc_llm_fold_v_rotation(gm) != OSC_OK) {
+        osc_llm_free(gm);
+        return;
+    }
+    const size_t n = (size_t)8 * 3 * c.vocab_size;
+    float *a = calloc(n, 4), *b = calloc(n, 4);
+    const char *modes[] = {"oscar2", "kivi4"};
+    for (int mi = 0; mi < 2; mi++)
+        for (int pooled = 0; pooled < 2; pooled++) {
+            long gs[3] = {-1, -1, -1}, gs0[3] = {-1, -1, -1};
+            quant_batch_run(gm, modes[mi], pooled, 1, a, gs, NULL);
+            setenv("OSC_CUDA_GRAPHS", "0", 1);
+            quant_batch_run(gm, modes[mi], pooled, 1, b, gs0, NULL);
+            unsetenv("OSC_CUDA_GRAPHS");
+            double worst = 0;
+            long ndiff = 0;
+            for (int r = 0; r < 24; r++) {
+                double e = rel_l2(a + (size_t)r * c.vocab_size, b + (size_t)r * c.vocab_size, c.vocab_size);
+                if (e > worst) worst = e;
+            }
+            for (size_t i = 0; i < n; i++) ndiff += a[i] != b[i];
+            /* 8 steps of 3: step 0 warms (eager inside the graph path), 1 is captured and
+             * replayed, 2-3 replay, 4 flushes (eager, outside), 5-7 replay */
+            CHECK(gs[0] == 1 && gs[1] == 6 && gs[2] == 1 && gs0[0] == 0 && gs0[1] == 0,
+                  "%s%s graphs: %ld captured, %ld replayed, %ld eager (want 1, 6, 1); without: %ld, %ld", modes[mi],
+                  pooled ? " (pool)" : "", gs[0], gs[1], gs[2], gs0[0], gs0[1]);
+            CHECK(worst <= 1e-6, "%s%s: graph vs eager decode, worst row rel err %.3g (%ld logits differ)", modes[mi],
+                  pooled ? " (pool)" : "", worst, ndiff);
+            printf("%s%s, 3 caches x 8 steps from graphs (%ld replays) vs eager: worst row rel. error %.2e, %ld of "
+                   "%zu logits differ\n",
+                   modes[mi], pooled ? " (page pool)" : "", gs[1], worst, ndiff, n);
+        }
+    /* one context decoding oscar2 caches, then kivi4 caches of the same batch size: the block
+     * graph of the first mode must not be replayed for the second (b: kivi4 eager, from above) */
+    osc_llm_ctx *x = NULL;
+    CHECK(osc_llm_ctx_new(gm, 128, &x) == OSC_OK, "ctx: %s", osc_last_error());
+    if (x) {
+        quant_batch_run(gm, "oscar2", 1, 1, a, NULL, x);
+        quant_batch_run(gm, "kivi4", 1, 1, a, NULL, x);
+        long ndiff = 0;
+        for (size_t i = 0; i < n; i++) ndiff += a[i] != b[i];
+        CHECK(ndiff == 0, "kivi4 after oscar2 in one context: %ld logits differ from kivi4 eager", ndiff);
+        printf("kivi4 after oscar2 graphs in one context: %ld logits differ from kivi4 eager\n", ndiff);
+        osc_llm_ctx_free(x);
+    }
     free(a), free(b);
     osc_llm_free(gm);
 }
@@ -429,5 +495,6 @@ int main(void) {
     test_quant_modes();
     test_graph_decode();
     test_quant_batch();
+    test_quant_graph();
     return check_done("test_decoder_gpu");
 }
