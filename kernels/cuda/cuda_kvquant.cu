@@ -25,7 +25,7 @@
  *       q*S' row lives in shared (broadcast reads). logit (log2 units) = n_t * dot.
  *     online softmax per head over the 32 tokens (running max, per-lane sum), p -> shared.
  *     V (lane = hd/32 consecutive channels): v = f*S'+Z' once per token, acc_h += p_h,t * v.
- *   The residual (bf16, already rotated/normalised keys) is one more split, in full precision.
+ *   The residual window (bf16, full precision) takes up to 4 more splits (dq_nrs).
  *   Warps merge inside the block by log-sum-exp, one partial (m, l, acc[hd]) per block and
  *   query head goes to scratch, and k_kvq_combine merges the splits. */
 #include "kernels/cuda/cuda_common.cuh"
@@ -628,9 +628,24 @@ __device__ __forceinline__ dq_seq dq_load(const dq_seq *__restrict__ seqs, int b
     return sq;
 }
 
-/* splits [0, nsq) stream the packed groups, split nsq the residual window; any later split
- * writes an empty partial (the batch kernels return before the body for the splits a sequence
- * does not use: a batch pads every sequence to the longest split count) */
+/* The residual window is split too, into at most 4 splits after the packed ones (a short
+ * window in one block was the longest block of a short context): dq_rchunk tokens each, a
+ * multiple of the MMA kernel's 16-token tiles; dq_nrs of them hold tokens. */
+__host__ __device__ __forceinline__ int dq_rchunk(int n_res) { return ((n_res + 3) / 4 + 15) & ~15; }
+__host__ __device__ __forceinline__ int dq_nrs(int n_res) {
+    return n_res > 0 ? (n_res + dq_rchunk(n_res) - 1) / dq_rchunk(n_res) : 0;
+}
+/* the window tokens [*rb, *re) of a split (empty unless it is one of the window's) */
+__device__ __forceinline__ void dq_res_range(const dq_seq &sq, int split, int *rb, int *re) {
+    const int r = split - sq.nsq, c = dq_rchunk(sq.n_res);
+    *rb = *re = 0;
+    if (r >= 0 && r < dq_nrs(sq.n_res)) *rb = r * c, *re = min(sq.n_res, r * c + c);
+}
+
+/* splits [0, nsq) stream the packed groups, splits nsq .. nsq + dq_nrs(n_res) - 1 the residual
+ * window; any later split writes an empty partial (the batch kernels return before the body
+ * for the splits a sequence does not use: a batch pads every sequence to the longest split
+ * count) */
 template <int HD, int BITS, int GM>
 __device__ __forceinline__ void kvq_decode_body(float *__restrict__ part_acc, float2 *__restrict__ part_ml,
                                                 const bf16 *__restrict__ q, int G, int Hkv, int rotate, float rsq,
@@ -646,7 +661,8 @@ __device__ __forceinline__ void kvq_decode_body(float *__restrict__ part_acc, fl
     const int *__restrict__ bt = sq.bt;
     const long long pgb = sq.pgb;
     const int gpp = sq.gpp, n_groups = sq.n_groups, gpb = sq.gpb, nsq = sq.nsq;
-    const int n_res = (int)blockIdx.x == nsq ? sq.n_res : 0;
+    int rb, re;
+    dq_res_range(sq, blockIdx.x, &rb, &re);
     typedef dq_cfg<HD, BITS, GM> C;
     const int CPL = C::CPL;
     extern __shared__ __align__(16) uint32_t smq[];
@@ -864,8 +880,8 @@ __device__ __forceinline__ void kvq_decode_body(float *__restrict__ part_acc, fl
 #pragma unroll
             for (int i = 0; i < CPL; i++) qs[h * HD + lane * CPL + i] = qr[h][i];
         __syncwarp();
-        for (int r0 = warp * 32; r0 < n_res; r0 += DQ_NW * 32) {
-            const int cnt = min(32, n_res - r0);
+        for (int r0 = rb + warp * 32; r0 < re; r0 += DQ_NW * 32) {
+            const int cnt = min(32, re - r0);
             float sc[GM];
             if (lane < cnt) {
                 const bf16 *kr = rk + ((size_t)(r0 + lane) * Hkv + kvh) * HD;
@@ -962,7 +978,7 @@ k_kvq_decode_batch(float *__restrict__ part_acc, float2 *__restrict__ part_ml, c
     pdl_enter();
     const int b = blockIdx.z;
     const dq_seq sq = dq_load(seqs, b);
-    if ((int)blockIdx.x > sq.nsq) return; /* a split this sequence does not use: the combine skips it */
+    if ((int)blockIdx.x >= sq.nsq + dq_nrs(sq.n_res)) return; /* a split it does not use: the combine skips it */
     kvq_decode_body<HD, BITS, GM>(part_acc, part_ml, q + (size_t)b * Hkv * G * HD, G, Hkv, rotate, rsq, qscale, sq,
                                   res_raw, b * Hkv + blockIdx.y);
 }
@@ -979,7 +995,11 @@ __global__ void k_kvq_combine(bf16 *__restrict__ out, const float *__restrict__ 
     __shared__ float s_inv;
     const int kvh = blockIdx.x / G, h = blockIdx.x % G;
     /* NS is the layout's stride; n of them hold this sequence's partials */
-    const int n = seqs ? min(NS, seqs[blockIdx.x / (Hkv * G)].nsq + 1) : NS;
+    int n = NS;
+    if (seqs) {
+        const dq_seq sq = dq_load(seqs, blockIdx.x / (Hkv * G));
+        n = min(NS, sq.nsq + dq_nrs(sq.n_res));
+    }
     float M = -INFINITY;
     for (int i = threadIdx.x; i < n; i += blockDim.x) M = fmaxf(M, part_ml[((size_t)kvh * NS + i) * G + h].x);
     M = block_max(M, red);
@@ -1066,8 +1086,9 @@ osc_status pick_gm(int GM, float *pacc, float2 *pml, const bf16 *q, int G, int H
  * output M-tile i is channels 16i .. 16i+15 in order.
  * q is pre-scaled by 1/16 in f16 (products q * zero of unnormalised kivi2 keys stay far from
  * the f16 limit); the 16 comes back in fp32.
- * The residual window (bf16) is the split after the packed ones: its tiles of 16 tokens are
- * converted to f16 in shared memory and go through ldmatrix into the same two MMAs. */
+ * The residual window (bf16) is the up to 4 splits after the packed ones (dq_nrs): its tiles
+ * of 16 tokens are converted to f16 in shared memory and go through ldmatrix into the same two
+ * MMAs. */
 namespace mq {
 const int NW = 4, THREADS = NW * 32, STAGES = 3;
 /* one stage (bytes): K codes u32 [2][128] | K params u32 [128] | V codes [32 tokens][48 B]
@@ -1128,7 +1149,9 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
     const int g = lane >> 2, t = lane & 3;
     const int split = blockIdx.x, kvh = blockIdx.y, NS = gridDim.x;
     const int nsq = sq.nsq;
-    const bool packed = split < nsq, resid = split == nsq;
+    int rb, re;
+    dq_res_range(sq, split, &rb, &re);
+    const bool packed = split < nsq, resid = re > rb;
     float *qs = reinterpret_cast<float *>(smb);
     char *ws = reinterpret_cast<char *>(smb) + mq::QS + warp * mq::WARP_BYTES;
 
@@ -1299,15 +1322,14 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
         }
         __half *kt = reinterpret_cast<__half *>(ws);
         __half *vt = kt + 16 * mq::RLD;
-        const int n_res = sq.n_res;
         const bf16 *__restrict__ rk = sq.rk;
         const bf16 *__restrict__ rv = sq.rv;
         const float *__restrict__ rn = res_raw ? nullptr : sq.rn;
-        for (int r0 = warp * 16; r0 < n_res; r0 += mq::NW * 16) {
+        for (int r0 = rb + warp * 16; r0 < re; r0 += mq::NW * 16) {
             for (int idx = lane; idx < 16 * 16; idx += 32) {
                 const int row = idx >> 4, c8 = (idx & 15) * 8, tok = r0 + row;
                 uint4 kk = make_uint4(0u, 0u, 0u, 0u), vv = kk;
-                if (tok < n_res) {
+                if (tok < re) {
                     kk = *reinterpret_cast<const uint4 *>(rk + ((size_t)tok * Hkv + kvh) * 128 + c8);
                     vv = *reinterpret_cast<const uint4 *>(rv + ((size_t)tok * Hkv + kvh) * 128 + c8);
                 }
@@ -1325,13 +1347,13 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
                 mma_f16(c, a0, a1, a2, a3, qr[s][0], qr[s][1]);
             }
             const int ta = r0 + g, tb = r0 + g + 8;
-            const float na = ta < n_res ? (rn ? rn[ta] : 1.f) * 16.f : 0.f;
-            const float nb = tb < n_res ? (rn ? rn[tb] : 1.f) * 16.f : 0.f;
+            const float na = ta < re ? (rn ? rn[ta] : 1.f) * 16.f : 0.f;
+            const float nb = tb < re ? (rn ? rn[tb] : 1.f) * 16.f : 0.f;
             float sc[8];
-            sc[0] = ta < n_res ? c[0] * na : -INFINITY;
-            sc[1] = ta < n_res ? c[1] * na : -INFINITY;
-            sc[2] = tb < n_res ? c[2] * nb : -INFINITY;
-            sc[3] = tb < n_res ? c[3] * nb : -INFINITY;
+            sc[0] = ta < re ? c[0] * na : -INFINITY;
+            sc[1] = ta < re ? c[1] * na : -INFINITY;
+            sc[2] = tb < re ? c[2] * nb : -INFINITY;
+            sc[3] = tb < re ? c[3] * nb : -INFINITY;
             sc[4] = sc[5] = sc[6] = sc[7] = -INFINITY;
             mma_softmax<1>(sc, mr, lr, o);
             const uint32_t pb0 = mma_trans(h2_pack(sc[0], sc[1]));
@@ -1367,7 +1389,7 @@ k_kvq_mma_batch(float *__restrict__ part_acc, float2 *__restrict__ part_ml, cons
     pdl_enter();
     const int b = blockIdx.z;
     const dq_seq sq = dq_load(seqs, b);
-    if ((int)blockIdx.x > sq.nsq) return; /* a split this sequence does not use: the combine skips it */
+    if ((int)blockIdx.x >= sq.nsq + dq_nrs(sq.n_res)) return; /* a split it does not use: the combine skips it */
     kvq_mma_body(part_acc, part_ml, q + (size_t)b * Hkv * G * 128, G, Hkv, rotate, rsq, qscale, sq, res_raw,
                  b * Hkv + blockIdx.y);
 }
@@ -1619,7 +1641,7 @@ extern "C" osc_status osc_cuda_kv_decode_attn_paged(void *out, const void *q, in
     }
     dq_seq sq = {kq, kp, vq, vp, kn, (const bf16 *)rk, (const bf16 *)rv, rn, bt, pgb, gpp, 0, 1, 0, 0};
     dq_plan(&sq, n_quant, n_res, dq_want(Hkv));
-    const int NS = sq.nsq + (n_res > 0 ? 1 : 0);
+    const int NS = sq.nsq + dq_nrs(n_res);
     const int GM = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8;
     size_t acc_n = (size_t)Hkv * NS * G * hd, ml_n = (size_t)Hkv * NS * G;
     void *wsp;
@@ -1701,7 +1723,7 @@ extern "C" osc_status osc_cuda_kv_decode_attn_batch(void *out, const void *q, in
         hs[b] = dq_seq{x->kq, x->kp, x->vq, x->vp, x->kn, (const bf16 *)x->rk, (const bf16 *)x->rv, nullptr, bt,
                        bt ? x->pages.page_bytes : 0, bt ? x->pages.gpp : 1, 0, 1, 0, 0};
         dq_plan(&hs[b], x->n_quant, x->n_res, want);
-        const int ns = hs[b].nsq + (x->n_res > 0 ? 1 : 0);
+        const int ns = hs[b].nsq + dq_nrs(x->n_res);
         if (ns > NS) NS = ns;
     }
     cudaStream_t st;
@@ -1722,13 +1744,13 @@ extern "C" osc_status osc_cuda_kv_decode_attn_batch(void *out, const void *q, in
 
 /* ---- the decode step of a CUDA graph (kvquant_launch.h) ---- */
 
-extern "C" int osc_cuda_kv_graph_splits(int B, int Hkv) { return dq_want(B * Hkv) + 1; }
+extern "C" int osc_cuda_kv_graph_splits(int B, int Hkv) { return dq_want(B * Hkv) + 4; /* + the window's */ }
 
 extern "C" size_t osc_cuda_kv_graph_table_bytes(int B) { return (size_t)(B > 0 ? B : 0) * sizeof(dq_seq); }
 
 extern "C" osc_status osc_cuda_kv_graph_table(void *host, const osc_kvq_seq *seqs, int B, int NS,
                                               const int32_t *lens1) {
-    if (B <= 0 || NS < 2 || !host || !seqs || !lens1)
+    if (B <= 0 || NS < 5 || !host || !seqs || !lens1)
         return osc_error(OSC_ERR_INVALID_ARG, "kv graph table: B %d, %d splits", B, NS);
     dq_seq *hs = (dq_seq *)host;
     for (int b = 0; b < B; b++) {
@@ -1744,7 +1766,7 @@ extern "C" osc_status osc_cuda_kv_graph_table(void *host, const osc_kvq_seq *seq
         d->pgb = bt ? x->pages.page_bytes : 0;
         d->gpp = bt ? x->pages.gpp : 1;
         d->len1 = lens1 + b;
-        dq_plan(d, x->n_quant, 1, NS - 1); /* at most NS - 1 packed splits, then the window */
+        dq_plan(d, x->n_quant, 1, NS - 4); /* at most NS - 4 packed splits, then the window's */
     }
     return OSC_OK;
 }
@@ -1758,7 +1780,7 @@ extern "C" size_t osc_cuda_kv_graph_part_bytes(int B, int Hq, int Hkv, int hd, i
 extern "C" osc_status osc_cuda_kv_decode_attn_graph(void *out, const void *q, int B, int Hq, int Hkv, int hd, int bits,
                                                     int rotate, const void *table, int NS, void *part, float scale) {
     OSC_TRY(dq_check("kv_decode_attn_graph", B, Hq, Hkv, hd, bits));
-    if (!table || !part || NS < 2)
+    if (!table || !part || NS < 5)
         return osc_error(OSC_ERR_INVALID_ARG, "kv_decode_attn_graph: table / part / %d splits", NS);
     cudaStream_t st;
     OSC_TRY(osc_cu_stream(&st));

@@ -121,8 +121,9 @@ osc_status osc_cuda_kv_decode_attn_batch(void *out, const void *q, int B, int Hq
  *     uploaded by the caller whenever it changes (a window flush, a new batch);
  *   - each window length is read on the device at run time: lens1[b] (device) - n_quant, with
  *     lens1 the step's attend lengths (cached tokens + this one) that the step advances itself;
- *   - the split count NS is fixed per batch size (osc_cuda_kv_graph_splits); the splits a
- *     sequence does not need return at once and the combine skips them (it reads the table);
+ *   - the split count NS is fixed per batch size (osc_cuda_kv_graph_splits: the packed
+ *     splits' plan + 4 for the window); the splits a sequence does not need return at once and
+ *     the combine skips them (it reads the table);
  *   - part is the caller's device scratch of osc_cuda_kv_graph_part_bytes(B, Hq, Hkv, hd, NS)
  *     bytes (not the library's growing scratch, whose address a graph would keep).
  * Residual keys are raw (res_raw). The same results as osc_cuda_kv_decode_attn_batch on the same
