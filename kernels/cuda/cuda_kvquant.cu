@@ -1076,10 +1076,12 @@ osc_status pick_gm(int GM, float *pacc, float2 *pml, const bf16 *q, int G, int H
  *   O^T (channels x heads) += V codes^T (A: 16 channels x 16 tokens) * P' (B: 16 tokens x 8
  *     heads), P' = p * scale_{t, channel group}, plus a constant-A MMA with p * zero_t.
  * Codes become f16 without conversion instructions: one byte_perm picks the byte holding a
- * code from two words, one LOP3 masks it into the mantissa of 1024.0 and one HSUB2 removes
- * the 1024. The byte_perm leaves every code of the thread's rows at the same bit offset
- * 2*(g % 4), so its value comes out times f = 4^(g % 4): a per-row factor that the thread
- * owning that row removes from the fp32 result (logits of rows g, g+8; output rows g, g+8),
+ * code from two words and one LOP3 masks it, leaving it as the mantissa of a subnormal f16
+ * (code * 2^-24; tensor cores take subnormal inputs exactly, the products are far above the
+ * fp32 subnormals). The byte_perm leaves every code of the thread's rows at the same bit
+ * offset 2*(g % 4), so its value comes out times f = 4^(g % 4) * 2^-24: a per-row factor
+ * that the thread owning that row removes from the fp32 result (logits of rows g, g+8;
+ * output rows g, g+8),
  * and that the constant A of the zero-term MMAs carries too.
  * Channel order inside the MMAs: k-step s of S takes channels 16s + 4t + {0,1} (register 0)
  * and {2,3} (register 2), so a thread reads its 4 K words / params with one 16-byte load;
@@ -1103,10 +1105,10 @@ static_assert(2 * 16 * RLD * 2 <= WARP_BYTES, "residual tiles fit the ring");
 static_assert(8 * 128 * 4 + 8 * 2 * 4 <= WARP_BYTES, "warp output fits the ring");
 } // namespace mq
 
-/* code pair -> f16 pair times 4^(g%4): byte_perm picked the bytes, mask keeps the 2 bits */
-__device__ __forceinline__ uint32_t mq_code(uint32_t x, uint32_t mask) {
-    return h2_sub((x & mask) | 0x64006400u, 0x64006400u);
-}
+/* code pair -> f16 pair code * 4^(g%4) * 2^-24: byte_perm picked the bytes, the mask keeps
+ * the 2 bits, which are then the mantissa of a subnormal f16 (the tensor cores take
+ * subnormal inputs exactly; 2^24 comes back in fp32 with the row factor) */
+__device__ __forceinline__ uint32_t mq_code(uint32_t x, uint32_t mask) { return x & mask; }
 
 /* the next group a warp stages: index gl inside page pi (no block table: gl = the group) */
 struct mq_cursor {
@@ -1209,8 +1211,9 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
         const uint32_t mask = 0x00030003u << sh;
         const uint32_t selA = (uint32_t)(g >> 2) | ((uint32_t)(4 + (g >> 2)) << 8);
         const uint32_t selB = (uint32_t)(2 + (g >> 2)) | ((uint32_t)(6 + (g >> 2)) << 8);
-        const float f = (float)(1 << sh);
-        const uint32_t F = h2_pack(f, f);
+        /* the row factor as a subnormal f16, 4^(g%4) * 2^-24, for the zero-term MMAs */
+        const uint32_t F = (1u << sh) | (1u << (sh + 16));
+        const float f = (float)(1 << sh) * 0x1p-24f;
         const float kf = 16.f / f;
         oscale = 1.f / f;
 
