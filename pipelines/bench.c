@@ -60,7 +60,8 @@ static void usage_bench(FILE *f) {
             "  q [1,Hq,D], k/v [T,Hkv,D], bf16 on CUDA / f32 on CPU) at (B,T) = (1,4096),\n"
             "  (1,32768), (1,131072), (8,32768), (16,8192) unless --ctx/--batch are given;\n"
             "  B > 1 is one osc_op_attention_decode_batch call (B <= 64). Also times a decode\n"
-            "  step of attention through each --kv cache mode (store 1 token + attend, 1 layer).\n\n"
+            "  step of attention through each --kv cache mode (store 1 token + attend, 1 layer),\n"
+            "  and that attention alone (the rows stored before the timer, as torch's baseline).\n\n"
             "options:\n"
             "  --shape NAME        random weights of a named shape: %s\n"
             "  -m, --model DIR     load a checkpoint folder instead (config.json + *.safetensors)\n"
@@ -91,7 +92,8 @@ static void usage_bench(FILE *f) {
             "bytes_per_token_per_layer (of the kv mode, residual window excluded), batch, ctx,\n"
             "prompt_tokens_per_s, decode_tokens_per_s, step_ms, graph_steps (timed decode steps\n"
             "replayed from a CUDA graph; OSC_CUDA_GRAPHS=0 disables them), weight_bytes, kv_bytes_per_seq,\n"
-            "achieved_gbps, copy_gbps, frac_of_copy, attn_us, date, commit (env OSC_COMMIT).\n",
+            "achieved_gbps, copy_gbps, frac_of_copy, attn_us, attend_us (kvattn: attention alone),\n"
+            "date, commit (env OSC_COMMIT).\n",
             osc_llm_preset_names(), osc_kv_modes());
 }
 
@@ -201,6 +203,7 @@ typedef struct result {
     long graph_steps; /* e2e: timed decode steps replayed from a CUDA graph */
     double prompt_tps, fill_s, decode_tps, step_ms, step_ms_min, weight_bytes, bytes_per_step, kv_bytes_per_seq,
         achieved_gbps, attn_us, attn_us_min;
+    double attend_us, attend_us_min; /* kvattn: the attention alone, the rows stored before */
     double bits_per_element, bytes_per_token_per_layer; /* of the kv mode, residual window excluded */
     int image_px, vis_tokens;                             /* --vision */
     double encode_ms, images_per_s, ttft_ms;
@@ -275,6 +278,10 @@ static int write_json(const char *path, const results *rs, const char *device, d
         } else {
             cJSON_AddNumberToObject(o, "attn_us", r->attn_us);
             cJSON_AddNumberToObject(o, "attn_us_min", r->attn_us_min);
+            if (r->attend_us > 0) {
+                cJSON_AddNumberToObject(o, "attend_us", r->attend_us);
+                cJSON_AddNumberToObject(o, "attend_us_min", r->attend_us_min);
+            }
             cJSON_AddNumberToObject(o, "launches", r->launches);
         }
         cJSON_AddNumberToObject(o, "kv_bytes_per_seq", r->kv_bytes_per_seq);
@@ -438,8 +445,8 @@ static osc_status bench_kvattn_one(const bench_opts *o, osc_dev dev, const char 
     osc_kv **kvs = calloc((size_t)B, sizeof *kvs);
     void *tmp = NULL, *qo = NULL;
     int batched = 0;
-    double *ts = malloc(sizeof(double) * (size_t)o->reps);
-    osc_status s = kvs && ts ? OSC_OK : OSC_ERR_OOM;
+    double *ts = malloc(sizeof(double) * (size_t)o->reps), *ta = malloc(sizeof(double) * (size_t)o->reps);
+    osc_status s = kvs && ts && ta ? OSC_OK : OSC_ERR_OOM;
     if (s == OSC_OK) s = osc_dev_malloc(dev, 2 * (size_t)chunk * rowb, &tmp);
     if (s == OSC_OK) s = osc_dev_malloc(dev, 2 * (size_t)B * Hq * D * es, &qo);
     for (int b = 0; b < B && s == OSC_OK; b++) s = osc_kv_new(&p, &kvs[b]);
@@ -471,14 +478,18 @@ static osc_status bench_kvattn_one(const bench_opts *o, osc_dev dev, const char 
         osc_tensor v1 = osc_tensor_make((char *)tmp + (size_t)chunk * rowb, dt, dev, 3, ne1);
         const float scale = 1.0f / sqrtf((float)D);
         const int warm = 5;
-        for (int it = 0; it < warm + o->reps && s == OSC_OK; it++) {
+        /* each rep twice: timed from the stores (as a decode step runs them), then with the
+         * stores done before the timer (the attention alone, as torch's baseline times it) */
+        for (int it = 0; it < 2 * (warm + o->reps) && s == OSC_OK; it++) {
+            const int alone = it & 1, rep = it / 2 - warm;
             /* back to T-1 committed tokens (the quantised modes count stored rows), untimed */
             for (int b = 0; b < B; b++) osc_kv_truncate(kvs[b], T - 1);
             double t0 = 0, el = 0;
-            s = region_start(dev, &t0);
+            if (!alone) s = region_start(dev, &t0);
             /* as the decoder does: every cache stores its row, then one batched attention when
              * the mode has one (quantised block modes on the GPU), else one call per cache */
             for (int b = 0; b < B && s == OSC_OK; b++) s = osc_kv_store(kvs[b], 0, &k1, &v1);
+            if (alone && s == OSC_OK) s = region_start(dev, &t0);
             batched = 0;
             if (s == OSC_OK) s = osc_kv_attend_batch(kvs, B, 0, &q, &out, scale, &batched);
             for (int b = 0; b < B && s == OSC_OK && !batched; b++) {
@@ -486,13 +497,16 @@ static osc_status bench_kvattn_one(const bench_opts *o, osc_dev dev, const char 
                 s = osc_kv_attend(kvs[b], 0, &qb, &ob, scale);
             }
             if (s == OSC_OK) s = region_stop(dev, t0, &el);
-            if (it >= warm) ts[it - warm] = el;
+            if (rep >= 0) (alone ? ta : ts)[rep] = el;
         }
     }
     if (s == OSC_OK) {
         double med = median(ts, o->reps);
         r->attn_us = med * 1e6;
         r->attn_us_min = ts[0] * 1e6;
+        const double meda = median(ta, o->reps);
+        r->attend_us = meda * 1e6;
+        r->attend_us_min = ta[0] * 1e6;
         r->kv_bytes_per_seq = (double)kvb; /* the whole cache of T tokens is read */
         r->achieved_gbps = (double)B * (double)kvb / med / 1e9;
         r->launches = batched ? 1 : B;
@@ -504,6 +518,7 @@ done:
         for (int b = 0; b < B; b++) osc_kv_free(kvs[b]);
     free(kvs);
     free(ts);
+    free(ta);
     osc_dev_free(dev, tmp);
     osc_dev_free(dev, qo);
     return s;
@@ -883,6 +898,12 @@ static int run_attn(const bench_opts *o, osc_dev dev, results *rs) {
                 continue;
             }
             print_attn_row(q, "kvattn", "store+attend");
+            /* the same row for the attention alone (GB/s over the same cache bytes) */
+            result a = *q;
+            a.attn_us = q->attend_us;
+            a.attn_us_min = q->attend_us_min;
+            a.achieved_gbps = q->achieved_gbps * q->attn_us / q->attend_us;
+            print_attn_row(&a, "kvattn", "attend");
         }
     }
     /* the prefill pack of each quantised block mode at 32K tokens */
