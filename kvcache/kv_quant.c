@@ -2,6 +2,7 @@
 #include "kv_quant.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "../core/tensor.h"
 
@@ -135,6 +136,64 @@ void osc_kvq_dequant_v_row(const uint32_t *words, const uint16_t *prm, int hd, i
             out[e] = (float)code * s + z;
         }
     }
+}
+
+void osc_kvq_frag_k_blocks(const uint32_t *src, uint32_t *dst, size_t n_blocks, int to_frag) {
+    for (size_t b = 0; b < n_blocks; b++) {
+        const uint32_t *s = src + b * 256;
+        uint32_t *d = dst + b * 256;
+        memset(d, 0, 256 * sizeof *d);
+        for (int j = 0; j < 32; j++)
+            for (int c = 0; c < 128; c++) {
+                int fb, lb = 2 * (j % 16);
+                const int fw = osc_kvq_frag_k(j, c, &fb), lw = (j / 16) * 128 + c;
+                const uint32_t code = to_frag ? (s[lw] >> lb) & 3u : (s[fw] >> fb) & 3u;
+                if (to_frag) d[fw] |= code << fb;
+                else d[lw] |= code << lb;
+            }
+    }
+}
+
+void osc_kvq_frag_v_groups(const uint32_t *src, uint32_t *dst, int n_groups, int Hkv, int to_frag) {
+    for (int g = 0; g < n_groups; g++)
+        for (int h = 0; h < Hkv; h++) {
+            const size_t blk = ((size_t)g * Hkv + h) * 256;
+            if (to_frag) memset(dst + blk, 0, 256 * sizeof *dst);
+            for (int j = 0; j < 32; j++) {
+                const size_t row = (((size_t)g * 32 + j) * Hkv + h) * 8; /* the token's row */
+                if (!to_frag) memset(dst + row, 0, 8 * sizeof *dst);
+                for (int c = 0; c < 128; c++) {
+                    int fb;
+                    const size_t fw = blk + (size_t)osc_kvq_frag_v(j, c, &fb), lw = row + (size_t)c / 16;
+                    const int lb = 2 * (c % 16);
+                    if (to_frag) dst[fw] |= ((src[lw] >> lb) & 3u) << fb;
+                    else dst[lw] |= ((src[fw] >> fb) & 3u) << lb;
+                }
+            }
+        }
+}
+
+void osc_kvq_frag_kp_blocks(const uint16_t *src, uint16_t *dst, size_t n_blocks, int to_frag) {
+    for (size_t b = 0; b < n_blocks; b++)
+        for (int c = 0; c < 128; c++)
+            for (int z = 0; z < 2; z++) {
+                const size_t f = b * 256 + (size_t)osc_kvq_frag_kp(c, z), r = b * 256 + 2 * (size_t)c + z;
+                if (to_frag) dst[f] = src[r];
+                else dst[r] = src[f];
+            }
+}
+
+void osc_kvq_frag_vp_groups(const uint16_t *src, uint16_t *dst, int n_groups, int Hkv, int to_frag) {
+    for (int g = 0; g < n_groups; g++)
+        for (int h = 0; h < Hkv; h++)
+            for (int j = 0; j < 32; j++)
+                for (int J = 0; J < 4; J++)
+                    for (int z = 0; z < 2; z++) {
+                        const size_t f = ((size_t)g * Hkv + h) * 256 + (size_t)osc_kvq_frag_vp(j, J, z);
+                        const size_t r = (((size_t)g * 32 + j) * Hkv + h) * 8 + 2 * (size_t)J + z;
+                        if (to_frag) dst[f] = src[r];
+                        else dst[r] = src[f];
+                    }
 }
 
 void osc_kvq_quant_i8_row(const float *x, int n, int8_t *codes, uint16_t *s16) {

@@ -66,6 +66,50 @@ void osc_kvq_dequant_k_group(const uint32_t *words, const uint16_t *prm, int n, 
 void osc_kvq_quant_v_row(const float *x, int hd, int bits, uint32_t *words, uint16_t *prm);
 void osc_kvq_dequant_v_row(const uint32_t *words, const uint16_t *prm, int hd, int bits, float *out);
 
+/* The GPU's 2-bit, head_dim-128 order ("fragment order", kernels/cuda/kvquant_launch.h): the
+ * same codes as the layouts above, permuted inside each 32-token group of one KV head so that a
+ * tensor-core lane finds the 16 codes of one MMA k-step in one word, each register of two codes
+ * one mask away. A K block and a group's V codes are both 256 words; for token j (0..31 of the
+ * group) and channel c (0..127) these give the word (return value) and the bit of the code.
+ *   K: lane (g, t) = (j % 8, c / 4 % 4), k-step s = c / 16: word 128 (s / 4) + 4 (4 g + t) + s % 4,
+ *      bit 16 (c % 2) + 2 (j / 8 + 4 (c / 2 % 2)).
+ *   V: lane (g, t) = (c % 8, j / 2 % 4), half m = j / 16, channel pair ip = c / 32: word
+ *      128 m + 4 (4 g + t) + ip, bit 16 (j % 2) + 2 (2 (c / 16 % 2) + c / 8 % 2 + 4 (j / 8 % 2)).
+ * The params of those groups are reordered too (below); the norms are not. */
+#if defined(__CUDACC__)
+#define OSC_KVQ_HD __host__ __device__
+#else
+#define OSC_KVQ_HD
+#endif
+static inline OSC_KVQ_HD int osc_kvq_frag_k(int j, int c, int *bit) {
+    *bit = 16 * (c & 1) + 2 * ((j >> 3) + 4 * ((c >> 1) & 1));
+    return 128 * (c >> 6) + 4 * (4 * (j & 7) + ((c >> 2) & 3)) + ((c >> 4) & 3);
+}
+static inline OSC_KVQ_HD int osc_kvq_frag_v(int j, int c, int *bit) {
+    *bit = 16 * (j & 1) + 2 * (2 * ((c >> 4) & 1) + ((c >> 3) & 1) + 4 * ((j >> 3) & 1));
+    return 128 * (j >> 4) + 4 * (4 * (c & 7) + ((j >> 1) & 3)) + (c >> 5);
+}
+
+/* Their params in fragment order, as fp16 index (of 256) inside the (group, kv head) block; `zero`
+ * 0 = the scale, 1 = the zero. A lane's 16 bytes hold the pairs one MMA B register takes:
+ *   K, channel c (chunk q = c / 4): 8 q + 4 zero + c % 4 (scales of the 4 channels, then zeros)
+ *   V, token j, channel group J: 2 (4 (4 (4 m + J) + t) + 2 zero + p) + j % 2, with m = j / 16,
+ *      p = j / 8 % 2, t = j / 2 % 4 (the scales of tokens 16m+2t, +1 and of +8, +9, then the
+ *      zeros). */
+static inline OSC_KVQ_HD int osc_kvq_frag_kp(int c, int zero) { return 8 * (c >> 2) + 4 * zero + (c & 3); }
+static inline OSC_KVQ_HD int osc_kvq_frag_vp(int j, int J, int zero) {
+    return 2 * (4 * (4 * (4 * (j >> 4) + J) + ((j >> 1) & 3)) + 2 * zero + ((j >> 3) & 1)) + (j & 1);
+}
+
+/* Convert n_groups x Hkv 2-bit, hd-128 groups between the layouts above (K blocks
+ * [n_groups][Hkv][2][128] + params [..][128][2], V rows [n_groups * 32][Hkv][8] + params
+ * [..][4][2]) and the fragment order ([n_groups][Hkv][256] for each of the four): to_frag 1 =
+ * to it, 0 = back. src and dst must not overlap. */
+void osc_kvq_frag_k_blocks(const uint32_t *src, uint32_t *dst, size_t n_blocks, int to_frag);
+void osc_kvq_frag_v_groups(const uint32_t *src, uint32_t *dst, int n_groups, int Hkv, int to_frag);
+void osc_kvq_frag_kp_blocks(const uint16_t *src, uint16_t *dst, size_t n_blocks, int to_frag);
+void osc_kvq_frag_vp_groups(const uint16_t *src, uint16_t *dst, int n_groups, int Hkv, int to_frag);
+
 /* int8, symmetric per row: x[n] -> codes[n], *s16 = fp16 scale. */
 void osc_kvq_quant_i8_row(const float *x, int n, int8_t *codes, uint16_t *s16);
 void osc_kvq_dequant_i8_row(const int8_t *codes, uint16_t s16, int n, float *out);

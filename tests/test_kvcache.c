@@ -132,6 +132,71 @@ static void test_random_bounds(void) {
 
 /* ---- Hadamard and norm ------------------------------------------------------------------ */
 
+/* The GPU's 2-bit / hd-128 fragment order: hand-worked positions, every (token, channel) in its
+ * own slot, and the block converters are inverse permutations that keep every code. */
+static void test_frag_order(void) {
+    int bit;
+    /* K token 9, channel 6: k-step 0, lane (g 1, t 1) = 5, word 4*5 = 20; channel 4t+2 is the
+     * second pair's even one (low half), row 9/8 = 1: bit 2 (1 + 4) = 10 */
+    CHECK(osc_kvq_frag_k(9, 6, &bit) == 20 && bit == 10, "frag K (9, 6): %d %d", osc_kvq_frag_k(9, 6, &bit), bit);
+    /* K token 26, channel 77: k-step 4 (word block 1), lane (2, 3) = 11, odd channel of pair 0,
+     * row 3: word 128 + 44 = 172, bit 16 + 6 = 22 */
+    CHECK(osc_kvq_frag_k(26, 77, &bit) == 172 && bit == 22, "frag K (26, 77)");
+    /* V token 13, channel 50: half 0, lane (g 2, t 2) = 10, channel pair 1: word 41; odd token
+     * (high half) of the second token pair (p 1), row 2 (tile 3 is odd, g not g+8): 16 + 2 (2 + 4) */
+    CHECK(osc_kvq_frag_v(13, 50, &bit) == 41 && bit == 28, "frag V (13, 50)");
+    static unsigned char seen_k[256 * 32], seen_v[256 * 32];
+    int dup = 0, bad = 0;
+    for (int j = 0; j < 32; j++)
+        for (int c = 0; c < 128; c++) {
+            int w = osc_kvq_frag_k(j, c, &bit);
+            if (w < 0 || w >= 256 || bit < 0 || bit > 30 || bit % 2) bad++;
+            else dup += seen_k[w * 32 + bit]++ != 0;
+            w = osc_kvq_frag_v(j, c, &bit);
+            if (w < 0 || w >= 256 || bit < 0 || bit > 30 || bit % 2) bad++;
+            else dup += seen_v[w * 32 + bit]++ != 0;
+        }
+    CHECK(!dup && !bad, "frag order: %d shared slots, %d out of range", dup, bad);
+    /* two groups x 3 heads of random codes through both converters and back */
+    enum { NG = 2, H = 3, NW = NG * H * 256 };
+    static uint32_t a[NW], f[NW], b[NW];
+    for (int i = 0; i < NW; i++) a[i] = (uint32_t)(urand() * 65536.0f) << 16 | (uint32_t)(urand() * 65536.0f);
+    osc_kvq_frag_k_blocks(a, f, NG * H, 1);
+    osc_kvq_frag_k_blocks(f, b, NG * H, 0);
+    int kok = !memcmp(a, b, sizeof a) && memcmp(a, f, sizeof a);
+    /* one code by hand: K block 1, token 26 channel 77 (row layout word 128 + 77, bits 2 * 10) */
+    kok = kok && ((f[256 + 172] >> 22) & 3u) == ((a[256 + 128 + 77] >> 20) & 3u);
+    CHECK(kok, "frag K blocks round trip");
+    osc_kvq_frag_v_groups(a, f, NG, H, 1);
+    osc_kvq_frag_v_groups(f, b, NG, H, 0);
+    int vok = !memcmp(a, b, sizeof a) && memcmp(a, f, sizeof a);
+    /* group 1, head 2, token 13, channel 50: row (32 + 13) * 3 + 2, word 50 / 16 = 3, bits 2 * 2 */
+    vok = vok && ((f[(1 * H + 2) * 256 + 41] >> 28) & 3u) == ((a[((32 + 13) * H + 2) * 8 + 3] >> 4) & 3u);
+    CHECK(vok, "frag V groups round trip");
+    /* params: K channel 6's zero is the third zero of chunk 1: 8 + 4 + 2; V token 13 (t 2, the
+     * second pair, odd), group 2, scale: fp16 2 (4 (4 * 2 + 2) + 1) + 1 = 83 */
+    CHECK(osc_kvq_frag_kp(6, 1) == 14 && osc_kvq_frag_vp(13, 2, 0) == 83, "frag params (hand-worked): %d %d",
+          osc_kvq_frag_kp(6, 1), osc_kvq_frag_vp(13, 2, 0));
+    static unsigned char pk[256], pv[256];
+    int pdup = 0;
+    for (int c = 0; c < 128; c++)
+        for (int z = 0; z < 2; z++) pdup += pk[osc_kvq_frag_kp(c, z) & 255]++ != 0;
+    for (int j = 0; j < 32; j++)
+        for (int J = 0; J < 4; J++)
+            for (int z = 0; z < 2; z++) pdup += pv[osc_kvq_frag_vp(j, J, z) & 255]++ != 0;
+    CHECK(!pdup, "frag params: %d shared slots", pdup);
+    static uint16_t pa[NG * H * 256], pf[NG * H * 256], pb[NG * H * 256];
+    for (int i = 0; i < NG * H * 256; i++) pa[i] = (uint16_t)(urand() * 65536.0f);
+    osc_kvq_frag_kp_blocks(pa, pf, NG * H, 1);
+    osc_kvq_frag_kp_blocks(pf, pb, NG * H, 0);
+    int pok = !memcmp(pa, pb, sizeof pa) && pf[256 + 14] == pa[256 + 2 * 6 + 1];
+    osc_kvq_frag_vp_groups(pa, pf, NG, H, 1);
+    osc_kvq_frag_vp_groups(pf, pb, NG, H, 0);
+    /* group 1, head 2, token 13, group 2 scale: row (32 + 13) * 3 + 2 */
+    pok = pok && !memcmp(pa, pb, sizeof pa) && pf[(1 * H + 2) * 256 + 83] == pa[((32 + 13) * H + 2) * 8 + 4];
+    CHECK(pok, "frag params round trip");
+}
+
 static void test_hadamard(void) {
     static float Hm[256 * 256];
     for (int d = 16; d <= 256; d *= 2) {
@@ -489,6 +554,7 @@ int main(void) {
     test_hand_worked();
     test_zint_clamp();
     test_random_bounds();
+    test_frag_order();
     test_hadamard();
     test_norm_shared();
     test_attend_vs_dequant();

@@ -10,9 +10,11 @@
  *   Divisions use __fdiv_rn (the library builds with --use_fast_math) so every rounding
  *   matches kv_quant.c. hd = 128 (every model we load) takes k_kv_pack128 instead: 16
  *   channels per lane, one rotation per key row, reciprocal-and-correct divisions (see there);
- *   2.8x faster, the same codes and params on the tests' data.
+ *   2.8x faster, the same codes and params on the tests' data. At 2 bits it writes the codes
+ *   in the fragment order of k_kvq_mma (kv_quant.h), reordered through shared memory.
  *
- * Decode attention (osc_cuda_kv_decode_attn): flash decoding, split-K.
+ * Decode attention (osc_cuda_kv_decode_attn): flash decoding, split-K. hd 128 at 2 bits runs
+ *   k_kvq_mma (tensor cores, below); the other shapes (hd 256, 4 bits):
  *   k_kvq_decode<HD, BITS, GM>: grid (splits + residual, Hkv), 4 warps per block. A block
  *   takes a contiguous range of 32-token groups of one KV head for all G = Hq/Hkv query heads
  *   (GM = G rounded up to 1/2/4/8); its warps take every 4th group. Per group, each lane
@@ -401,6 +403,52 @@ __device__ __forceinline__ void fwht16x8(float (&x)[16], int j) {
     }
 }
 
+/* this lane's 16 channels of a V row (lanes j, j ^ 1 are one group of 32): params, code words */
+template <int BITS> __device__ __forceinline__ uint32_t pk_vrow(const bf16 *p, uint32_t (&wd)[16 * BITS / 32]) {
+    float y[16];
+    load16(p, y);
+    float lo = y[0], hi = y[0];
+#pragma unroll
+    for (int i = 1; i < 16; i++) {
+        lo = fminf(lo, y[i]);
+        hi = fmaxf(hi, y[i]);
+    }
+    return pk_words<BITS>(y, lo, hi, 1, wd);
+}
+
+/* 2-bit fragment order (kv_quant.h osc_kvq_frag_k / _v): w0 and w1 hold 16 codes each at bits
+ * 2i; rows 0, 1 of a fragment word are codes g, g + 8 of w0, rows 2, 3 the same of w1. Returns
+ * the 4 codes at bits 2 row. */
+__device__ __forceinline__ uint32_t frag_byte(uint32_t w0, uint32_t w1, int g) {
+    const uint32_t x0 = (w0 >> (2 * g)) & 0x00030003u, x1 = (w1 >> (2 * g)) & 0x00030003u;
+    return (x0 | (x0 >> 14) | (x1 << 4) | (x1 >> 10)) & 0xffu;
+}
+/* word w of a K block in fragment order, from the row-layout block kw [32 tokens / 16][128]
+ * held as uint2 per channel (tokens 0-15, 16-31) */
+__device__ __forceinline__ uint32_t frag_word_k(const uint2 *kw, int w) {
+    const int s = 4 * (w >> 7) + (w & 3), lane = (w >> 2) & 31, g = lane >> 2, t = lane & 3;
+    uint32_t word = 0;
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        const uint2 p = kw[16 * s + 4 * t + e];
+        word |= frag_byte(p.x, p.y, g) << (16 * (e & 1) + 8 * (e >> 1));
+    }
+    return word;
+}
+/* word w of a group's V codes in fragment order, from its 32 row-layout rows vw [32][8] */
+__device__ __forceinline__ uint32_t frag_word_v(const uint32_t *vw, int w) {
+    const int m = w >> 7, lane = (w >> 2) & 31, ip = w & 3, g = lane >> 2, t = lane & 3;
+    uint32_t word = 0;
+#pragma unroll
+    for (int p = 0; p < 2; p++)
+#pragma unroll
+        for (int par = 0; par < 2; par++) {
+            const uint2 x = *reinterpret_cast<const uint2 *>(vw + (16 * m + 2 * t + 8 * p + par) * 8 + 2 * ip);
+            word |= frag_byte(x.x, x.y, g) << (16 * par + 8 * p);
+        }
+    return word;
+}
+
 template <int BITS>
 __global__ void __launch_bounds__(PK_THREADS)
 k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int rotate, int norm_scale, float rsq,
@@ -409,6 +457,7 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
     constexpr int HD = 128;
     __shared__ __align__(16) float tile[PK_TILE];
     __shared__ float kns[32], krn[32];
+    __shared__ __align__(16) uint32_t kfr[256], vfr[2][256]; /* 2 bits: row-layout codes to reorder */
     const int gi = blockIdx.x;
     const int g = pk_group(gi, bt, gpp, pgb, g_first, kq, kp, vq, vp, kn);
     k += (size_t)gi * 32 * Hkv * HD;
@@ -478,26 +527,48 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
         uint32_t wd[16 * BITS / 32];
         const uint32_t prm = pk_words<BITS>(col, lo, hi, 16, wd);
         const size_t blk = (size_t)g * Hkv + h;
-        if (half == 0) reinterpret_cast<uint32_t *>(kp)[blk * HD + c] = prm;
+        if constexpr (BITS == 2) {
+            if (half == 0) { /* (scale, zero) to their fragment-order places */
+                kp[blk * 256 + osc_kvq_frag_kp(c, 0)] = (uint16_t)prm;
+                kp[blk * 256 + osc_kvq_frag_kp(c, 1)] = (uint16_t)(prm >> 16);
+            }
+            /* fragment order: the block's row-layout words to shared, one output word per
+             * thread (the tile is not read again before the next head's barrier) */
+            kfr[2 * c + half] = wd[0];
+            __syncthreads();
+            kq[blk * 256 + threadIdx.x] = frag_word_k(reinterpret_cast<const uint2 *>(kfr), threadIdx.x);
+        } else {
+            if (half == 0) reinterpret_cast<uint32_t *>(kp)[blk * HD + c] = prm;
 #pragma unroll
-        for (int w = 0; w < 16 * BITS / 32; w++) kq[(blk * BITS + half * (16 * BITS / 32) + w) * HD + c] = wd[w];
-        __syncthreads();
+            for (int w = 0; w < 16 * BITS / 32; w++) kq[(blk * BITS + half * (16 * BITS / 32) + w) * HD + c] = wd[w];
+            __syncthreads();
+        }
     }
     /* 3. V rows ([token][head] order): lane j holds channels 16j..; a group of 32 channels is
      *    lanes 2gi, 2gi + 1, whose 16 codes each make one word (2 bits) or two (4 bits) */
     constexpr int VW = HD * BITS / 32;
+    if constexpr (BITS == 2) {
+        /* fragment order: per head, the 32 rows' words to shared (two buffers, so one barrier
+         * per head), then one output word per thread */
+        for (int h = 0; h < Hkv; h++) {
+            const int tok = warp * 4 + sub, r = tok * Hkv + h;
+            uint32_t wd[1];
+            const uint32_t pr = pk_vrow<2>(v + (size_t)r * HD + 16 * j, wd);
+            if (!(j & 1)) {
+                uint16_t *vb = vp + ((size_t)g * Hkv + h) * 256;
+                vb[osc_kvq_frag_vp(tok, j >> 1, 0)] = (uint16_t)pr;
+                vb[osc_kvq_frag_vp(tok, j >> 1, 1)] = (uint16_t)(pr >> 16);
+            }
+            vfr[h & 1][tok * 8 + j] = wd[0];
+            __syncthreads();
+            vq[((size_t)g * Hkv + h) * 256 + threadIdx.x] = frag_word_v(vfr[h & 1], threadIdx.x);
+        }
+        return;
+    }
     const int rows = 32 * Hkv;
     for (int r = warp * 4 + sub; r < rows; r += 32) {
-        float y[16];
-        load16(v + (size_t)r * HD + 16 * j, y);
-        float lo = y[0], hi = y[0];
-#pragma unroll
-        for (int i = 1; i < 16; i++) {
-            lo = fminf(lo, y[i]);
-            hi = fmaxf(hi, y[i]);
-        }
         uint32_t wd[16 * BITS / 32];
-        const uint32_t pr = pk_words<BITS>(y, lo, hi, 1, wd);
+        const uint32_t pr = pk_vrow<BITS>(v + (size_t)r * HD + 16 * j, wd);
         const size_t row = (size_t)g * 32 * Hkv + r;
 #pragma unroll
         for (int w = 0; w < 16 * BITS / 32; w++)
@@ -506,7 +577,8 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
     }
 }
 
-/* the hd-128 kernel unless OSC_PACK128=0 (the general one, for comparison) */
+/* the hd-128 kernel unless OSC_PACK128=0 (the general one, for comparison; 4 bits only: the
+ * 2-bit fragment order is written by k_kv_pack128 alone) */
 bool pack128_on() {
     static int on = -1;
     if (on < 0) {
@@ -524,7 +596,7 @@ osc_status launch_pack_e(const bf16 *k, const bf16 *v, int n_tok, int Hkv, int b
     const float rsq = 1.0f / sqrtf((float)hd); /* as osc_kvq_hadamard */
     const size_t smem = ((size_t)32 * (hd + 1) + 32) * sizeof(float);
     const unsigned grid = (unsigned)(n_tok / 32);
-    if (E == 4 && pack128_on()) {
+    if (E == 4 && (bits == 2 || pack128_on())) { /* 2 bits: only this kernel writes fragment order */
         if (bits == 2)
             k_kv_pack128<2><<<grid, PK_THREADS, 0, st>>>(k, v, Hkv, rotate, norm_scale, rsq, kq, kp, vq, vp, kn, bt,
                                                          gpp, pgb, g_first);
@@ -1064,28 +1136,32 @@ osc_status pick_gm(int GM, float *pacc, float2 *pml, const bf16 *q, int G, int H
 /* ------------------------------------------------------------------------------------------ */
 /* 2-bit, hd 128: decode attention on the tensor cores                                         */
 /* ------------------------------------------------------------------------------------------ */
-/* k_kvq_mma: the same contract, split plan and partials as k_kvq_decode<128, 2, GM>, but both
- * products run as mma.m16n8k16 (f16 in, fp32 accumulate) on the packed codes, so the work per
- * code is three integer ops instead of a float conversion and G FMAs.
+/* k_kvq_mma: the same contract, split plan and partials as k_kvq_decode, for hd 128 at 2 bits
+ * (the only reader of the fragment order), both products as mma.m16n8k16 (f16 in, fp32
+ * accumulate) on the packed codes, so the work per code is about one integer op instead of a
+ * float conversion and G FMAs.
  *
  * A warp takes one 32-token group at a time, staged by cp.async into a 3-deep ring of its own
- * (K codes, K params, V codes, V params, norms: 3.7 KB; no block barrier in the loop).
+ * (K codes, K params, V codes, V params, norms: 3.2 KB; no block barrier in the loop).
  *   S (tokens x heads) = K codes (A: 16 tokens x 16 channels) * q' (B: 16 channels x 8 heads)
  *     with q' = q_rot * scale_c (f16, per group) and the zero term sum_c q_c * zero_c added by
  *     one more MMA per k-step whose A is a constant, so code * scale + zero is never formed.
  *   O^T (channels x heads) += V codes^T (A: 16 channels x 16 tokens) * P' (B: 16 tokens x 8
  *     heads), P' = p * scale_{t, channel group}, plus a constant-A MMA with p * zero_t.
- * Codes become f16 without conversion instructions: one byte_perm picks the byte holding a
- * code from two words and one LOP3 masks it, leaving it as the mantissa of a subnormal f16
- * (code * 2^-24; tensor cores take subnormal inputs exactly, the products are far above the
- * fp32 subnormals). The byte_perm leaves every code of the thread's rows at the same bit
- * offset 2*(g % 4), so its value comes out times f = 4^(g % 4) * 2^-24: a per-row factor
- * that the thread owning that row removes from the fp32 result (logits of rows g, g+8;
- * output rows g, g+8),
- * and that the constant A of the zero-term MMAs carries too.
+ * Codes become f16 without conversion instructions. The 2-bit / hd-128 cache is stored in
+ * fragment order (kv_quant.h osc_kvq_frag_k / _v): per k-step a lane's one word holds the 16
+ * codes of its four A registers of both tiles, rows r = 0..3 at bits 2r (first channel or
+ * token pair) and 8 + 2r (second pair) of each half (the half = the pair's even / odd
+ * element). So a register is one LOP3 mask (second pair: of the word shifted by 8), leaving
+ * the code as the mantissa of a subnormal f16: code * 4^r * 2^-24 (tensor cores take subnormal
+ * inputs exactly, and the products are far above the fp32 subnormals). The row factors 4^r
+ * (K: tokens g, g+8, 16+g, 24+g; V: output rows g, g+8 of even tiles, then of odd tiles) and
+ * the 2^24 come off the fp32 results; the zero-term MMAs of V carry the same factors in their
+ * constant A. A lane reads its 8 K words and its 8 V words of a group with two LDS.128 each,
+ * and each 16-byte load of params is the scale pairs and zero pairs of two B registers.
  * Channel order inside the MMAs: k-step s of S takes channels 16s + 4t + {0,1} (register 0)
- * and {2,3} (register 2), so a thread reads its 4 K words / params with one 16-byte load;
- * output M-tile i is channels 16i .. 16i+15 in order.
+ * and {2,3} (register 2), so a thread reads its 4 K params with one 16-byte load; output
+ * M-tile i is channels 16i .. 16i+15 in order.
  * q is pre-scaled by 1/16 in f16 (products q * zero of unnormalised kivi2 keys stay far from
  * the f16 limit); the 16 comes back in fp32.
  * The residual window (bf16) is the up to 4 splits after the packed ones (dq_nrs): its tiles
@@ -1093,10 +1169,10 @@ osc_status pick_gm(int GM, float *pacc, float2 *pml, const bf16 *q, int G, int H
  * MMAs. */
 namespace mq {
 const int NW = 4, THREADS = NW * 32, STAGES = 3;
-/* one stage (bytes): K codes u32 [2][128] | K params u32 [128] | V codes [32 tokens][48 B]
- * (32 B + 16 B pad: the LDS.128 of 4 tokens 2 apart hit distinct banks) | V params u32
- * [32][4] | norms f32 [32] */
-const int KC = 0, KP = 1024, VC = 1536, VC_LD = 48, VP = VC + 32 * VC_LD, KN = VP + 512, STAGE = KN + 128;
+/* one stage (bytes), the group's blocks as stored (fragment order): K codes u32 [256] (lane
+ * L's words are 4L..4L+3 and 128+4L..) | K params fp16 [256] | V codes u32 [256] | V params
+ * fp16 [256] | norms f32 [32] */
+const int KC = 0, KP = 1024, VC = 1536, VP = VC + 1024, KN = VP + 512, STAGE = KN + 128;
 const int QS = 8 * 128 * 4;                   /* fp32 q rows of the block, [8][128] */
 const int WARP_BYTES = STAGES * STAGE;        /* per-warp ring; reused for the residual tiles */
 const int RLD = 136;                          /* halves per residual tile row (16 B pad) */
@@ -1105,10 +1181,15 @@ static_assert(2 * 16 * RLD * 2 <= WARP_BYTES, "residual tiles fit the ring");
 static_assert(8 * 128 * 4 + 8 * 2 * 4 <= WARP_BYTES, "warp output fits the ring");
 } // namespace mq
 
-/* code pair -> f16 pair code * 4^(g%4) * 2^-24: byte_perm picked the bytes, the mask keeps
- * the 2 bits, which are then the mantissa of a subnormal f16 (the tensor cores take
- * subnormal inputs exactly; 2^24 comes back in fp32 with the row factor) */
-__device__ __forceinline__ uint32_t mq_code(uint32_t x, uint32_t mask) { return x & mask; }
+/* the A registers of one fragment-order word: rows r0, r0 + 1, first pair (bits 2 row) then
+ * second pair (8 bits up): code * 4^row * 2^-24 as subnormal f16 pairs */
+struct mq_a4 {
+    uint32_t a0, a1, a2, a3;
+};
+__device__ __forceinline__ mq_a4 mq_frag(uint32_t w, uint32_t wh, int r0) {
+    const uint32_t m0 = 0x00030003u << (2 * r0), m1 = m0 << 2;
+    return {w & m0, w & m1, wh & m0, wh & m1};
+}
 
 /* the next group a warp stages: index gl inside page pi (no block table: gl = the group) */
 struct mq_cursor {
@@ -1135,11 +1216,10 @@ __device__ __forceinline__ void mq_issue(char *sb, const dq_seq &sq, mq_cursor c
     mma_cp16(sb + mq::KC + lane * 16, kq + lane * 16);
     mma_cp16(sb + mq::KC + 512 + lane * 16, kq + 512 + lane * 16);
     mma_cp16(sb + mq::KP + lane * 16, kp + lane * 16);
-    const size_t row = ((size_t)c.gl * 32 + lane) * Hkv + kvh; /* this lane's token of the group */
-    const char *vrow = reinterpret_cast<const char *>(sq.vq) + po + row * 32;
-    mma_cp16(sb + mq::VC + lane * mq::VC_LD, vrow);
-    mma_cp16(sb + mq::VC + lane * mq::VC_LD + 16, vrow + 16);
-    mma_cp16(sb + mq::VP + lane * 16, reinterpret_cast<const char *>(sq.vp) + po + row * 16);
+    const char *vq = reinterpret_cast<const char *>(sq.vq) + po + blk * 1024;
+    mma_cp16(sb + mq::VC + lane * 16, vq + lane * 16);
+    mma_cp16(sb + mq::VC + 512 + lane * 16, vq + 512 + lane * 16);
+    mma_cp16(sb + mq::VP + lane * 16, reinterpret_cast<const char *>(sq.vp) + po + blk * 512 + lane * 16);
     if (lane < 8) mma_cp16(sb + mq::KN + lane * 16, kn + lane * 16);
 }
 
@@ -1192,7 +1272,6 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
 #pragma unroll
     for (int i = 0; i < 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
     float mr[2] = {-INFINITY, -INFINITY}, lr[2] = {0.f, 0.f};
-    float oscale = 1.f;
 
     if (packed) {
         /* q' source: q of head g at channels 16s + 4t + {0..3} */
@@ -1207,15 +1286,10 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
                 qh[s][0] = qh[s][1] = 0u;
             }
         }
-        const int sh = 2 * (g & 3);
-        const uint32_t mask = 0x00030003u << sh;
-        const uint32_t selA = (uint32_t)(g >> 2) | ((uint32_t)(4 + (g >> 2)) << 8);
-        const uint32_t selB = (uint32_t)(2 + (g >> 2)) | ((uint32_t)(6 + (g >> 2)) << 8);
-        /* the row factor as a subnormal f16, 4^(g%4) * 2^-24, for the zero-term MMAs */
-        const uint32_t F = (1u << sh) | (1u << (sh + 16));
-        const float f = (float)(1 << sh) * 0x1p-24f;
-        const float kf = 16.f / f;
-        oscale = 1.f / f;
+        /* the zero terms' constant A: 2^-24 for S (every row alike: its row factor comes off
+         * the codes' product alone), 4^row * 2^-24 for the output rows of even / odd tiles */
+        const uint32_t ONE = 0x00010001u;
+        const uint32_t Z0 = ONE, Z1 = ONE << 2, Z2 = ONE << 4, Z3 = ONE << 6;
 
         int slot = 0; /* it % STAGES */
         for (int it = 0; it < n_my; it++) {
@@ -1235,77 +1309,72 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
             const uint32_t *kpw = reinterpret_cast<const uint32_t *>(sb + mq::KP);
             const float *knf = reinterpret_cast<const float *>(sb + mq::KN);
 
-            /* S = K q' + zero term, two tiles of 16 tokens */
+            /* S = K q' + zero term, two tiles of 16 tokens; k-step s is word s of the lane */
             float c0[4] = {0.f, 0.f, 0.f, 0.f}, c1[4] = {0.f, 0.f, 0.f, 0.f}, cb[4] = {0.f, 0.f, 0.f, 0.f};
+            const uint4 KA = *reinterpret_cast<const uint4 *>(kc + 4 * lane);
+            const uint4 KB = *reinterpret_cast<const uint4 *>(kc + 128 + 4 * lane);
+            const uint32_t kw[8] = {KA.x, KA.y, KA.z, KA.w, KB.x, KB.y, KB.z, KB.w};
 #pragma unroll
             for (int s = 0; s < 8; s++) {
+                /* scales of channels 16s+4t+{0,1}, {2,3}, then their zeros */
                 const uint4 P = *reinterpret_cast<const uint4 *>(kpw + 16 * s + 4 * t);
-                const uint32_t bq0 = h2_mul(qh[s][0], __byte_perm(P.x, P.y, 0x5410));
-                const uint32_t bq1 = h2_mul(qh[s][1], __byte_perm(P.z, P.w, 0x5410));
-                const uint32_t bz0 = h2_mul(qh[s][0], __byte_perm(P.x, P.y, 0x7632));
-                const uint32_t bz1 = h2_mul(qh[s][1], __byte_perm(P.z, P.w, 0x7632));
-                mma_f16(cb, F, F, F, F, bz0, bz1);
-                const uint4 W0 = *reinterpret_cast<const uint4 *>(kc + 16 * s + 4 * t);
-                mma_f16(c0, mq_code(__byte_perm(W0.x, W0.y, selA), mask), mq_code(__byte_perm(W0.x, W0.y, selB), mask),
-                        mq_code(__byte_perm(W0.z, W0.w, selA), mask), mq_code(__byte_perm(W0.z, W0.w, selB), mask), bq0,
-                        bq1);
-                const uint4 W1 = *reinterpret_cast<const uint4 *>(kc + 128 + 16 * s + 4 * t);
-                mma_f16(c1, mq_code(__byte_perm(W1.x, W1.y, selA), mask), mq_code(__byte_perm(W1.x, W1.y, selB), mask),
-                        mq_code(__byte_perm(W1.z, W1.w, selA), mask), mq_code(__byte_perm(W1.z, W1.w, selB), mask), bq0,
-                        bq1);
+                const uint32_t bq0 = h2_mul(qh[s][0], P.x), bq1 = h2_mul(qh[s][1], P.y);
+                const uint32_t bz0 = h2_mul(qh[s][0], P.z), bz1 = h2_mul(qh[s][1], P.w);
+                mma_f16(cb, ONE, ONE, ONE, ONE, bz0, bz1);
+                const uint32_t w = kw[s], wh = w >> 8;
+                const mq_a4 A0 = mq_frag(w, wh, 0), A1 = mq_frag(w, wh, 2);
+                mma_f16(c0, A0.a0, A0.a1, A0.a2, A0.a3, bq0, bq1);
+                mma_f16(c1, A1.a0, A1.a1, A1.a2, A1.a3, bq0, bq1);
             }
             float sc[8];
             {
-                const float n0 = knf[g] * kf, n1 = knf[g + 8] * kf, n2 = knf[16 + g] * kf, n3 = knf[24 + g] * kf;
+                /* rows g, g+8, 16+g, 24+g came out times 4^0..4^3 * 2^-24; cb times 2^-24 */
+                const float n0 = knf[g] * 0x1p28f, n1 = knf[g + 8] * 0x1p28f;
+                const float n2 = knf[16 + g] * 0x1p28f, n3 = knf[24 + g] * 0x1p28f;
                 sc[0] = (c0[0] + cb[0]) * n0;
                 sc[1] = (c0[1] + cb[1]) * n0;
-                sc[2] = (c0[2] + cb[2]) * n1;
-                sc[3] = (c0[3] + cb[3]) * n1;
-                sc[4] = (c1[0] + cb[0]) * n2;
-                sc[5] = (c1[1] + cb[1]) * n2;
-                sc[6] = (c1[2] + cb[2]) * n3;
-                sc[7] = (c1[3] + cb[3]) * n3;
+                sc[2] = fmaf(c0[2], 0.25f, cb[2]) * n1;
+                sc[3] = fmaf(c0[3], 0.25f, cb[3]) * n1;
+                sc[4] = fmaf(c1[0], 0.0625f, cb[0]) * n2;
+                sc[5] = fmaf(c1[1], 0.0625f, cb[1]) * n2;
+                sc[6] = fmaf(c1[2], 0.015625f, cb[2]) * n3;
+                sc[7] = fmaf(c1[3], 0.015625f, cb[3]) * n3;
             }
             mma_softmax<2>(sc, mr, lr, o);
 
-            /* O^T += V^T P', two k-steps of 16 tokens */
-            const char *vcb = sb + mq::VC;
+            /* O^T += V^T P', two k-steps of 16 tokens; word ip of k-step m holds tiles 2ip, 2ip+1 */
             const uint4 *vpw = reinterpret_cast<const uint4 *>(sb + mq::VP);
+            const uint4 VA = *reinterpret_cast<const uint4 *>(sb + mq::VC + 16 * lane);
+            const uint4 VB = *reinterpret_cast<const uint4 *>(sb + mq::VC + 512 + 16 * lane);
 #pragma unroll
             for (int m = 0; m < 2; m++) {
                 const uint32_t pb0 = mma_trans(h2_pack(sc[4 * m], sc[4 * m + 1]));     /* tokens 16m+2t.., head g */
                 const uint32_t pb1 = mma_trans(h2_pack(sc[4 * m + 2], sc[4 * m + 3])); /* tokens 16m+8+2t.. */
-                const int ta = 16 * m + 2 * t;
-                const uint4 T0 = vpw[ta], T1 = vpw[ta + 1], T2 = vpw[ta + 8], T3 = vpw[ta + 9];
-                const uint32_t t0[4] = {T0.x, T0.y, T0.z, T0.w}, t1[4] = {T1.x, T1.y, T1.z, T1.w};
-                const uint32_t t2[4] = {T2.x, T2.y, T2.z, T2.w}, t3[4] = {T3.x, T3.y, T3.z, T3.w};
-                uint32_t bs[4][2], bz[4][2];
+                const uint4 VW = m ? VB : VA;
+                const uint32_t vw[4] = {VW.x, VW.y, VW.z, VW.w};
 #pragma unroll
                 for (int j = 0; j < 4; j++) {
-                    bs[j][0] = h2_mul(pb0, __byte_perm(t0[j], t1[j], 0x5410));
-                    bs[j][1] = h2_mul(pb1, __byte_perm(t2[j], t3[j], 0x5410));
-                    bz[j][0] = h2_mul(pb0, __byte_perm(t0[j], t1[j], 0x7632));
-                    bz[j][1] = h2_mul(pb1, __byte_perm(t2[j], t3[j], 0x7632));
-                }
-#pragma unroll
-                for (int hf = 0; hf < 2; hf++) {
-                    const uint4 A0 = *reinterpret_cast<const uint4 *>(vcb + ta * mq::VC_LD + hf * 16);
-                    const uint4 A1 = *reinterpret_cast<const uint4 *>(vcb + (ta + 1) * mq::VC_LD + hf * 16);
-                    const uint4 A2 = *reinterpret_cast<const uint4 *>(vcb + (ta + 8) * mq::VC_LD + hf * 16);
-                    const uint4 A3 = *reinterpret_cast<const uint4 *>(vcb + (ta + 9) * mq::VC_LD + hf * 16);
-                    const uint32_t a0[4] = {A0.x, A0.y, A0.z, A0.w}, a1[4] = {A1.x, A1.y, A1.z, A1.w};
-                    const uint32_t a2[4] = {A2.x, A2.y, A2.z, A2.w}, a3[4] = {A3.x, A3.y, A3.z, A3.w};
-#pragma unroll
-                    for (int w = 0; w < 4; w++) {
-                        const int i = 4 * hf + w;
-                        mma_f16(o[i], mq_code(__byte_perm(a0[w], a1[w], selA), mask),
-                                mq_code(__byte_perm(a0[w], a1[w], selB), mask),
-                                mq_code(__byte_perm(a2[w], a3[w], selA), mask),
-                                mq_code(__byte_perm(a2[w], a3[w], selB), mask), bs[i >> 1][0], bs[i >> 1][1]);
-                        mma_f16(o[i], F, F, F, F, bz[i >> 1][0], bz[i >> 1][1]);
-                    }
+                    /* channel group j: scales of tokens 16m+2t, +1 and +8, +9, then their zeros */
+                    const uint4 T = vpw[(4 * m + j) * 4 + t];
+                    const uint32_t bs0 = h2_mul(pb0, T.x), bs1 = h2_mul(pb1, T.y);
+                    const uint32_t bz0 = h2_mul(pb0, T.z), bz1 = h2_mul(pb1, T.w);
+                    const uint32_t w = vw[j], wh = w >> 8;
+                    const mq_a4 A0 = mq_frag(w, wh, 0), A1 = mq_frag(w, wh, 2);
+                    mma_f16(o[2 * j], A0.a0, A0.a1, A0.a2, A0.a3, bs0, bs1);
+                    mma_f16(o[2 * j], Z0, Z1, Z0, Z1, bz0, bz1);
+                    mma_f16(o[2 * j + 1], A1.a0, A1.a1, A1.a2, A1.a3, bs0, bs1);
+                    mma_f16(o[2 * j + 1], Z2, Z3, Z2, Z3, bz0, bz1);
                 }
             }
+        }
+        /* output rows g, g+8 of even tiles came out times 4^0, 4^1 * 2^-24, of odd tiles 4^2, 4^3 */
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            const float f0 = (i & 1) ? 0x1p20f : 0x1p24f, f1 = (i & 1) ? 0x1p18f : 0x1p22f;
+            o[i][0] *= f0;
+            o[i][1] *= f0;
+            o[i][2] *= f1;
+            o[i][3] *= f1;
         }
         mma_wait<0>();
         __syncwarp();
@@ -1373,7 +1442,7 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
     }
 
     /* this warp's partial -> its ring area; then the block merges its warps */
-    mma_warp_partial(reinterpret_cast<float *>(ws), o, mr, lr, oscale, g, t);
+    mma_warp_partial(reinterpret_cast<float *>(ws), o, mr, lr, 1.f, g, t);
     __syncthreads();
     mma_block_merge(smb + mq::QS, mq::WARP_BYTES, mq::NW, G, part_acc, reinterpret_cast<float *>(part_ml),
                     ((size_t)part_kvh * NS + split) * G);
@@ -1397,15 +1466,8 @@ k_kvq_mma_batch(float *__restrict__ part_acc, float2 *__restrict__ part_ml, cons
                  b * Hkv + blockIdx.y);
 }
 
-/* the tensor-core kernel serves hd 128 at 2 bits unless OSC_KVQ_MMA=0 */
-bool mq_use(int hd, int bits) {
-    static int on = -1;
-    if (on < 0) {
-        const char *e = getenv("OSC_KVQ_MMA");
-        on = !(e && e[0] == '0');
-    }
-    return on && hd == 128 && bits == 2;
-}
+/* the tensor-core kernel serves hd 128 at 2 bits (the only reader of the fragment order) */
+bool mq_use(int hd, int bits) { return hd == 128 && bits == 2; }
 
 osc_status mq_launch(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, int rotate, float rsq, float qscale,
                      const dq_seq &sq, const dq_seq *dseqs, int B, int NS, int res_raw, cudaStream_t st) {
@@ -1491,7 +1553,9 @@ __global__ void k_kv_dequant(const uint32_t *__restrict__ kq, const uint16_t *__
     vq = reinterpret_cast<const uint32_t *>(reinterpret_cast<const char *>(vq) + po);
     vp = reinterpret_cast<const uint16_t *>(reinterpret_cast<const char *>(vp) + po);
     const uint32_t mask = (1u << bits) - 1u;
-    const uint32_t *kw = kq + ((size_t)g * Hkv + h) * bits * HD + (size_t)(j / per) * HD;
+    const bool frag = bits == 2 && HD == 128; /* fragment order (kv_quant.h) */
+    const uint32_t *kb = kq + ((size_t)g * Hkv + h) * bits * HD;
+    const uint32_t *kw = kb + (size_t)(j / per) * HD;
     const __half *kpp = reinterpret_cast<const __half *>(kp) + ((size_t)g * Hkv + h) * HD * 2;
     const int sh = bits * (j % per);
     const float nt = kn ? reinterpret_cast<const float *>(reinterpret_cast<const char *>(kn) + po)[tl] : 1.f;
@@ -1499,8 +1563,11 @@ __global__ void k_kv_dequant(const uint32_t *__restrict__ kq, const uint16_t *__
 #pragma unroll
     for (int e = 0; e < E; e++) {
         const int c = lane * E + e;
-        uint32_t code = (kw[c] >> sh) & mask;
-        x[e] = ((float)code * __half2float(kpp[2 * c]) + __half2float(kpp[2 * c + 1])) * nt;
+        int fb = 0;
+        const uint32_t code = frag ? (kb[osc_kvq_frag_k(j, c, &fb)] >> fb) & mask : (kw[c] >> sh) & mask;
+        const float ks = __half2float(kpp[frag ? osc_kvq_frag_kp(c, 0) : 2 * c]);
+        const float kz = __half2float(kpp[frag ? osc_kvq_frag_kp(c, 1) : 2 * c + 1]);
+        x[e] = ((float)code * ks + kz) * nt;
     }
     if (rotate) {
         fwht_warp<E>(x, lane);
@@ -1509,13 +1576,19 @@ __global__ void k_kv_dequant(const uint32_t *__restrict__ kq, const uint16_t *__
     }
     const size_t orow = ((size_t)i * Hkv + h) * HD;
     const uint32_t *vw = vq + ((size_t)tl * Hkv + h) * (HD * bits / 32);
+    const uint32_t *vb = vq + ((size_t)g * Hkv + h) * 256; /* fragment order: the group's block */
     const __half *vpp = reinterpret_cast<const __half *>(vp) + ((size_t)tl * Hkv + h) * (HD / 32) * 2;
+    const __half *vfp = reinterpret_cast<const __half *>(vp) + ((size_t)g * Hkv + h) * 256;
 #pragma unroll
     for (int e = 0; e < E; e++) {
         const int c = lane * E + e;
         ok[orow + c] = f2bf(x[e]);
-        uint32_t code = (vw[c / per] >> (bits * (c % per))) & mask;
-        ov[orow + c] = f2bf((float)code * __half2float(vpp[2 * (c / 32)]) + __half2float(vpp[2 * (c / 32) + 1]));
+        int fb = 0;
+        const uint32_t code = frag ? (vb[osc_kvq_frag_v(j, c, &fb)] >> fb) & mask
+                                   : (vw[c / per] >> (bits * (c % per))) & mask;
+        const float vs = __half2float(frag ? vfp[osc_kvq_frag_vp(j, c / 32, 0)] : vpp[2 * (c / 32)]);
+        const float vz = __half2float(frag ? vfp[osc_kvq_frag_vp(j, c / 32, 1)] : vpp[2 * (c / 32) + 1]);
+        ov[orow + c] = f2bf((float)code * vs + vz);
     }
 }
 
@@ -1660,7 +1733,7 @@ extern "C" osc_status osc_cuda_kv_decode_attn_paged(void *out, const void *q, in
     if (mq_use(hd, bits)) {
         s = mq_launch(pacc, pml, qb, G, Hkv, rotate, rsq, qscale, sq, nullptr, 1, NS, res_raw, st);
     } else if (hd == 128) {
-        if (bits == 2) OSC_HDB(128, 2); else OSC_HDB(128, 4);
+        OSC_HDB(128, 4);
     } else {
         if (bits == 2) OSC_HDB(256, 2); else OSC_HDB(256, 4);
     }
@@ -1693,7 +1766,7 @@ osc_status dq_run_batch(void *out, const void *q, int B, int G, int Hkv, int hd,
     if (mq_use(hd, bits)) {
         s = mq_launch(pacc, pml, qb, G, Hkv, rotate, rsq, qscale, none, dseqs, B, NS, res_raw, st);
     } else if (hd == 128) {
-        if (bits == 2) OSC_HDB(128, 2); else OSC_HDB(128, 4);
+        OSC_HDB(128, 4);
     } else {
         if (bits == 2) OSC_HDB(256, 2); else OSC_HDB(256, 4);
     }

@@ -15,6 +15,11 @@
  *   vp: fp16 [n_tok][Hkv][hd/32][2]      (scale, zero) per group of 32 channels
  *   kn: f32  [n_tok]                     OScaR token norm n_t over all KV heads of the rotated
  *                                         key (norm_scale); 1.0 when norm_scale == 0
+ * Except at 2 bits and hd = 128 (oscar2 / kivi2 / rot2 on every model we load): there kq and
+ * vq hold the same codes in fragment order (kv_quant.h osc_kvq_frag_k / _v, converters
+ * osc_kvq_frag_k_blocks / _v_groups), 256 words per (group, kv head) for K and for V alike:
+ *   kq: u32  [n_groups][Hkv][256]        vq: u32 [n_groups][Hkv][256]
+ * (the same bytes per group as above; kp, vp, kn unchanged).
  * Dequantisation: x_hat = code * scale + zero. Keys hold k_hat = (H k) / n_t (H = Sylvester
  * Walsh-Hadamard / sqrt(hd) when rotate, identity otherwise; n_t = 1 when !norm_scale).
  * Bytes per token per kv head at hd = 128, 2 bits: 32 (K codes) + 16 (K params, amortised)

@@ -130,6 +130,23 @@ static void hc_free(hcache *c) {
     free(c->kq); free(c->kp); free(c->vq); free(c->vp); free(c->kn);
 }
 
+/* The device keeps 2-bit, hd-128 codes and params in fragment order (kv_quant.h): convert a
+ * host cache's arrays in place, to it (to_frag 1) or back (0); other shapes are the same. */
+static void hc_frag(hcache *c, int n, int Hkv, int hd, int bits, int to_frag) {
+    if (bits != 2 || hd != 128 || n < 32) return;
+    uint32_t *t = malloc((c->nkq > c->nvq ? c->nkq : c->nvq) * 4);
+    memcpy(t, c->kq, c->nkq * 4);
+    osc_kvq_frag_k_blocks(t, c->kq, (size_t)(n / 32) * Hkv, to_frag);
+    memcpy(t, c->vq, c->nvq * 4);
+    osc_kvq_frag_v_groups(t, c->vq, n / 32, Hkv, to_frag);
+    uint16_t *u = (uint16_t *)t; /* nkp == nvp == n / 32 * Hkv * 256 fp16 <= nkq u32 */
+    memcpy(u, c->kp, c->nkp * 2);
+    osc_kvq_frag_kp_blocks(u, c->kp, (size_t)(n / 32) * Hkv, to_frag);
+    memcpy(u, c->vp, c->nvp * 2);
+    osc_kvq_frag_vp_groups(u, c->vp, n / 32, Hkv, to_frag);
+    free(t);
+}
+
 /* rotate (per head) and normalise (over all heads) one token's key in place; returns the norm */
 static float cpu_khat(float *x, int Hkv, int hd, int rotate, int norm) {
     if (rotate)
@@ -191,6 +208,7 @@ static void test_pack_case(int n, int Hkv, int hd, int bits, int rotate, int nor
     DEV_OK(osc_cuda_memcpy_d2h(got.vp, dvp, ref.nvp * 2));
     DEV_OK(osc_cuda_memcpy_d2h(got.kn, dkn, (size_t)n * 4));
     if (g_dev_fail) goto done;
+    hc_frag(&got, n, Hkv, hd, bits, 0);
     {
         /* norms */
         double nerr = 0;
@@ -282,10 +300,12 @@ static void qc_make(qcache *Q, int n, int Hkv, int hd, int bits, int rotate, int
     Q->kd = malloc(ne * 4 + 4);
     Q->vd = malloc(ne * 4 + 4);
     cpu_dequant(&Q->c, n, Hkv, hd, bits, Q->kd, Q->vd);
+    hc_frag(&Q->c, n, Hkv, hd, bits, 1); /* uploaded in the device's order */
     Q->dkq = dup_raw(Q->c.kq, Q->c.nkq * 4);
     Q->dkp = dup_raw(Q->c.kp, Q->c.nkp * 2);
     Q->dvq = dup_raw(Q->c.vq, Q->c.nvq * 4);
     Q->dvp = dup_raw(Q->c.vp, Q->c.nvp * 2);
+    hc_frag(&Q->c, n, Hkv, hd, bits, 0);
     Q->dkn = dup_raw(Q->c.kn, (size_t)n * 4);
     free(k); free(v);
 }
