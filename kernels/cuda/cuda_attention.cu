@@ -670,16 +670,15 @@ k_attn_decode(float *__restrict__ part_acc, float *__restrict__ part_ml, const b
     }
 }
 
-/* one block per (kvh, row): merge the splits by log-sum-exp. lens (the tables' decode step,
+/* one block (LSE_THREADS) per (kvh, row): merge the splits by log-sum-exp. lens (the tables' decode step,
  * "kvh" = b * Hkv + head): only the splits sequence b's keys reach are read (the others are
  * empty, weight 0), with the chunk rule of k_attn_dec_mma_batch. */
-__global__ void k_attn_combine(bf16 *__restrict__ out, const float *__restrict__ part_acc,
-                               const float *__restrict__ part_ml, int nsplit, int R, int G, int Hq, int D,
-                               const int *__restrict__ lens = nullptr, int Hkv = 1, int min_chunk = 1) {
+__global__ void __launch_bounds__(LSE_THREADS)
+k_attn_combine(bf16 *__restrict__ out, const float *__restrict__ part_acc, const float *__restrict__ part_ml,
+               int nsplit, int R, int G, int Hq, int D, const int *__restrict__ lens = nullptr, int Hkv = 1,
+               int min_chunk = 1) {
     pdl_enter();
     __shared__ float wts[DK_MAX_SPLITS];
-    __shared__ float red[32];
-    __shared__ float s_inv;
     const int kvh = blockIdx.x / R, r = blockIdx.x % R;
     int ns = nsplit;
     if (lens) {
@@ -687,32 +686,9 @@ __global__ void k_attn_combine(bf16 *__restrict__ out, const float *__restrict__
         const int chunk = max((len + nsplit - 1) / nsplit, min_chunk);
         ns = min(nsplit, (len + chunk - 1) / chunk);
     }
-    float m = -INFINITY;
-    for (int i = threadIdx.x; i < ns; i += blockDim.x)
-        m = fmaxf(m, part_ml[(((size_t)kvh * nsplit + i) * R + r) * 2]);
-    m = block_max(m, red);
-    float l = 0.f;
-    for (int i = threadIdx.x; i < ns; i += blockDim.x) {
-        size_t b = (((size_t)kvh * nsplit + i) * R + r) * 2;
-        float mi = part_ml[b];
-        float w = (mi == -INFINITY || m == -INFINITY) ? 0.f : exp2f(mi - m);
-        wts[i] = w;
-        l += w * part_ml[b + 1];
-    }
-    l = block_sum(l, red); /* contains __syncthreads: wts visible after */
-    if (threadIdx.x == 0) s_inv = l > 0.f ? 1.f / l : 0.f;
-    __syncthreads();
     const int s = r / G, g = r % G;
-    bf16 *o = out + ((size_t)s * Hq + (size_t)kvh * G + g) * D;
-    /* loads not behind a branch, 8 in flight: empty splits hold zeros (weight 0) */
-    const float *pa = part_acc + ((size_t)kvh * nsplit * R + r) * D;
-    const size_t ps = (size_t)R * D;
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-        float acc = 0.f;
-#pragma unroll 8
-        for (int i = 0; i < ns; i++) acc = fmaf(wts[i], pa[(size_t)i * ps + d], acc);
-        o[d] = f2bf(acc * s_inv);
-    }
+    lse_merge(out + ((size_t)s * Hq + (size_t)kvh * G + g) * D, part_acc + ((size_t)kvh * nsplit * R + r) * D,
+              (size_t)R * D, part_ml + ((size_t)kvh * nsplit * R + r) * 2, (size_t)R * 2, ns, D, wts);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1216,7 +1192,7 @@ extern "C" osc_status osc_cuda_attention(osc_tensor *out, const osc_tensor *q, c
                         : D == 128 ? launch_decode1<128>(part_acc, part_ml, qp, kp, vp, G, Hkv, klim, chunk, nsplit, sl2, st)
                                    : launch_decode1<256>(part_acc, part_ml, qp, kp, vp, G, Hkv, klim, chunk, nsplit, sl2, st);
         OSC_TRY(s1);
-        OSC_CU_CHECK(osc_launch(k_attn_combine, dim3((unsigned)(Hkv * G)), dim3(D >= 128 ? 128 : 64), 0, st, o,
+        OSC_CU_CHECK(osc_launch(k_attn_combine, dim3((unsigned)(Hkv * G)), dim3(LSE_THREADS), 0, st, o,
                                 (const float *)part_acc, (const float *)part_ml, nsplit, G, G, Hq, D,
                                 (const int *)nullptr, 1, 1));
         OSC_CU_LAUNCH("k_attn_combine");
@@ -1252,8 +1228,7 @@ extern "C" osc_status osc_cuda_attention(osc_tensor *out, const osc_tensor *q, c
                                                              (long long)q_pos0, scale * kLog2e, causal, (int)chunk, vec_ok,
                                                              L);
             OSC_CU_LAUNCH("k_attn_decode");
-            int th = D >= 128 ? 128 : (D >= 64 ? 64 : 32);
-            OSC_CU_CHECK(osc_launch(k_attn_combine, dim3((unsigned)(Hkv * R)), dim3(th), 0, st, o,
+            OSC_CU_CHECK(osc_launch(k_attn_combine, dim3((unsigned)(Hkv * R)), dim3(LSE_THREADS), 0, st, o,
                                     (const float *)part_acc, (const float *)part_ml, nsplit, R, G, Hq, D,
                                     (const int *)nullptr, 1, 1));
             OSC_CU_LAUNCH("k_attn_combine");
@@ -1328,7 +1303,7 @@ extern "C" osc_status osc_cuda_attention_decode_batch(osc_tensor *out, const osc
                         ? launch_decode1_batch<128>(part_acc, part_ml, qp, dk, dv, dl, G, Hkv, B, nsplit, sl2, st)
                         : launch_decode1_batch<256>(part_acc, part_ml, qp, dk, dv, dl, G, Hkv, B, nsplit, sl2, st);
     OSC_TRY(s1);
-    OSC_CU_CHECK(osc_launch(k_attn_combine, dim3((unsigned)(B * Hkv * G)), dim3(D >= 128 ? 128 : 64), 0, st,
+    OSC_CU_CHECK(osc_launch(k_attn_combine, dim3((unsigned)(B * Hkv * G)), dim3(LSE_THREADS), 0, st,
                             (bf16 *)out->data, (const float *)part_acc, (const float *)part_ml, nsplit, G, G, Hq, D, dl,
                             Hkv, batch_min_chunk(D)));
     OSC_CU_LAUNCH("k_attn_combine");
@@ -1446,7 +1421,7 @@ extern "C" osc_status osc_cuda_attention_decode_tab(void *out, const void *q, co
                               : launch_decode1_batch<256>(pacc, pml, qp, dk, dv, dl, G, Hkv, B, nsplit, sl2, st);
     OSC_TRY(s);
     /* the tensor-core kernel's chunk rule bounds the splits a sequence uses */
-    OSC_CU_CHECK(osc_launch(k_attn_combine, dim3((unsigned)(B * Hkv * G)), dim3(D >= 128 ? 128 : 64), 0, st,
+    OSC_CU_CHECK(osc_launch(k_attn_combine, dim3((unsigned)(B * Hkv * G)), dim3(LSE_THREADS), 0, st,
                             (bf16 *)out, (const float *)pacc, (const float *)pml, nsplit, G, G, Hq, D, dl, Hkv,
                             batch_min_chunk(D)));
     OSC_CU_LAUNCH("k_attn_combine");

@@ -167,6 +167,61 @@ __device__ __forceinline__ float block_max(float v, float *red) {
     return warp_max(r);
 }
 
+/* The last step of split-K flash decoding, for one query row and one block of LSE_THREADS
+ * threads: n partials (m_i, l_i: base-2 running max and sum, at ml[i * mls], ml[i * mls + 1];
+ * acc_i: D unnormalised fp32 outputs at pa + i * ps) merge by log-sum-exp into o[D] =
+ * sum_i w_i acc_i / sum_i w_i l_i with w_i = 2^(m_i - max_j m_j); w_i = 0 where m_i = -inf.
+ * The threads split the n rows among P = LSE_THREADS / (D / V) groups, so each thread has only
+ * n / P loads and they are all in flight together; one thread per channel walking all n rows
+ * was a chain of n / 8 L2 round trips (~12 us for 70 splits). wts holds n floats (shared). */
+#define LSE_THREADS 256
+template <int V>
+__device__ __forceinline__ void lse_rows(bf16 *__restrict__ o, const float *__restrict__ pa, size_t ps, int n, int D,
+                                         const float *wts, float inv, float *part) {
+    const int Q = D / V, P = LSE_THREADS / Q, t = threadIdx.x, q = t % Q, p = t / Q;
+    float4 a = make_float4(0.f, 0.f, 0.f, 0.f); /* V == 1 uses a.x */
+    if (p < P) {
+        const float *src = pa + (size_t)q * V;
+#pragma unroll 4
+        for (int i = p; i < n; i += P) {
+            const float w = wts[i];
+            if (V == 4) {
+                const float4 x = *(const float4 *)(src + (size_t)i * ps);
+                a = make_float4(fmaf(w, x.x, a.x), fmaf(w, x.y, a.y), fmaf(w, x.z, a.z), fmaf(w, x.w, a.w));
+            } else {
+                a.x = fmaf(w, src[(size_t)i * ps], a.x);
+            }
+        }
+        float *d = part + p * D + q * V;
+        d[0] = a.x;
+        if (V == 4) d[1] = a.y, d[2] = a.z, d[3] = a.w;
+    }
+    __syncthreads();
+    const int np = min(P, n);
+    for (int c = t; c < D; c += LSE_THREADS) {
+        float s = 0.f;
+        for (int j = 0; j < np; j++) s += part[j * D + c];
+        o[c] = f2bf(s * inv);
+    }
+}
+__device__ __forceinline__ void lse_merge(bf16 *__restrict__ o, const float *__restrict__ pa, size_t ps,
+                                          const float *__restrict__ ml, size_t mls, int n, int D, float *wts) {
+    __shared__ float red[32], part[LSE_THREADS * 4]; /* part: the thread groups' sums */
+    float m = -INFINITY;
+    for (int i = threadIdx.x; i < n; i += LSE_THREADS) m = fmaxf(m, ml[(size_t)i * mls]);
+    m = block_max(m, red);
+    float l = 0.f;
+    for (int i = threadIdx.x; i < n; i += LSE_THREADS) {
+        const float mi = ml[(size_t)i * mls], w = mi == -INFINITY ? 0.f : exp2f(mi - m);
+        wts[i] = w;
+        l = fmaf(w, ml[(size_t)i * mls + 1], l);
+    }
+    l = block_sum(l, red); /* its __syncthreads make wts visible */
+    const float inv = l > 0.f ? 1.f / l : 0.f;
+    if (D % 4 == 0 && ps % 4 == 0 && ((uintptr_t)pa & 15) == 0) lse_rows<4>(o, pa, ps, n, D, wts, inv, part);
+    else lse_rows<1>(o, pa, ps, n, D, wts, inv, part);
+}
+
 static inline int64_t osc_cu_rows(const osc_tensor *t) {
     int64_t last = t->nd > 0 ? t->ne[t->nd - 1] : 1;
     return last > 0 ? osc_tensor_nelem(t) / last : 0;

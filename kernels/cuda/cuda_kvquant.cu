@@ -1055,16 +1055,14 @@ k_kvq_decode_batch(float *__restrict__ part_acc, float2 *__restrict__ part_ml, c
                                   res_raw, b * Hkv + blockIdx.y);
 }
 
-/* one block per query head: merge the splits by log-sum-exp. With the batch's device table
- * (seqs, Hkv): only the nsq + 1 splits sequence b uses (its packed ones and its window); the
- * kernels leave the others unwritten. */
-__global__ void k_kvq_combine(bf16 *__restrict__ out, const float *__restrict__ part_acc,
-                              const float2 *__restrict__ part_ml, int NS, int G, int HD,
-                              const dq_seq *__restrict__ seqs, int Hkv) {
+/* one block (LSE_THREADS) per query head: merge the splits by log-sum-exp. With the batch's
+ * device table (seqs, Hkv): only the nsq + 1 splits sequence b uses (its packed ones and its
+ * window); the kernels leave the others unwritten. */
+__global__ void __launch_bounds__(LSE_THREADS)
+k_kvq_combine(bf16 *__restrict__ out, const float *__restrict__ part_acc, const float2 *__restrict__ part_ml, int NS,
+              int G, int HD, const dq_seq *__restrict__ seqs, int Hkv) {
     pdl_enter();
     extern __shared__ float wts[];
-    __shared__ float red[32];
-    __shared__ float s_inv;
     const int kvh = blockIdx.x / G, h = blockIdx.x % G;
     /* NS is the layout's stride; n of them hold this sequence's partials */
     int n = NS;
@@ -1072,28 +1070,8 @@ __global__ void k_kvq_combine(bf16 *__restrict__ out, const float *__restrict__ 
         const dq_seq sq = dq_load(seqs, blockIdx.x / (Hkv * G));
         n = min(NS, sq.nsq + dq_nrs(sq.n_res));
     }
-    float M = -INFINITY;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) M = fmaxf(M, part_ml[((size_t)kvh * NS + i) * G + h].x);
-    M = block_max(M, red);
-    float L = 0.f;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) {
-        float2 ml = part_ml[((size_t)kvh * NS + i) * G + h];
-        float w = (ml.x == -INFINITY) ? 0.f : exp2f(ml.x - M);
-        wts[i] = w;
-        L += w * ml.y;
-    }
-    L = block_sum(L, red);
-    if (threadIdx.x == 0) s_inv = L > 0.f ? 1.f / L : 0.f;
-    __syncthreads();
-    bf16 *o = out + ((size_t)kvh * G + h) * HD;
-    /* loads not behind a branch, 8 in flight: empty splits hold zeros (weight 0) */
-    const float *pa = part_acc + ((size_t)kvh * NS * G + h) * HD;
-    for (int c = threadIdx.x; c < HD; c += blockDim.x) {
-        float a = 0.f;
-#pragma unroll 8
-        for (int i = 0; i < n; i++) a = fmaf(wts[i], pa[(size_t)i * G * HD + c], a);
-        o[c] = f2bf(a * s_inv);
-    }
+    lse_merge(out + ((size_t)kvh * G + h) * HD, part_acc + ((size_t)kvh * NS * G + h) * HD, (size_t)G * HD,
+              (const float *)(part_ml + (size_t)kvh * NS * G + h), (size_t)2 * G, n, HD, wts);
 }
 
 template <int HD, int BITS, int GM>
@@ -1739,8 +1717,8 @@ extern "C" osc_status osc_cuda_kv_decode_attn_paged(void *out, const void *q, in
     }
 #undef OSC_HDB
     if (s != OSC_OK) return s;
-    OSC_CU_CHECK(osc_launch(k_kvq_combine, dim3((unsigned)(Hkv * G)), dim3(128), (size_t)NS * sizeof(float), st,
-                            (bf16 *)out, pacc, pml, NS, G, hd, (const dq_seq *)nullptr, Hkv));
+    OSC_CU_CHECK(osc_launch(k_kvq_combine, dim3((unsigned)(Hkv * G)), dim3(LSE_THREADS), (size_t)NS * sizeof(float),
+                            st, (bf16 *)out, pacc, pml, NS, G, hd, (const dq_seq *)nullptr, Hkv));
     OSC_CU_LAUNCH("k_kvq_combine");
     return OSC_OK;
 }
@@ -1772,8 +1750,8 @@ osc_status dq_run_batch(void *out, const void *q, int B, int G, int Hkv, int hd,
     }
 #undef OSC_HDB
     OSC_TRY(s);
-    OSC_CU_CHECK(osc_launch(k_kvq_combine, dim3((unsigned)(B * Hkv * G)), dim3(128), (size_t)NS * sizeof(float), st,
-                            (bf16 *)out, pacc, pml, NS, G, hd, dseqs, Hkv));
+    OSC_CU_CHECK(osc_launch(k_kvq_combine, dim3((unsigned)(B * Hkv * G)), dim3(LSE_THREADS), (size_t)NS * sizeof(float),
+                            st, (bf16 *)out, pacc, pml, NS, G, hd, dseqs, Hkv));
     OSC_CU_LAUNCH("k_kvq_combine");
     return OSC_OK;
 }
