@@ -996,7 +996,7 @@ __device__ __forceinline__ void decode1_mma_body(float *__restrict__ part_acc, f
     mma_wait<0>();
     __syncwarp();
     /* warp partial -> its ring; block merge -> decode1's partial layout */
-    mma_warp_partial(reinterpret_cast<float *>(ws), o, mr, lr, 1.f, g, t);
+    mma_warp_partial(reinterpret_cast<float *>(ws), o, mr, lr, g, t);
     __syncthreads();
     mma_block_merge(dsm, dm::WARP_BYTES, dm::NW, G, part_acc, part_ml, ((size_t)part_kvh * nsplit + split) * G);
 }

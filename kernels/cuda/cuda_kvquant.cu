@@ -1420,7 +1420,7 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
     }
 
     /* this warp's partial -> its ring area; then the block merges its warps */
-    mma_warp_partial(reinterpret_cast<float *>(ws), o, mr, lr, 1.f, g, t);
+    mma_warp_partial(reinterpret_cast<float *>(ws), o, mr, lr, g, t);
     __syncthreads();
     mma_block_merge(smb + mq::QS, mq::WARP_BYTES, mq::NW, G, part_acc, reinterpret_cast<float *>(part_ml),
                     ((size_t)part_kvh * NS + split) * G);

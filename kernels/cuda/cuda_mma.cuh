@@ -125,9 +125,9 @@ __device__ __forceinline__ void mma_softmax(float (&sc)[8], float (&mr)[2], floa
 /* Decode kernels whose warps each end with O^T in 8 C tiles (rows = channels 16i + g and
  * 16i + g + 8 of a 128-dim head, columns = query heads 2t, 2t+1) and the running max / per-lane
  * sum of mma_softmax: write the warp's partial into ws as ob [8 heads][128] floats followed by
- * ml [8 heads][2] (max, sum), the outputs times oscale. */
+ * ml [8 heads][2] (max, sum). */
 __device__ __forceinline__ void mma_warp_partial(float *ws, const float (&o)[8][4], const float (&mr)[2],
-                                                 float (&lr)[2], float oscale, int g, int t) {
+                                                 float (&lr)[2], int g, int t) {
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
         lr[hh] += __shfl_xor_sync(0xffffffffu, lr[hh], 4);
@@ -137,10 +137,10 @@ __device__ __forceinline__ void mma_warp_partial(float *ws, const float (&o)[8][
     float *ob = ws, *ml = ws + 8 * 128;
 #pragma unroll
     for (int i = 0; i < 8; i++) {
-        ob[(2 * t) * 128 + 16 * i + g] = o[i][0] * oscale;
-        ob[(2 * t + 1) * 128 + 16 * i + g] = o[i][1] * oscale;
-        ob[(2 * t) * 128 + 16 * i + g + 8] = o[i][2] * oscale;
-        ob[(2 * t + 1) * 128 + 16 * i + g + 8] = o[i][3] * oscale;
+        ob[(2 * t) * 128 + 16 * i + g] = o[i][0];
+        ob[(2 * t + 1) * 128 + 16 * i + g] = o[i][1];
+        ob[(2 * t) * 128 + 16 * i + g + 8] = o[i][2];
+        ob[(2 * t + 1) * 128 + 16 * i + g + 8] = o[i][3];
     }
     if (g == 0) {
         ml[4 * t] = mr[0];
