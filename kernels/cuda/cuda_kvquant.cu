@@ -367,11 +367,10 @@ __device__ __forceinline__ uint32_t pk_words(const float (&x)[16], float lo, flo
     return prm;
 }
 
-/* 16 bf16 (32 bytes, 16-byte aligned) -> float */
-__device__ __forceinline__ void load16(const bf16 *p, float (&x)[16]) {
-    const uint4 a = *reinterpret_cast<const uint4 *>(p), b = *reinterpret_cast<const uint4 *>(p + 8);
-    const __nv_bfloat162 *ha = reinterpret_cast<const __nv_bfloat162 *>(&a),
-                         *hb = reinterpret_cast<const __nv_bfloat162 *>(&b);
+/* 16 bf16 (as loaded: two 16-byte words) -> float */
+__device__ __forceinline__ void cvt16(const uint4 (&r)[2], float (&x)[16]) {
+    const __nv_bfloat162 *ha = reinterpret_cast<const __nv_bfloat162 *>(&r[0]),
+                         *hb = reinterpret_cast<const __nv_bfloat162 *>(&r[1]);
 #pragma unroll
     for (int i = 0; i < 4; i++) {
         const float2 fa = __bfloat1622float2(ha[i]), fb = __bfloat1622float2(hb[i]);
@@ -380,6 +379,11 @@ __device__ __forceinline__ void load16(const bf16 *p, float (&x)[16]) {
         x[8 + 2 * i] = fb.x;
         x[8 + 2 * i + 1] = fb.y;
     }
+}
+/* 16 bf16 (32 bytes, 16-byte aligned) -> float */
+__device__ __forceinline__ void load16(const bf16 *p, float (&x)[16]) {
+    const uint4 r[2] = {reinterpret_cast<const uint4 *>(p)[0], reinterpret_cast<const uint4 *>(p)[1]};
+    cvt16(r, x);
 }
 
 /* osc_kvq_hadamard's butterflies on a row held as 16 channels per lane by 8 lanes (lane j of the
@@ -404,9 +408,8 @@ __device__ __forceinline__ void fwht16x8(float (&x)[16], int j) {
 }
 
 /* this lane's 16 channels of a V row (lanes j, j ^ 1 are one group of 32): params, code words */
-template <int BITS> __device__ __forceinline__ uint32_t pk_vrow(const bf16 *p, uint32_t (&wd)[16 * BITS / 32]) {
-    float y[16];
-    load16(p, y);
+template <int BITS>
+__device__ __forceinline__ uint32_t pk_vrow_y(const float (&y)[16], uint32_t (&wd)[16 * BITS / 32]) {
     float lo = y[0], hi = y[0];
 #pragma unroll
     for (int i = 1; i < 16; i++) {
@@ -414,6 +417,18 @@ template <int BITS> __device__ __forceinline__ uint32_t pk_vrow(const bf16 *p, u
         hi = fmaxf(hi, y[i]);
     }
     return pk_words<BITS>(y, lo, hi, 1, wd);
+}
+template <int BITS> __device__ __forceinline__ uint32_t pk_vrow(const bf16 *p, uint32_t (&wd)[16 * BITS / 32]) {
+    float y[16];
+    load16(p, y);
+    return pk_vrow_y<BITS>(y, wd);
+}
+/* the same from the row's two 16-byte words as loaded */
+template <int BITS>
+__device__ __forceinline__ uint32_t pk_vrow_raw(const uint4 (&r)[2], uint32_t (&wd)[16 * BITS / 32]) {
+    float y[16];
+    cvt16(r, y);
+    return pk_vrow_y<BITS>(y, wd);
 }
 
 /* 2-bit fragment order (kv_quant.h osc_kvq_frag_k / _v): w0 and w1 hold 16 codes each at bits
@@ -449,8 +464,9 @@ __device__ __forceinline__ uint32_t frag_word_v(const uint32_t *vw, int w) {
     return word;
 }
 
+/* 4 blocks per SM: 64 registers at most (a 65th costs a quarter of the warps) */
 template <int BITS>
-__global__ void __launch_bounds__(PK_THREADS)
+__global__ void __launch_bounds__(PK_THREADS, 4)
 k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int rotate, int norm_scale, float rsq,
              uint32_t *__restrict__ kq, uint16_t *__restrict__ kp, uint32_t *__restrict__ vq, uint16_t *__restrict__ vp,
              float *__restrict__ kn, const int *__restrict__ bt, int gpp, long long pgb, int g_first) {
@@ -550,10 +566,25 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
     if constexpr (BITS == 2) {
         /* fragment order: per head, the 32 rows' words to shared (two buffers, so one barrier
          * per head), then one output word per thread */
+        const int tok = warp * 4 + sub;
+        /* the next head's row is loaded over this one's codes and barrier (3-4% faster on the
+         * H100; the rows are otherwise the only loads of this phase, each waited for) */
+        uint4 vn[2];
+        {
+            const uint4 *p = reinterpret_cast<const uint4 *>(v + (size_t)tok * Hkv * HD + 16 * j);
+            vn[0] = p[0];
+            vn[1] = p[1];
+        }
         for (int h = 0; h < Hkv; h++) {
-            const int tok = warp * 4 + sub, r = tok * Hkv + h;
+            const int r = tok * Hkv + h;
+            const uint4 cur[2] = {vn[0], vn[1]};
+            if (h + 1 < Hkv) {
+                const uint4 *p = reinterpret_cast<const uint4 *>(v + (size_t)(r + 1) * HD + 16 * j);
+                vn[0] = p[0];
+                vn[1] = p[1];
+            }
             uint32_t wd[1];
-            const uint32_t pr = pk_vrow<2>(v + (size_t)r * HD + 16 * j, wd);
+            const uint32_t pr = pk_vrow_raw<2>(cur, wd);
             if (!(j & 1)) {
                 uint16_t *vb = vp + ((size_t)g * Hkv + h) * 256;
                 vb[osc_kvq_frag_vp(tok, j >> 1, 0)] = (uint16_t)pr;
