@@ -712,9 +712,11 @@ static osc_status dgraph_block_buffers(const osc_llm *m, struct dgraph *g) {
     const int L = cf->n_layers;
     size_t pb = 0;
     for (int b = 1; b <= DG_MAX_B; b++) {
-        size_t x = osc_cuda_kv_graph_part_bytes(b, cf->n_heads, cf->n_kv_heads, cf->head_dim,
-                                                osc_cuda_kv_graph_splits(b, cf->n_kv_heads));
-        if (x > pb) pb = x;
+        for (int bits = 2; bits <= 4; bits += 2) { /* the plan depends on the kernel: both modes */
+            const int ns = osc_cuda_kv_graph_splits(b, cf->n_kv_heads, (int)cf->head_dim, bits);
+            size_t x = osc_cuda_kv_graph_part_bytes(b, cf->n_heads, cf->n_kv_heads, cf->head_dim, ns);
+            if (x > pb) pb = x;
+        }
     }
     g->seq_bytes = osc_cuda_kv_graph_table_bytes(DG_MAX_B);
     const size_t tb = (size_t)L * g->seq_bytes;
@@ -765,7 +767,8 @@ static osc_status dgraph_body(osc_llm *m, osc_llm_ctx *c, struct dgraph *g, int 
     const int Hq = cf->n_heads, Hkv = cf->n_kv_heads;
     const int mrope = cf->rope_type == OSC_ROPE_MROPE;
     const int nsplit =
-        kind == DG_BLOCK ? osc_cuda_kv_graph_splits(B, Hkv) : osc_cuda_decode_tab_splits(B, Hkv, (int)hd);
+        kind == DG_BLOCK ? osc_cuda_kv_graph_splits(B, Hkv, (int)hd, g->bits)
+                         : osc_cuda_decode_tab_splits(B, Hkv, (int)hd);
     const int fused = fuse_room(m, c);
     const int32_t *lens1 = g->dstep + 4 * DG_MAX_B;
     osc_tensor ids = osc_tensor_1d(g->dstep, OSC_I32, m->dev, B);
@@ -870,11 +873,11 @@ static osc_status dgraph_step(osc_llm *m, osc_llm_ctx *c, const osc_llm_batch *b
     if (kind == DG_BLOCK) {
         /* packed-part tables [layers][B] for this batch size: up when anything in them changed */
         const size_t eb = g->seq_bytes / DG_MAX_B, lb = (size_t)B * eb;
-        const int nsplit = osc_cuda_kv_graph_splits(B, cf->n_kv_heads);
+        const int hd = (int)cf->head_dim, nsplit = osc_cuda_kv_graph_splits(B, cf->n_kv_heads, hd, g->bits);
         const int32_t *lens1 = g->dstep + 4 * DG_MAX_B;
         for (int l = 0; l < cf->n_layers; l++)
-            OSC_TRY(osc_cuda_kv_graph_table(g->wseq + (size_t)l * lb, g->tseq + (size_t)l * DG_MAX_B, B, nsplit,
-                                            lens1));
+            OSC_TRY(osc_cuda_kv_graph_table(g->wseq + (size_t)l * lb, g->tseq + (size_t)l * DG_MAX_B, B,
+                                            cf->n_kv_heads, hd, g->bits, nsplit, lens1));
         const size_t tb = (size_t)cf->n_layers * lb;
         if (g->hseq_B != B || memcmp(g->wseq, g->hseq, tb)) {
             memcpy(g->hseq, g->wseq, tb);

@@ -27,7 +27,7 @@
  *       q*S' row lives in shared (broadcast reads). logit (log2 units) = n_t * dot.
  *     online softmax per head over the 32 tokens (running max, per-lane sum), p -> shared.
  *     V (lane = hd/32 consecutive channels): v = f*S'+Z' once per token, acc_h += p_h,t * v.
- *   The residual window (bf16, full precision) takes up to 4 more splits (dq_nrs).
+ *   The residual window (bf16, full precision) takes up to 4 more splits (dq_nrs, dq_budget).
  *   Warps merge inside the block by log-sum-exp, one partial (m, l, acc[hd]) per block and
  *   query head goes to scratch, and k_kvq_combine merges the splits. */
 #include "kernels/cuda/cuda_common.cuh"
@@ -722,6 +722,7 @@ struct dq_seq {
     long long pgb;
     int gpp, n_groups, gpb, nsq, n_res;
     const int *len1; /* graph step: n_res = *len1 - 32 n_groups, read on the device (else NULL) */
+    int rs;          /* splits the window may take (1..4, dq_budget) */
 };
 
 /* sequence b of a device table, its window length from the device when the table says so */
@@ -731,24 +732,61 @@ __device__ __forceinline__ dq_seq dq_load(const dq_seq *__restrict__ seqs, int b
     return sq;
 }
 
-/* The residual window is split too, into at most 4 splits after the packed ones (a short
- * window in one block was the longest block of a short context): dq_rchunk tokens each, a
- * multiple of the MMA kernel's 16-token tiles; dq_nrs of them hold tokens. */
-__host__ __device__ __forceinline__ int dq_rchunk(int n_res) { return ((n_res + 3) / 4 + 15) & ~15; }
-__host__ __device__ __forceinline__ int dq_nrs(int n_res) {
-    return n_res > 0 ? (n_res + dq_rchunk(n_res) - 1) / dq_rchunk(n_res) : 0;
+/* The residual window is split too, into at most rs (1..4) splits after the packed ones (a
+ * short window in one block was the longest block of a short context; dq_budget picks rs):
+ * dq_rchunk tokens each, a multiple of the MMA kernel's 16-token tiles; dq_nrs of them hold
+ * tokens. */
+__host__ __device__ __forceinline__ int dq_rchunk(int n_res, int rs) { return ((n_res + rs - 1) / rs + 15) & ~15; }
+__host__ __device__ __forceinline__ int dq_nrs(int n_res, int rs) {
+    return n_res > 0 ? (n_res + dq_rchunk(n_res, rs) - 1) / dq_rchunk(n_res, rs) : 0;
 }
+__host__ __device__ __forceinline__ int dq_nrs(const dq_seq &sq) { return dq_nrs(sq.n_res, sq.rs); }
 /* the window tokens [*rb, *re) of a split (empty unless it is one of the window's) */
 __device__ __forceinline__ void dq_res_range(const dq_seq &sq, int split, int *rb, int *re) {
-    const int r = split - sq.nsq, c = dq_rchunk(sq.n_res);
+    const int r = split - sq.nsq, c = dq_rchunk(sq.n_res, sq.rs);
     *rb = *re = 0;
-    if (r >= 0 && r < dq_nrs(sq.n_res)) *rb = r * c, *re = min(sq.n_res, r * c + c);
+    if (r >= 0 && r < dq_nrs(sq)) *rb = r * c, *re = min(sq.n_res, r * c + c);
 }
 
-/* splits [0, nsq) stream the packed groups, splits nsq .. nsq + dq_nrs(n_res) - 1 the residual
- * window; any later split writes an empty partial (the batch kernels return before the body
- * for the splits a sequence does not use: a batch pads every sequence to the longest split
- * count) */
+/* rs == 0 (k_kvq_mma's plan): the window folded into the packed splits. The items of a
+ * (sequence, KV head) are its packed groups, then its window's 16-token tiles (a tile costs a
+ * warp about what a group does); split s takes items [s c, s c + c), c = max(ceil(items / nsq),
+ * DQ_NW), so every split runs about as long and none sits idle once a short window is done. */
+__host__ __device__ __forceinline__ int dq_tiles(int n_res) { return n_res > 0 ? (n_res + 15) / 16 : 0; }
+__host__ __device__ __forceinline__ int dq_fchunk(const dq_seq &sq) {
+    const int n = sq.n_groups + dq_tiles(sq.n_res), c = (n + sq.nsq - 1) / sq.nsq;
+    return c > DQ_NW ? c : DQ_NW;
+}
+/* the splits that hold work (the first ones; the combine reads these) */
+__host__ __device__ __forceinline__ int dq_used(const dq_seq &sq) {
+    if (sq.rs) return sq.nsq + dq_nrs(sq);
+    const int c = dq_fchunk(sq);
+    return (sq.n_groups + dq_tiles(sq.n_res) + c - 1) / c;
+}
+/* split's packed groups [g0, g1) and window tiles [t0, t1) (tile k: tokens 16k .. 16k + 15 of
+ * the window, up to n_res), either plan */
+__device__ __forceinline__ void dq_split_items(const dq_seq &sq, int split, int *g0, int *g1, int *t0, int *t1) {
+    if (sq.rs) {
+        int rb, re;
+        dq_res_range(sq, split, &rb, &re);
+        *g0 = min(split * sq.gpb, sq.n_groups);
+        *g1 = split < sq.nsq ? min(*g0 + sq.gpb, sq.n_groups) : *g0;
+        *t0 = rb / 16;
+        *t1 = (re + 15) / 16;
+        return;
+    }
+    const int c = dq_fchunk(sq), n = sq.n_groups + dq_tiles(sq.n_res);
+    const int i0 = min(split * c, n), i1 = min(i0 + c, n);
+    *g0 = min(i0, sq.n_groups);
+    *g1 = min(i1, sq.n_groups);
+    *t0 = max(i0 - sq.n_groups, 0);
+    *t1 = max(i1 - sq.n_groups, 0);
+}
+
+/* (its plan has rs > 0) splits [0, nsq) stream the packed groups, splits nsq .. nsq +
+ * dq_nrs(sq) - 1 the residual window; any later split writes an empty partial (the batch
+ * kernels return before the body for the splits a sequence does not use: a batch pads every
+ * sequence to the longest split count) */
 template <int HD, int BITS, int GM>
 __device__ __forceinline__ void kvq_decode_body(float *__restrict__ part_acc, float2 *__restrict__ part_ml,
                                                 const bf16 *__restrict__ q, int G, int Hkv, int rotate, float rsq,
@@ -1081,14 +1119,14 @@ k_kvq_decode_batch(float *__restrict__ part_acc, float2 *__restrict__ part_ml, c
     pdl_enter();
     const int b = blockIdx.z;
     const dq_seq sq = dq_load(seqs, b);
-    if ((int)blockIdx.x >= sq.nsq + dq_nrs(sq.n_res)) return; /* a split it does not use: the combine skips it */
+    if ((int)blockIdx.x >= dq_used(sq)) return; /* a split it does not use: the combine skips it */
     kvq_decode_body<HD, BITS, GM>(part_acc, part_ml, q + (size_t)b * Hkv * G * HD, G, Hkv, rotate, rsq, qscale, sq,
                                   res_raw, b * Hkv + blockIdx.y);
 }
 
 /* one block (LSE_THREADS) per query head: merge the splits by log-sum-exp. With the batch's
- * device table (seqs, Hkv): only the nsq + 1 splits sequence b uses (its packed ones and its
- * window); the kernels leave the others unwritten. */
+ * device table (seqs, Hkv): only the splits sequence b uses (its packed ones and its window's);
+ * the kernels leave the others unwritten. */
 __global__ void __launch_bounds__(LSE_THREADS)
 k_kvq_combine(bf16 *__restrict__ out, const float *__restrict__ part_acc, const float2 *__restrict__ part_ml, int NS,
               int G, int HD, const dq_seq *__restrict__ seqs, int Hkv) {
@@ -1099,7 +1137,7 @@ k_kvq_combine(bf16 *__restrict__ out, const float *__restrict__ part_acc, const 
     int n = NS;
     if (seqs) {
         const dq_seq sq = dq_load(seqs, blockIdx.x / (Hkv * G));
-        n = min(NS, sq.nsq + dq_nrs(sq.n_res));
+        n = min(NS, dq_used(sq));
     }
     lse_merge(out + ((size_t)kvh * G + h) * HD, part_acc + ((size_t)kvh * NS * G + h) * HD, (size_t)G * HD,
               (const float *)(part_ml + (size_t)kvh * NS * G + h), (size_t)2 * G, n, HD, wts);
@@ -1173,7 +1211,7 @@ osc_status pick_gm(int GM, float *pacc, float2 *pml, const bf16 *q, int G, int H
  * M-tile i is channels 16i .. 16i+15 in order.
  * q is pre-scaled by 1/16 in f16 (products q * zero of unnormalised kivi2 keys stay far from
  * the f16 limit); the 16 comes back in fp32.
- * The residual window (bf16) is the up to 4 splits after the packed ones (dq_nrs): its tiles
+ * The residual window (bf16) is the up to rs splits after the packed ones (dq_nrs): its tiles
  * of 16 tokens are converted to f16 in shared memory and go through ldmatrix into the same two
  * MMAs. */
 namespace mq {
@@ -1232,6 +1270,23 @@ __device__ __forceinline__ void mq_issue(char *sb, const dq_seq &sq, mq_cursor c
     if (lane < 8) mma_cp16(sb + mq::KN + lane * 16, kn + lane * 16);
 }
 
+/* q rows of KV head kvh, times scale*log2(e)/16, rotated or not, to qs [G][128] (warps take
+ * every NW-th row) */
+__device__ __forceinline__ void mq_q_rows(float *qs, const bf16 *__restrict__ q, int kvh, int G, bool rot, float rsq,
+                                          float qscale, int warp, int lane) {
+    for (int h = warp; h < G; h += mq::NW) {
+        float x[4];
+        load_bf16<4>(q + ((size_t)kvh * G + h) * 128 + lane * 4, x);
+        if (rot) {
+            fwht_warp<4>(x, lane);
+#pragma unroll
+            for (int i = 0; i < 4; i++) x[i] *= rsq;
+        }
+#pragma unroll
+        for (int i = 0; i < 4; i++) qs[h * 128 + lane * 4 + i] = x[i] * (qscale * 0.0625f);
+    }
+}
+
 __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float2 *__restrict__ part_ml,
                                              const bf16 *__restrict__ q, int G, int Hkv, int rotate, float rsq,
                                              float qscale, const dq_seq &sq, int res_raw, int part_kvh) {
@@ -1239,18 +1294,16 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
     const int split = blockIdx.x, kvh = blockIdx.y, NS = gridDim.x;
-    const int nsq = sq.nsq;
-    int rb, re;
-    dq_res_range(sq, split, &rb, &re);
-    const bool packed = split < nsq, resid = re > rb;
+    int g0, g1, t0, t1; /* this split's packed groups and window tiles */
+    dq_split_items(sq, split, &g0, &g1, &t0, &t1);
+    const bool has_p = g1 > g0, has_w = t1 > t0;
     float *qs = reinterpret_cast<float *>(smb);
     char *ws = reinterpret_cast<char *>(smb) + mq::QS + warp * mq::WARP_BYTES;
 
     /* packed groups of this warp: g0 + warp, + NW, ... */
-    const int g0 = split * sq.gpb, g1 = packed ? min(g0 + sq.gpb, sq.n_groups) : g0;
     const int n_my = g0 + warp < g1 ? (g1 - g0 - warp + mq::NW - 1) / mq::NW : 0;
     mq_cursor cur = mq_at(sq, g0 + warp);
-    if (packed) {
+    if (has_p) {
 #pragma unroll
         for (int i = 0; i < mq::STAGES - 1; i++) {
             if (i < n_my) {
@@ -1261,40 +1314,35 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
         }
     }
 
-    /* q rows of this kv head (rotated for packed keys; raw for a raw residual), times
-     * scale*log2(e)/16 */
-    const bool rot_q = rotate && !(resid && res_raw);
-    for (int h = warp; h < G; h += mq::NW) {
-        float x[4];
-        load_bf16<4>(q + ((size_t)kvh * G + h) * 128 + lane * 4, x);
-        if (rot_q) {
-            fwht_warp<4>(x, lane);
-#pragma unroll
-            for (int i = 0; i < 4; i++) x[i] *= rsq;
-        }
-#pragma unroll
-        for (int i = 0; i < 4; i++) qs[h * 128 + lane * 4 + i] = x[i] * (qscale * 0.0625f);
-    }
+    /* q rows of this kv head, times scale*log2(e)/16: rotated for packed keys, raw for a raw
+     * window; a split with both keeps the packed keys' q' in registers, then the raw rows */
+    const bool raw_w = rotate && res_raw && has_w;
+    mq_q_rows(qs, q, kvh, G, rotate && (has_p || !raw_w), rsq, qscale, warp, lane);
     __syncthreads();
+    /* q' of the packed keys: q of head g at channels 16s + 4t + {0..3} */
+    uint32_t qh[8][2];
+#pragma unroll
+    for (int s = 0; s < 8; s++) {
+        if (g < G && has_p) {
+            const float4 v = *reinterpret_cast<const float4 *>(qs + g * 128 + 16 * s + 4 * t);
+            qh[s][0] = h2_pack(v.x, v.y);
+            qh[s][1] = h2_pack(v.z, v.w);
+        } else {
+            qh[s][0] = qh[s][1] = 0u;
+        }
+    }
+    if (has_p && raw_w) {
+        __syncthreads();
+        mq_q_rows(qs, q, kvh, G, false, rsq, qscale, warp, lane);
+        __syncthreads();
+    }
 
     float o[8][4];
 #pragma unroll
     for (int i = 0; i < 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
     float mr[2] = {-INFINITY, -INFINITY}, lr[2] = {0.f, 0.f};
 
-    if (packed) {
-        /* q' source: q of head g at channels 16s + 4t + {0..3} */
-        uint32_t qh[8][2];
-#pragma unroll
-        for (int s = 0; s < 8; s++) {
-            if (g < G) {
-                const float4 v = *reinterpret_cast<const float4 *>(qs + g * 128 + 16 * s + 4 * t);
-                qh[s][0] = h2_pack(v.x, v.y);
-                qh[s][1] = h2_pack(v.z, v.w);
-            } else {
-                qh[s][0] = qh[s][1] = 0u;
-            }
-        }
+    if (has_p) {
         /* the zero terms' constant A: 2^-24 for S (every row alike: its row factor comes off
          * the codes' product alone), 4^row * 2^-24 for the output rows of even / odd tiles */
         const uint32_t ONE = 0x00010001u;
@@ -1387,8 +1435,10 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
         }
         mma_wait<0>();
         __syncwarp();
-    } else if (resid) {
-        /* residual window: tiles of 16 tokens per warp, bf16 -> f16 in shared, ldmatrix */
+    }
+    if (has_w) {
+        /* residual window: tiles of 16 tokens, bf16 -> f16 in shared, ldmatrix; the split's k-th
+         * tile goes to warp (packed groups + k) % NW, so the warps stay level */
         uint32_t qr[8][2];
 #pragma unroll
         for (int s = 0; s < 8; s++) {
@@ -1406,18 +1456,34 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
         const bf16 *__restrict__ rk = sq.rk;
         const bf16 *__restrict__ rv = sq.rv;
         const float *__restrict__ rn = res_raw ? nullptr : sq.rn;
-        for (int r0 = rb + warp * 16; r0 < re; r0 += mq::NW * 16) {
-            for (int idx = lane; idx < 16 * 16; idx += 32) {
-                const int row = idx >> 4, c8 = (idx & 15) * 8, tok = r0 + row;
-                uint4 kk = make_uint4(0u, 0u, 0u, 0u), vv = kk;
-                if (tok < re) {
-                    kk = *reinterpret_cast<const uint4 *>(rk + ((size_t)tok * Hkv + kvh) * 128 + c8);
-                    vv = *reinterpret_cast<const uint4 *>(rv + ((size_t)tok * Hkv + kvh) * 128 + c8);
+        const int re = min(sq.n_res, 16 * t1);
+        const int k0 = (warp - (g1 - g0) % mq::NW + mq::NW) % mq::NW;
+        for (int r0 = 16 * (t0 + k0); r0 < re; r0 += mq::NW * 16) {
+            const int ta = r0 + g, tb = r0 + g + 8;
+            const float na = ta < re ? (rn ? rn[ta] : 1.f) * 16.f : 0.f;
+            const float nb = tb < re ? (rn ? rn[tb] : 1.f) * 16.f : 0.f;
+            /* the tile in two halves of 8 rows, each half's 8 loads in flight at once (one at a
+             * time, the window's blocks were the launch's slowest: 16 round trips per tile) */
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                uint4 kk[4], vv[4];
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int idx = (4 * hf + i) * 32 + lane, row = idx >> 4, c8 = (idx & 15) * 8, tok = r0 + row;
+                    kk[i] = vv[i] = make_uint4(0u, 0u, 0u, 0u);
+                    if (tok < re) {
+                        kk[i] = *reinterpret_cast<const uint4 *>(rk + ((size_t)tok * Hkv + kvh) * 128 + c8);
+                        vv[i] = *reinterpret_cast<const uint4 *>(rv + ((size_t)tok * Hkv + kvh) * 128 + c8);
+                    }
                 }
-                *reinterpret_cast<uint4 *>(kt + row * mq::RLD + c8) =
-                    make_uint4(bf2_to_h2(kk.x), bf2_to_h2(kk.y), bf2_to_h2(kk.z), bf2_to_h2(kk.w));
-                *reinterpret_cast<uint4 *>(vt + row * mq::RLD + c8) =
-                    make_uint4(bf2_to_h2(vv.x), bf2_to_h2(vv.y), bf2_to_h2(vv.z), bf2_to_h2(vv.w));
+#pragma unroll
+                for (int i = 0; i < 4; i++) {
+                    const int idx = (4 * hf + i) * 32 + lane, row = idx >> 4, c8 = (idx & 15) * 8;
+                    *reinterpret_cast<uint4 *>(kt + row * mq::RLD + c8) =
+                        make_uint4(bf2_to_h2(kk[i].x), bf2_to_h2(kk[i].y), bf2_to_h2(kk[i].z), bf2_to_h2(kk[i].w));
+                    *reinterpret_cast<uint4 *>(vt + row * mq::RLD + c8) =
+                        make_uint4(bf2_to_h2(vv[i].x), bf2_to_h2(vv[i].y), bf2_to_h2(vv[i].z), bf2_to_h2(vv[i].w));
+                }
             }
             __syncwarp();
             float c[4] = {0.f, 0.f, 0.f, 0.f};
@@ -1427,9 +1493,6 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
                 mma_ldsm4(a0, a1, a2, a3, kt + (lane & 15) * mq::RLD + 16 * s + (lane >> 4) * 8);
                 mma_f16(c, a0, a1, a2, a3, qr[s][0], qr[s][1]);
             }
-            const int ta = r0 + g, tb = r0 + g + 8;
-            const float na = ta < re ? (rn ? rn[ta] : 1.f) * 16.f : 0.f;
-            const float nb = tb < re ? (rn ? rn[tb] : 1.f) * 16.f : 0.f;
             float sc[8];
             sc[0] = ta < re ? c[0] * na : -INFINITY;
             sc[1] = ta < re ? c[1] * na : -INFINITY;
@@ -1470,7 +1533,7 @@ k_kvq_mma_batch(float *__restrict__ part_acc, float2 *__restrict__ part_ml, cons
     pdl_enter();
     const int b = blockIdx.z;
     const dq_seq sq = dq_load(seqs, b);
-    if ((int)blockIdx.x >= sq.nsq + dq_nrs(sq.n_res)) return; /* a split it does not use: the combine skips it */
+    if ((int)blockIdx.x >= dq_used(sq)) return; /* a split it does not use: the combine skips it */
     kvq_mma_body(part_acc, part_ml, q + (size_t)b * Hkv * G * 128, G, Hkv, rotate, rsq, qscale, sq, res_raw,
                  b * Hkv + blockIdx.y);
 }
@@ -1478,14 +1541,34 @@ k_kvq_mma_batch(float *__restrict__ part_acc, float2 *__restrict__ part_ml, cons
 /* the tensor-core kernel serves hd 128 at 2 bits (the only reader of the fragment order) */
 bool mq_use(int hd, int bits) { return hd == 128 && bits == 2; }
 
-osc_status mq_launch(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, int rotate, float rsq, float qscale,
-                     const dq_seq &sq, const dq_seq *dseqs, int B, int NS, int res_raw, cudaStream_t st) {
+osc_status mq_attr(void) {
     static bool attr = false;
     if (!attr) {
         OSC_CU_CHECK(cudaFuncSetAttribute(k_kvq_mma, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mq::SMEM));
         OSC_CU_CHECK(cudaFuncSetAttribute(k_kvq_mma_batch, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)mq::SMEM));
         attr = true;
     }
+    return OSC_OK;
+}
+
+/* resident k_kvq_mma_batch blocks per SM (registers and shared memory; the single-sequence
+ * kernel has the same body), 4 if the runtime cannot say */
+int mq_blocks_per_sm(void) {
+    static int n = 0;
+    if (!n) {
+        int b = 0;
+        if (mq_attr() != OSC_OK ||
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, k_kvq_mma_batch, mq::THREADS, mq::SMEM) != cudaSuccess ||
+            b < 1)
+            b = 4;
+        n = b;
+    }
+    return n;
+}
+
+osc_status mq_launch(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, int rotate, float rsq, float qscale,
+                     const dq_seq &sq, const dq_seq *dseqs, int B, int NS, int res_raw, cudaStream_t st) {
+    OSC_TRY(mq_attr());
     if (dseqs) {
         dim3 grid((unsigned)NS, (unsigned)Hkv, (unsigned)B);
         OSC_CU_CHECK(osc_launch(k_kvq_mma_batch, dim3(grid), dim3(mq::THREADS), mq::SMEM, st, pacc, pml, q, G, Hkv,
@@ -1500,26 +1583,52 @@ osc_status mq_launch(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, in
     return OSC_OK;
 }
 
-/* packed splits per (sequence, KV head) for bh of them: ~OSC_KVQ_BPS (4) blocks of 4 warps
- * per SM in all, rounded up. (Rounding down to exactly one wave, and 8 or 16 blocks per SM,
- * were tried: no clear gain; a warp's groups run one after the other, so fewer, longer splits
- * lengthen that chain.) */
-int dq_want(int bh) {
+/* The split plan of a launch over bh (sequence, KV head) pairs: splits per pair so that every
+ * block is resident at once (one wave). slots = blocks per SM x SMs: k_kvq_mma's occupancy
+ * (4 of its blocks fit an SM), 4 for k_kvq_decode, OSC_KVQ_BPS to override. A pair gets
+ * per = slots / bh blocks (at least 1): rs of them (4, 2 or 1 as per >= 32, >= 16, else) take
+ * the window, the rest (want) the packed groups; or, k_kvq_mma with per < 32 (batches), all of
+ * them share the packed groups and the window's tiles (rs = 0, dq_split_items), so no slot
+ * idles once a short window block is done. Blocks past one wave started only when the window's
+ * short blocks left and ended that much after the rest (session 10: the (1,128K) launch of 66
+ * + 4 splits x 8 heads on 528 slots had its SMs idle 24% of the time). Measured on the H100
+ * (PERFORMANCE.md, session 10): folding gained 1-3 us at (8,32K) and (16,8K) and lost 1-1.5
+ * us at B = 1, hence the split by per. OSC_KVQ_PLAN (A/B sweeps): 0 the old plan
+ * (ceil(slots / bh) packed splits, 4 window splits), 2 never fold, 3 always fold. */
+struct dq_budget {
+    int want, rs;
+};
+int mq_blocks_per_sm(void);
+int g_kvq_plan = -1; /* osc_cuda_kv_split_plan; -1: OSC_KVQ_PLAN, else 1 */
+dq_budget dq_budget_for(int bh, bool mma) {
     static int bps = -1;
     if (bps < 0) {
         const char *e = getenv("OSC_KVQ_BPS");
-        bps = e && atoi(e) > 0 ? atoi(e) : 4;
+        bps = e && atoi(e) > 0 ? atoi(e) : 0;
     }
+    if (g_kvq_plan < 0) {
+        const char *p = getenv("OSC_KVQ_PLAN");
+        g_kvq_plan = p && *p >= '0' && *p <= '3' ? *p - '0' : 1;
+    }
+    const int plan = g_kvq_plan;
+    const int per_sm = bps ? bps : mma ? mq_blocks_per_sm() : 4;
+    const int slots = per_sm * osc_cu_num_sms();
     if (bh < 1) bh = 1;
-    const int w = (bps * osc_cu_num_sms() + bh - 1) / bh;
-    return w < 1 ? 1 : w;
+    if (!plan) return {(slots + bh - 1) / bh, 4};
+    const int per = slots / bh > 1 ? slots / bh : 1;
+    if (mma && (plan == 3 || (plan != 2 && per < 32))) return {per, 0};
+    const int rs = per >= 32 ? 4 : per >= 16 ? 2 : 1;
+    return {per - rs > 1 ? per - rs : 1, rs};
 }
 
 /* the split plan of one sequence: groups per split for about `want` packed splits */
-void dq_plan(dq_seq *sq, int n_quant, int n_res, int want) {
+void dq_plan(dq_seq *sq, int n_quant, int n_res, dq_budget bud) {
+    int want = bud.want;
     const int n_groups = n_quant / 32;
     int nsq = 0, gpb = 1;
-    if (n_groups > 0) {
+    if (!bud.rs) { /* folded: want splits share groups and tiles (dq_split_items) */
+        nsq = want > 1 ? want : 1;
+    } else if (n_groups > 0) {
         if (want < 1) want = 1;
         gpb = (n_groups + want - 1) / want;
         if (gpb < DQ_NW) gpb = DQ_NW;
@@ -1529,6 +1638,7 @@ void dq_plan(dq_seq *sq, int n_quant, int n_res, int want) {
     sq->gpb = gpb;
     sq->nsq = nsq;
     sq->n_res = n_res;
+    sq->rs = bud.rs;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1724,9 +1834,9 @@ extern "C" osc_status osc_cuda_kv_decode_attn_paged(void *out, const void *q, in
         OSC_CU_CHECK(cudaMemsetAsync(out, 0, (size_t)Hq * hd * 2, st));
         return OSC_OK;
     }
-    dq_seq sq = {kq, kp, vq, vp, kn, (const bf16 *)rk, (const bf16 *)rv, rn, bt, pgb, gpp, 0, 1, 0, 0};
-    dq_plan(&sq, n_quant, n_res, dq_want(Hkv));
-    const int NS = sq.nsq + dq_nrs(n_res);
+    dq_seq sq = {kq, kp, vq, vp, kn, (const bf16 *)rk, (const bf16 *)rv, rn, bt, pgb, gpp, 0, 1, 0, 0, nullptr, 1};
+    dq_plan(&sq, n_quant, n_res, dq_budget_for(Hkv, mq_use(hd, bits)));
+    const int NS = dq_used(sq);
     const int GM = G <= 1 ? 1 : G <= 2 ? 2 : G <= 4 ? 4 : 8;
     size_t acc_n = (size_t)Hkv * NS * G * hd, ml_n = (size_t)Hkv * NS * G;
     void *wsp;
@@ -1794,7 +1904,7 @@ extern "C" osc_status osc_cuda_kv_decode_attn_batch(void *out, const void *q, in
     const int G = Hq / Hkv;
     dq_seq *hs = (dq_seq *)malloc((size_t)B * sizeof *hs);
     if (!hs) return osc_error(OSC_ERR_OOM, "kv_decode_attn_batch: host table");
-    const int want = dq_want(B * Hkv);
+    const dq_budget bud = dq_budget_for(B * Hkv, mq_use(hd, bits));
     int NS = 0;
     for (int b = 0; b < B; b++) {
         const osc_kvq_seq *x = &seqs[b];
@@ -1806,9 +1916,9 @@ extern "C" osc_status osc_cuda_kv_decode_attn_batch(void *out, const void *q, in
         }
         const int *bt = x->pages.bt;
         hs[b] = dq_seq{x->kq, x->kp, x->vq, x->vp, x->kn, (const bf16 *)x->rk, (const bf16 *)x->rv, nullptr, bt,
-                       bt ? x->pages.page_bytes : 0, bt ? x->pages.gpp : 1, 0, 1, 0, 0};
-        dq_plan(&hs[b], x->n_quant, x->n_res, want);
-        const int ns = hs[b].nsq + dq_nrs(x->n_res);
+                       bt ? x->pages.page_bytes : 0, bt ? x->pages.gpp : 1, 0, 1, 0, 0, nullptr, 1};
+        dq_plan(&hs[b], x->n_quant, x->n_res, bud);
+        const int ns = dq_used(hs[b]);
         if (ns > NS) NS = ns;
     }
     cudaStream_t st;
@@ -1829,14 +1939,24 @@ extern "C" osc_status osc_cuda_kv_decode_attn_batch(void *out, const void *q, in
 
 /* ---- the decode step of a CUDA graph (kvquant_launch.h) ---- */
 
-extern "C" int osc_cuda_kv_graph_splits(int B, int Hkv) { return dq_want(B * Hkv) + 4; /* + the window's */ }
+extern "C" int osc_cuda_kv_split_plan(int plan) {
+    const int was = g_kvq_plan < 0 ? 1 : g_kvq_plan;
+    g_kvq_plan = plan >= 0 && plan <= 3 ? plan : -1;
+    return was;
+}
+
+extern "C" int osc_cuda_kv_graph_splits(int B, int Hkv, int hd, int bits) {
+    const dq_budget b = dq_budget_for(B * Hkv, mq_use(hd, bits));
+    return b.want + b.rs; /* the packed splits, then the window's (none of its own when folded) */
+}
 
 extern "C" size_t osc_cuda_kv_graph_table_bytes(int B) { return (size_t)(B > 0 ? B : 0) * sizeof(dq_seq); }
 
-extern "C" osc_status osc_cuda_kv_graph_table(void *host, const osc_kvq_seq *seqs, int B, int NS,
-                                              const int32_t *lens1) {
-    if (B <= 0 || NS < 5 || !host || !seqs || !lens1)
-        return osc_error(OSC_ERR_INVALID_ARG, "kv graph table: B %d, %d splits", B, NS);
+extern "C" osc_status osc_cuda_kv_graph_table(void *host, const osc_kvq_seq *seqs, int B, int Hkv, int hd, int bits,
+                                              int NS, const int32_t *lens1) {
+    if (B <= 0 || Hkv <= 0 || !host || !seqs || !lens1 || NS != osc_cuda_kv_graph_splits(B, Hkv, hd, bits))
+        return osc_error(OSC_ERR_INVALID_ARG, "kv graph table: B %d, Hkv %d, %d splits", B, Hkv, NS);
+    const dq_budget bud = dq_budget_for(B * Hkv, mq_use(hd, bits));
     dq_seq *hs = (dq_seq *)host;
     for (int b = 0; b < B; b++) {
         const osc_kvq_seq *x = &seqs[b];
@@ -1851,7 +1971,7 @@ extern "C" osc_status osc_cuda_kv_graph_table(void *host, const osc_kvq_seq *seq
         d->pgb = bt ? x->pages.page_bytes : 0;
         d->gpp = bt ? x->pages.gpp : 1;
         d->len1 = lens1 + b;
-        dq_plan(d, x->n_quant, 1, NS - 4); /* at most NS - 4 packed splits, then the window's */
+        dq_plan(d, x->n_quant, 1, bud); /* at most NS splits in all (dq_used) */
     }
     return OSC_OK;
 }
@@ -1865,7 +1985,7 @@ extern "C" size_t osc_cuda_kv_graph_part_bytes(int B, int Hq, int Hkv, int hd, i
 extern "C" osc_status osc_cuda_kv_decode_attn_graph(void *out, const void *q, int B, int Hq, int Hkv, int hd, int bits,
                                                     int rotate, const void *table, int NS, void *part, float scale) {
     OSC_TRY(dq_check("kv_decode_attn_graph", B, Hq, Hkv, hd, bits));
-    if (!table || !part || NS < 5)
+    if (!table || !part || NS < 2)
         return osc_error(OSC_ERR_INVALID_ARG, "kv_decode_attn_graph: table / part / %d splits", NS);
     cudaStream_t st;
     OSC_TRY(osc_cu_stream(&st));

@@ -126,16 +126,23 @@ osc_status osc_cuda_kv_decode_attn_batch(void *out, const void *q, int B, int Hq
  *     uploaded by the caller whenever it changes (a window flush, a new batch);
  *   - each window length is read on the device at run time: lens1[b] (device) - n_quant, with
  *     lens1 the step's attend lengths (cached tokens + this one) that the step advances itself;
- *   - the split count NS is fixed per batch size (osc_cuda_kv_graph_splits: the packed
- *     splits' plan + 4 for the window); the splits a sequence does not need return at once and
- *     the combine skips them (it reads the table);
+ *   - the split count NS is fixed per batch size and shape (osc_cuda_kv_graph_splits: the
+ *     packed splits' plan + the window's, one wave of the kernel in use); the splits a
+ *     sequence does not need return at once and the combine skips them (it reads the table);
  *   - part is the caller's device scratch of osc_cuda_kv_graph_part_bytes(B, Hq, Hkv, hd, NS)
  *     bytes (not the library's growing scratch, whose address a graph would keep).
  * Residual keys are raw (res_raw). The same results as osc_cuda_kv_decode_attn_batch on the same
  * caches: the split plan is the same. */
-int osc_cuda_kv_graph_splits(int B, int Hkv);
+int osc_cuda_kv_graph_splits(int B, int Hkv, int hd, int bits);
+/* The packed-cache decode kernels' split plan (tests, sweeps): 1 the default, 0 the one before
+ * session 10, 2 the window in splits of its own, 3 the window folded into the packed splits
+ * (hd 128 / 2 bits); -1 reads OSC_KVQ_PLAN again. Returns the plan in force before. Set it
+ * only between decode steps of fresh contexts: graphs keep the split count they were made with. */
+int osc_cuda_kv_split_plan(int plan);
 size_t osc_cuda_kv_graph_table_bytes(int B);
-osc_status osc_cuda_kv_graph_table(void *host, const osc_kvq_seq *seqs, int B, int NS, const int32_t *lens1);
+/* NS must be osc_cuda_kv_graph_splits(B, Hkv, hd, bits) */
+osc_status osc_cuda_kv_graph_table(void *host, const osc_kvq_seq *seqs, int B, int Hkv, int hd, int bits, int NS,
+                                   const int32_t *lens1);
 size_t osc_cuda_kv_graph_part_bytes(int B, int Hq, int Hkv, int hd, int NS);
 osc_status osc_cuda_kv_decode_attn_graph(void *out, const void *q, int B, int Hq, int Hkv, int hd, int bits, int rotate,
                                          const void *table, int NS, void *part, float scale);

@@ -11,6 +11,7 @@
 #include "llm/model.h"
 #include "tests/check.h"
 #ifdef OSC_HAVE_CUDA
+#include "kernels/cuda/kvquant_launch.h"
 #include "kernels/cuda/launch.h"
 #endif
 
@@ -418,10 +419,14 @@ static void test_quant_batch(void) {
     if (!gm) return;
     const size_t n = (size_t)8 * 3 * c.vocab_size;
     float *a = calloc(n, 4), *b = calloc(n, 4), *e = calloc(n, 4);
-    const char *modes[] = {"oscar2", "kivi4"};
-    for (int mi = 0; mi < 2; mi++)
+    /* oscar2 twice: its window in splits of its own (the default here), then folded into the
+     * packed splits (the default of larger batches); kivi4 last (e is used below) */
+    const char *modes[] = {"oscar2", "oscar2", "kivi4"};
+    for (int mi = 0; mi < 3; mi++)
         for (int pooled = 0; pooled < 2; pooled++) {
-            const char *pl = pooled ? " (page pool)" : "";
+            osc_cuda_kv_split_plan(mi == 1 ? 3 : -1);
+            const char *pl = mi == 1 ? (pooled ? " (page pool, folded window)" : " (folded window)")
+                                     : pooled ? " (page pool)" : "";
             long gs[3] = {-1, -1, -1}, gs0[3] = {-1, -1, -1};
             quant_batch_run(gm, modes[mi], pooled, 1, a, gs, NULL);
             quant_batch_run(gm, modes[mi], pooled, 0, b, NULL, NULL);

@@ -25,6 +25,7 @@
 
 #include "core/device.h"
 #include "core/tensor.h"
+#include "kernels/cuda/kvquant_launch.h"
 #include "kvcache/kvcache.h"
 #include "tests/check.h"
 
@@ -333,6 +334,12 @@ int main(void) {
     const char *modes[] = {"kivi2", "kivi4", "rot2", "oscar2", "oscar4"};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) run_case(modes[m], &shapes[s]);
+    /* the 2-bit hd-128 modes again with the window folded into the packed splits (the plan of
+     * batches, here too small to get it by default) */
+    osc_cuda_kv_split_plan(3);
+    for (size_t s = 0; s < 2; s++)
+        for (size_t m = 0; m < 4; m += 3) run_case(modes[m], &shapes[s]); /* kivi2, oscar2 */
+    osc_cuda_kv_split_plan(-1);
     for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) run_oom(modes[m]);
     return check_done("test_kvpool_gpu");
 }

@@ -315,7 +315,9 @@ static void qc_free(qcache *Q) {
     osc_cuda_free(Q->dkq); osc_cuda_free(Q->dkp); osc_cuda_free(Q->dvq); osc_cuda_free(Q->dvp); osc_cuda_free(Q->dkn);
 }
 
-static void test_attn_case(const qcache *Q, int n_res, int G) {
+/* raw: the window keeps raw keys (the decoder's caches, res_raw), else rotated / normalised
+ * keys and their norms */
+static void test_attn_case(const qcache *Q, int n_res, int G, int raw) {
     const int Hkv = Q->Hkv, hd = Q->hd, Hq = Hkv * G, nq = Q->n;
     const float scale = 1.f / sqrtf((float)hd);
     /* residual: raw keys -> rotated/normalised (stored bf16) + norms; values */
@@ -324,7 +326,7 @@ static void test_attn_case(const qcache *Q, int n_res, int G) {
     gen_kv(rk, rv, n_res, Hkv, hd);
     for (int t = 0; t < n_res; t++) {
         float *x = rk + (size_t)t * Hkv * hd;
-        rn[t] = cpu_khat(x, Hkv, hd, Q->rotate, Q->norm);
+        rn[t] = raw ? 1.0f : cpu_khat(x, Hkv, hd, Q->rotate, Q->norm);
         for (int i = 0; i < Hkv * hd; i++) x[i] = rbf(x[i]);
     }
     float *q = malloc((size_t)Hq * hd * 4);
@@ -342,8 +344,9 @@ static void test_attn_case(const qcache *Q, int n_res, int G) {
         for (int t = 0; t < T; t++) {
             const float *kk = t < nq ? Q->kd + ((size_t)t * Hkv + kvh) * hd : rk + ((size_t)(t - nq) * Hkv + kvh) * hd;
             double nt = t < nq ? Q->c.kn[t] : (Q->norm ? rn[t - nq] : 1.0);
+            const float *qq = t >= nq && raw ? q + (size_t)hq * hd : qr;
             double d = 0;
-            for (int c = 0; c < hd; c++) d += (double)qr[c] * kk[c];
+            for (int c = 0; c < hd; c++) d += (double)qq[c] * kk[c];
             lg[t] = nt * d * scale;
             if (lg[t] > mx) mx = lg[t];
         }
@@ -364,17 +367,18 @@ static void test_attn_case(const qcache *Q, int n_res, int G) {
     uint16_t *ob = malloc((size_t)Hq * hd * 2);
     float *got = malloc((size_t)Hq * hd * 4);
     if (!g_dev_fail) {
-        DEV_OK(osc_cuda_kv_decode_attn(dout, dq, Hq, Hkv, hd, Q->bits, Q->rotate, Q->norm, Q->dkq, Q->dkp, Q->dvq,
-                                       Q->dvp, Q->dkn, nq, drk, drv, Q->norm ? drn : NULL, n_res, scale));
+        DEV_OK(osc_cuda_kv_decode_attn_ex(dout, dq, Hq, Hkv, hd, Q->bits, Q->rotate, Q->norm, Q->dkq, Q->dkp, Q->dvq,
+                                          Q->dvp, Q->dkn, nq, drk, drv, Q->norm && !raw ? drn : NULL, n_res, scale,
+                                          raw));
         DEV_OK(osc_cuda_memcpy_d2h(ob, dout, (size_t)Hq * hd * 2));
     }
     if (!g_dev_fail) {
         for (int i = 0; i < Hq * hd; i++) got[i] = osc_bf16_to_f32(ob[i]);
         double e = rel_l2(got, ref, (long)Hq * hd);
         int ok = T == 0 ? e == 0 : e <= 2e-2;
-        printf("attn nq=%5d nres=%3d G=%d Hkv=%d hd=%d b=%d rot=%d norm=%d: rel L2 %.2e %s\n", nq, n_res, G, Hkv, hd,
-               Q->bits, Q->rotate, Q->norm, e, ok ? "ok" : "FAIL");
-        CHECK(ok, "attn nq=%d nres=%d G=%d: %g", nq, n_res, G, e);
+        printf("attn nq=%5d nres=%3d%s G=%d Hkv=%d hd=%d b=%d rot=%d norm=%d: rel L2 %.2e %s\n", nq, n_res,
+               raw ? " raw" : "", G, Hkv, hd, Q->bits, Q->rotate, Q->norm, e, ok ? "ok" : "FAIL");
+        CHECK(ok, "attn nq=%d nres=%d raw=%d G=%d: %g", nq, n_res, raw, G, e);
     }
     osc_cuda_free(dq); osc_cuda_free(drk); osc_cuda_free(drv); osc_cuda_free(drn); osc_cuda_free(dout);
     free(ob); free(got); free(rk); free(rv); free(rn); free(q); free(ref); free(lg); free(qr);
@@ -470,22 +474,32 @@ int main(void) {
         }
     g_special = 0;
 
-    /* attention, oscar2, hd 128, 2 kv heads */
+    /* attention, oscar2, hd 128, 2 kv heads; the window in splits of its own (plan 2) and
+     * folded into the packed splits (plan 3) */
     const int nqs[4] = {0, 32, 4096, 32768}, nrs[3] = {0, 1, 200}, gs[3] = {1, 4, 7};
-    for (int a = 0; a < 4 && !g_dev_fail; a++) {
-        qcache Q;
-        qc_make(&Q, nqs[a], 2, 128, 2, 1, 1);
-        for (int b = 0; b < 3 && !g_dev_fail; b++)
-            for (int c = 0; c < 3 && !g_dev_fail; c++) test_attn_case(&Q, nrs[b], gs[c]);
-        qc_free(&Q);
+    for (int plan = 2; plan <= 3; plan++) {
+        osc_cuda_kv_split_plan(plan);
+        printf("split plan %d\n", plan);
+        for (int a = 0; a < 4 && !g_dev_fail; a++) {
+            qcache Q;
+            qc_make(&Q, nqs[a], 2, 128, 2, 1, 1);
+            for (int b = 0; b < 3 && !g_dev_fail; b++)
+                for (int c = 0; c < 3 && !g_dev_fail; c++) test_attn_case(&Q, nrs[b], gs[c], 0);
+            /* a raw window (the decoder's); folded, nq 32 puts the packed group and window tiles
+             * in one split (q rotated for the one, raw for the other) */
+            if (a == 1 || a == 2)
+                for (int b = 1; b < 3 && !g_dev_fail; b++) test_attn_case(&Q, nrs[b], 4, 1);
+            qc_free(&Q);
+        }
     }
+    osc_cuda_kv_split_plan(-1);
     /* other modes: oscar4, kivi2, rot2, hd 256 */
     const int xm[4][5] = {{128, 4, 1, 1, 4}, {128, 2, 0, 0, 4}, {128, 2, 1, 0, 7}, {256, 2, 1, 1, 4}};
     for (int i = 0; i < 4 && !g_dev_fail; i++) {
         qcache Q;
         qc_make(&Q, 4096, 2, xm[i][0], xm[i][1], xm[i][2], xm[i][3]);
-        if (!g_dev_fail) test_attn_case(&Q, 200, xm[i][4]);
-        if (!g_dev_fail) test_attn_case(&Q, 0, 8);
+        if (!g_dev_fail) test_attn_case(&Q, 200, xm[i][4], 0);
+        if (!g_dev_fail) test_attn_case(&Q, 0, 8, 0);
         qc_free(&Q);
     }
     if (!g_dev_fail && !getenv("OSC_GPU_TEST_NOTIME")) timing();
