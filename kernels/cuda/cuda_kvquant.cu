@@ -1620,8 +1620,9 @@ osc_status mq_launch(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, in
  * short blocks left and ended that much after the rest (session 10: the (1,128K) launch of 66
  * + 4 splits x 8 heads on 528 slots had its SMs idle 24% of the time). Measured on the H100
  * (PERFORMANCE.md, session 10): folding gained 1-3 us at (8,32K) and (16,8K) and lost 1-1.5
- * us at B = 1, hence the split by per. OSC_KVQ_PLAN (A/B sweeps): 0 the old plan
- * (ceil(slots / bh) packed splits, 4 window splits), 2 never fold, 3 always fold. */
+ * us at B = 1, hence the split by per. OSC_KVQ_PLAN (A/B sweeps, tests): 0 the old plan
+ * (ceil(slots / bh) packed splits, 4 window splits), 2 never fold, 3 always fold, 4 one split
+ * per pair (per = 1, the plan of batches with more pairs than slots). */
 struct dq_budget {
     int want, rs;
 };
@@ -1635,9 +1636,10 @@ dq_budget dq_budget_for(int bh, bool mma) {
     }
     if (g_kvq_plan < 0) {
         const char *p = getenv("OSC_KVQ_PLAN");
-        g_kvq_plan = p && *p >= '0' && *p <= '3' ? *p - '0' : 1;
+        g_kvq_plan = p && *p >= '0' && *p <= '4' ? *p - '0' : 1;
     }
     const int plan = g_kvq_plan;
+    if (plan == 4) return {1, mma ? 0 : 1}; /* one block per pair: what batches past one wave get */
     const int per_sm = bps ? bps : mma ? mq_blocks_per_sm() : 4;
     const int slots = per_sm * osc_cu_num_sms();
     if (bh < 1) bh = 1;
@@ -1968,7 +1970,7 @@ extern "C" osc_status osc_cuda_kv_decode_attn_batch(void *out, const void *q, in
 
 extern "C" int osc_cuda_kv_split_plan(int plan) {
     const int was = g_kvq_plan < 0 ? 1 : g_kvq_plan;
-    g_kvq_plan = plan >= 0 && plan <= 3 ? plan : -1;
+    g_kvq_plan = plan >= 0 && plan <= 4 ? plan : -1;
     return was;
 }
 
@@ -2012,7 +2014,7 @@ extern "C" size_t osc_cuda_kv_graph_part_bytes(int B, int Hq, int Hkv, int hd, i
 extern "C" osc_status osc_cuda_kv_decode_attn_graph(void *out, const void *q, int B, int Hq, int Hkv, int hd, int bits,
                                                     int rotate, const void *table, int NS, void *part, float scale) {
     OSC_TRY(dq_check("kv_decode_attn_graph", B, Hq, Hkv, hd, bits));
-    if (!table || !part || NS < 2)
+    if (!table || !part || NS < 1)
         return osc_error(OSC_ERR_INVALID_ARG, "kv_decode_attn_graph: table / part / %d splits", NS);
     cudaStream_t st;
     OSC_TRY(osc_cu_stream(&st));

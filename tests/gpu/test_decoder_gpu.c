@@ -419,14 +419,16 @@ static void test_quant_batch(void) {
     if (!gm) return;
     const size_t n = (size_t)8 * 3 * c.vocab_size;
     float *a = calloc(n, 4), *b = calloc(n, 4), *e = calloc(n, 4);
-    /* oscar2 twice: its window in splits of its own (the default here), then folded into the
-     * packed splits (the default of larger batches); kivi4 last (e is used below) */
-    const char *modes[] = {"oscar2", "oscar2", "kivi4"};
-    for (int mi = 0; mi < 3; mi++)
+    /* oscar2 three times: its window in splits of its own (the default here), folded into the
+     * packed splits (the default of larger batches), one split per sequence and KV head (a
+     * batch with more of those than resident blocks); kivi4 last (e is used below) */
+    const char *modes[] = {"oscar2", "oscar2", "oscar2", "kivi4"};
+    static const char *plans[] = {"", " (folded window)", " (one split)", ""};
+    for (int mi = 0; mi < 4; mi++)
         for (int pooled = 0; pooled < 2; pooled++) {
-            osc_cuda_kv_split_plan(mi == 1 ? 3 : -1);
-            const char *pl = mi == 1 ? (pooled ? " (page pool, folded window)" : " (folded window)")
-                                     : pooled ? " (page pool)" : "";
+            osc_cuda_kv_split_plan(mi == 1 ? 3 : mi == 2 ? 4 : -1);
+            char pl[64];
+            snprintf(pl, sizeof pl, "%s%s", pooled ? " (page pool)" : "", plans[mi]);
             long gs[3] = {-1, -1, -1}, gs0[3] = {-1, -1, -1};
             quant_batch_run(gm, modes[mi], pooled, 1, a, gs, NULL);
             quant_batch_run(gm, modes[mi], pooled, 0, b, NULL, NULL);

@@ -474,10 +474,10 @@ int main(void) {
         }
     g_special = 0;
 
-    /* attention, oscar2, hd 128, 2 kv heads; the window in splits of its own (plan 2) and
-     * folded into the packed splits (plan 3) */
+    /* attention, oscar2, hd 128, 2 kv heads; the window in splits of its own (plan 2), folded
+     * into the packed splits (plan 3), one split per KV head (plan 4) */
     const int nqs[4] = {0, 32, 4096, 32768}, nrs[3] = {0, 1, 200}, gs[3] = {1, 4, 7};
-    for (int plan = 2; plan <= 3; plan++) {
+    for (int plan = 2; plan <= 4; plan++) {
         osc_cuda_kv_split_plan(plan);
         printf("split plan %d\n", plan);
         for (int a = 0; a < 4 && !g_dev_fail; a++) {
