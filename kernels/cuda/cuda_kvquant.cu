@@ -732,7 +732,7 @@ struct dq_seq {
     long long pgb;
     int gpp, n_groups, gpb, nsq, n_res;
     const int *len1; /* graph step: n_res = *len1 - 32 n_groups, read on the device (else NULL) */
-    int rs;          /* splits the window may take (1..4, dq_budget) */
+    int rs;          /* splits of the window's own (1..4), or 0: folded into the packed ones (dq_budget) */
 };
 
 /* sequence b of a device table, its window length from the device when the table says so */
@@ -758,10 +758,11 @@ __device__ __forceinline__ void dq_res_range(const dq_seq &sq, int split, int *r
     if (r >= 0 && r < dq_nrs(sq)) *rb = r * c, *re = min(sq.n_res, r * c + c);
 }
 
-/* rs == 0 (k_kvq_mma's plan): the window folded into the packed splits. The items of a
- * (sequence, KV head) are its packed groups, then its window's 16-token tiles (a tile costs a
- * warp about what a group does); split s takes items [s c, s c + c), c = max(ceil(items / nsq),
- * DQ_NW), so every split runs about as long and none sits idle once a short window is done. */
+/* rs == 0 (k_kvq_mma's plan for batches): the window folded into the packed splits. The items
+ * of a (sequence, KV head) are its packed groups, then its window's 16-token tiles (one item
+ * each: a tile is 2.5x a group's bytes but loads in two round trips and runs one S and one PV
+ * MMA chain); split s takes items [s c, s c + c), c = max(ceil(items / nsq), DQ_NW), so the
+ * splits run about as long and none sits idle once a short window block is done. */
 __host__ __device__ __forceinline__ int dq_tiles(int n_res) { return n_res > 0 ? (n_res + 15) / 16 : 0; }
 __host__ __device__ __forceinline__ int dq_fchunk(const dq_seq &sq) {
     const int n = sq.n_groups + dq_tiles(sq.n_res), c = (n + sq.nsq - 1) / sq.nsq;
