@@ -1222,9 +1222,10 @@ osc_status pick_gm(int GM, float *pacc, float2 *pml, const bf16 *q, int G, int H
  * M-tile i is channels 16i .. 16i+15 in order.
  * q is pre-scaled by 1/16 in f16 (products q * zero of unnormalised kivi2 keys stay far from
  * the f16 limit); the 16 comes back in fp32.
- * The residual window (bf16) is the up to rs splits after the packed ones (dq_nrs): its tiles
- * of 16 tokens are converted to f16 in shared memory and go through ldmatrix into the same two
- * MMAs. */
+ * The residual window (bf16) is the up to rs splits after the packed ones (dq_nrs), or, folded
+ * (rs = 0, batches), tiles after the packed groups of the same splits (dq_split_items): its
+ * tiles of 16 tokens are converted to f16 in shared memory and go through ldmatrix into the
+ * same two MMAs. */
 namespace mq {
 const int NW = 4, THREADS = NW * 32, STAGES = 3;
 /* one stage (bytes), the group's blocks as stored (fragment order): K codes u32 [256] (lane
@@ -1627,7 +1628,6 @@ osc_status mq_launch(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, in
 struct dq_budget {
     int want, rs;
 };
-int mq_blocks_per_sm(void);
 int g_kvq_plan = -1; /* osc_cuda_kv_split_plan; -1: OSC_KVQ_PLAN, else 1 */
 dq_budget dq_budget_for(int bh, bool mma) {
     static int bps = -1;
@@ -1651,7 +1651,8 @@ dq_budget dq_budget_for(int bh, bool mma) {
     return {per - rs > 1 ? per - rs : 1, rs};
 }
 
-/* the split plan of one sequence: groups per split for about `want` packed splits */
+/* the split plan of one sequence: groups per split for about `want` packed splits, or (rs = 0)
+ * `want` splits sharing the groups and the window's tiles */
 void dq_plan(dq_seq *sq, int n_quant, int n_res, dq_budget bud) {
     int want = bud.want;
     const int n_groups = n_quant / 32;
