@@ -129,6 +129,16 @@ osc_status osc_device_timer_stop(osc_dev dev, double *seconds) {
 #endif
 }
 
+osc_status osc_device_hold(osc_dev dev, double us) {
+    if (dev == OSC_DEV_CPU) return osc_error(OSC_ERR_UNSUPPORTED, "device hold: not on the CPU");
+#ifdef OSC_HAVE_CUDA
+    return osc_cuda_hold(us);
+#else
+    (void)us;
+    return no_cuda();
+#endif
+}
+
 osc_status osc_device_mem_info(osc_dev dev, size_t *free_b, size_t *total_b) {
     if (dev == OSC_DEV_CUDA) {
 #ifdef OSC_HAVE_CUDA

@@ -20,6 +20,10 @@ osc_status osc_device_sync(osc_dev dev);
  * CPU: OSC_ERR_UNSUPPORTED (time on the host there). */
 osc_status osc_device_timer_start(osc_dev dev);
 osc_status osc_device_timer_stop(osc_dev dev, double *seconds);
+/* Keep the device busy for `us` microseconds of device time (1 .. 1e6) before the work queued
+ * after this call: a device timer started after a hold that outlasts the host's launch work
+ * times the device work alone. CPU: OSC_ERR_UNSUPPORTED. */
+osc_status osc_device_hold(osc_dev dev, double us);
 /* Free / total memory of the device (CPU: from /proc/meminfo). */
 osc_status osc_device_mem_info(osc_dev dev, size_t *free_b, size_t *total_b);
 

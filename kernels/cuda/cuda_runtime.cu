@@ -298,6 +298,24 @@ extern "C" osc_status osc_cuda_timer_start(void) {
     return OSC_OK;
 }
 
+__global__ void k_hold(unsigned long long ns) {
+    unsigned long long t0, t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t0));
+    do {
+        __nanosleep(1000);
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    } while (t - t0 < ns);
+}
+
+extern "C" osc_status osc_cuda_hold(double us) {
+    if (!(us >= 1.0 && us <= 1e6)) return osc_error(OSC_ERR_INVALID_ARG, "device hold: %g us (1 .. 1e6)", us);
+    cudaStream_t st;
+    OSC_TRY(osc_cu_stream(&st));
+    k_hold<<<1, 1, 0, st>>>((unsigned long long)(us * 1e3));
+    OSC_CU_LAUNCH("k_hold");
+    return OSC_OK;
+}
+
 extern "C" osc_status osc_cuda_timer_stop(double *seconds) {
     cudaStream_t st;
     OSC_TRY(osc_cu_stream(&st));

@@ -47,6 +47,11 @@ osc_status osc_cuda_mem_info(size_t *free_b, size_t *total_b);
  * stop waits for it. */
 osc_status osc_cuda_timer_start(void);
 osc_status osc_cuda_timer_stop(double *seconds);
+/* Queue a kernel that keeps the library stream busy for `us` microseconds of device time (one
+ * thread polling the global timer), so that work queued behind it starts only once the host
+ * has finished launching it: a timer started after the hold measures device time alone, host
+ * launch work excluded (nvbench's blocking-kernel method). 1 <= us <= 1e6. */
+osc_status osc_cuda_hold(double us);
 
 /* CUDA graphs of the library stream (the decode step, llm/model.c). begin: start capturing
  * (thread-local mode: the ops launched until end are recorded, not run); end: stop and

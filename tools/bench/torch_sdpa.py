@@ -8,7 +8,11 @@ k/v expanded to 32 heads (repeat_interleave, done outside the timed region) and 
 row says "gqa": "expanded". Backends via torch.nn.attention.sdpa_kernel: flash, cudnn,
 efficient, math (math only where its memory fits). Timing: CUDA events around one call,
 5 warm-ups, median of 50, the inputs rotate over enough fresh random sets (randn) to exceed
-the L2 cache. Copy: 1 GiB tensor copy_, (read + write bytes) / time, median of 10.
+the L2 cache. Each call is timed twice: as launched (attn_us: the host's launch work between
+the start event and the first kernel counts, as `oscar bench`'s median_us) and queued
+(attn_dev_us: behind a torch.cuda._sleep kernel that outlasts the host's launch work, so the
+events time the device work alone, as `oscar bench`'s dev_us). Copy: 1 GiB tensor copy_,
+(read + write bytes) / time, median of 10.
 
 usage: torch_sdpa.py OUT.json [--shapes 1x4096,1x32768,...] [--reps 50]
 """
@@ -18,6 +22,7 @@ import json
 import os
 import statistics
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -29,19 +34,53 @@ BACKENDS = [("flash", SDPBackend.FLASH_ATTENTION), ("cudnn", SDPBackend.CUDNN_AT
             ("efficient", SDPBackend.EFFICIENT_ATTENTION), ("math", SDPBackend.MATH)]
 
 
-def time_fn(fn, sets, reps, warm=5):
+_hold = {"cycles": 0, "us": 2000.0}
+
+
+def hold():
+    """Queue a torch.cuda._sleep of about _hold["us"] microseconds (calibrated once)."""
+    if not _hold["cycles"]:
+        n = 1 << 22
+        a = torch.cuda.Event(enable_timing=True)
+        b = torch.cuda.Event(enable_timing=True)
+        torch.cuda._sleep(n)  # warm
+        torch.cuda.synchronize()
+        a.record()
+        torch.cuda._sleep(n)
+        b.record()
+        b.synchronize()
+        _hold["cycles"] = max(1, int(n * _hold["us"] / (a.elapsed_time(b) * 1e3)))
+    torch.cuda._sleep(_hold["cycles"])
+
+
+def time_fn(fn, sets, reps, warm=5, queued=False):
+    """Median and min us of fn over rotating sets; queued: behind a hold (device time alone),
+    a rep whose host launch work outlasts half the hold is repeated with the hold doubled."""
     for i in range(warm):
         fn(*sets[i % len(sets)])
     torch.cuda.synchronize()
     ts = []
-    for i in range(reps):
+    i = 0
+    while len(ts) < reps:
         args = sets[i % len(sets)]
+        i += 1
         a = torch.cuda.Event(enable_timing=True)
         b = torch.cuda.Event(enable_timing=True)
+        torch.cuda.synchronize()
+        if queued:
+            hold()
+        h0 = time.perf_counter()
         a.record()
         fn(*args)
         b.record()
+        host_us = (time.perf_counter() - h0) * 1e6
         b.synchronize()
+        if queued and host_us > 0.5 * _hold["us"]:
+            if _hold["us"] > 256e3:
+                raise RuntimeError(f"host launch work of {host_us:.0f} us")
+            _hold["us"] *= 2
+            _hold["cycles"] *= 2
+            continue
         ts.append(a.elapsed_time(b) * 1e3)  # us
     return statistics.median(ts), min(ts)
 
@@ -81,7 +120,7 @@ def main():
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     results = []
     print(f"{'backend':10s} {'gqa':9s} {'batch':>6s} {'ctx':>8s} {'median_us':>10s} {'min_us':>10s} "
-          f"{'GB/s':>8s} {'of_copy':>8s}")
+          f"{'GB/s':>8s} {'of_copy':>8s} {'dev_us':>10s} {'dev_of_copy':>11s}")
     for B, T in shapes:
         kv_bytes = 2 * B * HKV * T * D * 2
         nsets = max(1, min(16, -(-(256 << 20) // kv_bytes)))
@@ -96,7 +135,8 @@ def main():
             row = {"kind": "torch_sdpa", "backend": name, "batch": B, "ctx": T, "hq": HQ, "hkv": HKV, "d": D,
                    "dtype": "bf16", "copy_gbps": gbps, "date": date, "torch": torch.__version__,
                    "device": torch.cuda.get_device_name(), "commit": os.environ.get("OSC_COMMIT"),
-                   "timing": "CUDA events, 5 warm-ups, median of %d, %d rotating random input sets"
+                   "timing": "CUDA events, 5 warm-ups, median of %d, %d rotating random input sets; "
+                             "attn_dev_us: queued behind torch.cuda._sleep (device time alone)"
                              % (args.reps, nsets)}
             if name == "math" and B * HQ * T * 4 * 4 > (8 << 30):
                 row["error"] = "skipped: math backend memory"
@@ -115,9 +155,12 @@ def main():
                     with sdpa_kernel([be]):
                         # decode: one query sees every key, so no causal mask is needed
                         med, mn = time_fn(fn, use, args.reps)
+                        dmed, dmn = time_fn(fn, use, args.reps, queued=True)
                     row.update(gqa=gqa, attn_us=med, attn_us_min=mn,
-                               achieved_gbps=kv_bytes / (med * 1e-6) / 1e9)
+                               achieved_gbps=kv_bytes / (med * 1e-6) / 1e9,
+                               attn_dev_us=dmed, attn_dev_us_min=dmn)
                     row["frac_of_copy"] = row["achieved_gbps"] / gbps
+                    row["dev_frac_of_copy"] = kv_bytes / (dmed * 1e-6) / 1e9 / gbps
                     if gqa == "expanded":  # the expanded k/v read 4x the bytes
                         row["note"] = "k/v expanded to 32 heads; achieved_gbps counts the 8-head bytes"
                     err = None
@@ -130,7 +173,8 @@ def main():
                 print(f"{name:10s} {'-':9s} {B:6d} {T:8d} unsupported: {err[:80]}")
             else:
                 print(f"{name:10s} {row['gqa']:9s} {B:6d} {T:8d} {row['attn_us']:10.1f} {row['attn_us_min']:10.1f} "
-                      f"{row['achieved_gbps']:8.1f} {row['frac_of_copy']:8.2f}")
+                      f"{row['achieved_gbps']:8.1f} {row['frac_of_copy']:8.2f} {row['attn_dev_us']:10.1f} "
+                      f"{row['dev_frac_of_copy']:11.2f}")
             sys.stdout.flush()
             results.append(row)
         del sets
