@@ -1627,6 +1627,7 @@ osc_status mq_launch(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, in
  * per pair (per = 1, the plan of batches with more pairs than slots). */
 struct dq_budget {
     int want, rs;
+    bool fit; /* k_kvq_mma: dq_plan may give the window fewer splits (dq_window_splits) */
 };
 int g_kvq_plan = -1; /* osc_cuda_kv_split_plan; -1: OSC_KVQ_PLAN, else 1 */
 dq_budget dq_budget_for(int bh, bool mma) {
@@ -1637,18 +1638,33 @@ dq_budget dq_budget_for(int bh, bool mma) {
     }
     if (g_kvq_plan < 0) {
         const char *p = getenv("OSC_KVQ_PLAN");
-        g_kvq_plan = p && *p >= '0' && *p <= '4' ? *p - '0' : 1;
+        g_kvq_plan = p && *p >= '0' && *p <= '5' ? *p - '0' : 1;
     }
     const int plan = g_kvq_plan;
-    if (plan == 4) return {1, mma ? 0 : 1}; /* one block per pair: what batches past one wave get */
+    if (plan == 4) return {1, mma ? 0 : 1, false}; /* one block per pair: what batches past one wave get */
     const int per_sm = bps ? bps : mma ? mq_blocks_per_sm() : 4;
     const int slots = per_sm * osc_cu_num_sms();
     if (bh < 1) bh = 1;
-    if (!plan) return {(slots + bh - 1) / bh, 4};
+    if (!plan) return {(slots + bh - 1) / bh, 4, false};
     const int per = slots / bh > 1 ? slots / bh : 1;
-    if (mma && (plan == 3 || (plan != 2 && per < 32))) return {per, 0};
+    if (mma && (plan == 3 || (plan != 2 && per < 32))) return {per, 0, false};
     const int rs = per >= 32 ? 4 : per >= 16 ? 2 : 1;
-    return {per - rs > 1 ? per - rs : 1, rs};
+    return {per - rs > 1 ? per - rs : 1, rs, mma && plan != 5};
+}
+
+/* k_kvq_mma, window in splits of its own: the fewest of 1, 2, 4 (at most rs) whose blocks end
+ * no later than the packed ones, so the rest of the pair's blocks take packed groups. A warp's
+ * window tile costs about 4 packed groups on a loaded memory system (H100 block timings,
+ * session 11: (1,128K) window blocks of one tile per warp ended at 11-12 us, of four at 28 us,
+ * packed blocks of 16-17 groups per warp at 33-40 us). The window is taken at its longest, 16
+ * tiles (R = 256), or n_res if longer: a CUDA graph's table is built with the window empty. */
+int dq_window_splits(int n_groups, int n_res, int want, int rs) {
+    const int tiles = dq_tiles(n_res) > 16 ? dq_tiles(n_res) : 16, per = want + rs;
+    for (int r = 1; r < rs; r *= 2) {
+        const int pk = per - r, gpb = (n_groups + pk - 1) / pk;
+        if ((tiles + 4 * r - 1) / (4 * r) * 4 <= (gpb + DQ_NW - 1) / DQ_NW) return r;
+    }
+    return rs;
 }
 
 /* the split plan of one sequence: groups per split for about `want` packed splits, or (rs = 0)
@@ -1656,6 +1672,11 @@ dq_budget dq_budget_for(int bh, bool mma) {
 void dq_plan(dq_seq *sq, int n_quant, int n_res, dq_budget bud) {
     int want = bud.want;
     const int n_groups = n_quant / 32;
+    if (bud.fit && bud.rs > 1 && n_groups > 0) {
+        const int r = dq_window_splits(n_groups, n_res, want, bud.rs);
+        want += bud.rs - r;
+        bud.rs = r;
+    }
     int nsq = 0, gpb = 1;
     if (!bud.rs) { /* folded: want splits share groups and tiles (dq_split_items) */
         nsq = want > 1 ? want : 1;
