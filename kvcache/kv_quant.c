@@ -62,11 +62,11 @@ void osc_kvq_range(float lo, float hi, int bits, uint16_t prm[2], float *s_out, 
     *zint_out = zint;
 }
 
-static inline uint32_t quant1(float x, float s, int zint, int qmax) {
-    float q = roundf(x / s) + (float)zint;
-    if (!(q >= 0.0f)) q = 0.0f; /* also NaN -> 0 */
-    if (q > (float)qmax) q = (float)qmax;
-    return (uint32_t)q;
+/* the code of x in a group of scale s, zint (kv_quant.h): rs = 1 / s, mz = M + zint */
+static inline uint32_t quant1(float x, float rs, float mz, int qmax) {
+    float t = fmaf(x, rs, mz); /* M + rne(x * rs + zint), one rounding */
+    t = fminf(fmaxf(t, OSC_KVQ_MAGIC), OSC_KVQ_MAGIC + (float)qmax); /* fmaxf(NaN, M) = M */
+    return (uint32_t)(t - OSC_KVQ_MAGIC);
 }
 
 void osc_kvq_quant_k_group(const float *x, int n, int ld, int nc, int bits, uint32_t *words, uint16_t *prm) {
@@ -82,11 +82,12 @@ void osc_kvq_quant_k_group(const float *x, int n, int ld, int nc, int bits, uint
         float s;
         int zint;
         osc_kvq_range(lo, hi, bits, prm + 2 * c, &s, &zint);
+        const float rs = 1.0f / s, mz = OSC_KVQ_MAGIC + (float)zint;
         for (int w = 0; w < bits; w++) {
             uint32_t word = 0;
             for (int e = 0; e < per; e++) {
                 int j = w * per + e;
-                if (j < n) word |= quant1(x[(size_t)j * ld + c], s, zint, qmax) << (bits * e);
+                if (j < n) word |= quant1(x[(size_t)j * ld + c], rs, mz, qmax) << (bits * e);
             }
             words[(size_t)w * nc + c] = word;
         }
@@ -118,9 +119,10 @@ void osc_kvq_quant_v_row(const float *x, int hd, int bits, uint32_t *words, uint
         float s;
         int zint;
         osc_kvq_range(lo, hi, bits, prm + 2 * g, &s, &zint);
+        const float rs = 1.0f / s, mz = OSC_KVQ_MAGIC + (float)zint;
         for (int c = 0; c < OSC_KV_G; c++) {
             int e = g * OSC_KV_G + c;
-            words[e / per] |= quant1(xg[c], s, zint, qmax) << (bits * (e % per));
+            words[e / per] |= quant1(xg[c], rs, mz, qmax) << (bits * (e % per));
         }
     }
 }

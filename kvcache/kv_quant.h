@@ -6,8 +6,12 @@
  *   is widened to [c - |c|/1024, c + |c|/1024] (c = lo) so the scale is never 0.
  *   scale = (hi - lo) / (2^b - 1), stored as fp16 rounded UP (so (hi-lo)/s <= 2^b-1); all
  *   further arithmetic uses that stored fp16 scale s.
- *   zint  = round(-lo / s)                          (an integer, may be negative)
- *   code  = clamp(round(x / s) + zint, 0, 2^b - 1)  (round = half away from zero, roundf)
+ *   zint  = round(-lo / s)                          (an integer, may be negative; roundf)
+ *   code  = clamp(rne(x * r + zint), 0, 2^b - 1)    r = 1 / s in fp32, rne = round half to
+ *           even; computed as fmaf(x, r, M + zint) with M = 1.5 * 2^23, whose fp32 result is
+ *           M + the rounded value (NaN -> code 0). Apart from exact ties this is
+ *           round(x / s) + zint; the reciprocal and the single rounding make it a few
+ *           instructions on a GPU, bit for bit the same there (OSC_KVQ_MAGIC).
  *   zero  = fp16(-zint * s)                         ("lo-equivalent", in value units)
  *   dequant: x_hat = code * s + zero                (one FMA on a GPU)
  * Error: |x_hat - x| <= s/2 + |zero| * 2^-11 (fp16 rounding of zero) + fp32 rounding.
@@ -47,6 +51,8 @@ float osc_kvq_token_norm(const float *x, int n);
 /* |zint| at most this: round(-lo / s) of a group far from zero relative to its range (or
  * clipped by the fp16 scale) would not fit an int; the GPU pack clamps the same way */
 #define OSC_KVQ_ZINT_MAX 1000000000.0f
+/* M above: fp32 values in [M, M + 2^22) are M + an integer, held in the low mantissa bits */
+#define OSC_KVQ_MAGIC 12582912.0f
 
 /* (scale, zero) for range [lo, hi] at b bits, per the rule above. s: the fp16 scale as a float;
  * zint: round(-lo/s), clamped to +-OSC_KVQ_ZINT_MAX. prm[0] = scale fp16 bits, prm[1] = zero fp16

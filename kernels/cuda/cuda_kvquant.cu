@@ -135,11 +135,17 @@ __device__ __forceinline__ void kv_range(float lo, float hi, int bits, float *s_
     *prm = (uint32_t)s16 | ((uint32_t)z16 << 16);
 }
 
-__device__ __forceinline__ uint32_t kv_code(float x, float s, int zint, int qmax) {
-    float q = __fadd_rn(roundf(__fdiv_rn(x, s)), (float)zint);
-    if (!(q >= 0.0f)) q = 0.0f;
-    if (q > (float)qmax) q = (float)qmax;
-    return (uint32_t)q;
+/* kv_quant.c's code rule: rs = 1 / s, mz = M + zint (kv_rcp_mz). The clamped value's fp32 bits
+ * are those of M plus the code. */
+__device__ __forceinline__ float kv_code_f(float x, float rs, float mz, int qmax) {
+    return fminf(fmaxf(__fmaf_rn(x, rs, mz), OSC_KVQ_MAGIC), OSC_KVQ_MAGIC + (float)qmax);
+}
+__device__ __forceinline__ uint32_t kv_code(float x, float rs, float mz, int qmax) {
+    return __float_as_uint(kv_code_f(x, rs, mz, qmax)) - __float_as_uint(OSC_KVQ_MAGIC);
+}
+__device__ __forceinline__ void kv_rcp_mz(float s, int zint, float *rs, float *mz) {
+    *rs = __frcp_rn(s);
+    *mz = __fadd_rn(OSC_KVQ_MAGIC, (float)zint);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -253,9 +259,11 @@ k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int r
             uint32_t prm;
             kv_range(lo, hi, BITS, &sc, &zint, &prm);
             if (w == 0) reinterpret_cast<uint32_t *>(kp)[blk * hd + c] = prm;
+            float rs, mz;
+            kv_rcp_mz(sc, zint, &rs, &mz);
             uint32_t word = 0;
 #pragma unroll
-            for (int e = 0; e < per; e++) word |= kv_code(xs[(w * per + e) * LD + c], sc, zint, qmax) << (BITS * e);
+            for (int e = 0; e < per; e++) word |= kv_code(xs[(w * per + e) * LD + c], rs, mz, qmax) << (BITS * e);
             kq[(blk * BITS + w) * hd + c] = word;
         }
         __syncthreads();
@@ -284,7 +292,9 @@ k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int r
             int zint;
             uint32_t pr;
             kv_range(lo, hi, BITS, &sc, &zint, &pr);
-            uint32_t word = kv_code(xv, sc, zint, qmax) << (BITS * (lane % per));
+            float rs, mz;
+            kv_rcp_mz(sc, zint, &rs, &mz);
+            uint32_t word = kv_code(xv, rs, mz, qmax) << (BITS * (lane % per));
 #pragma unroll
             for (int o = 1; o < per; o <<= 1) word |= __shfl_xor_sync(0xffffffffu, word, o);
             if (lane % per == 0) words[gi * BITS + lane / per] = word;
@@ -296,10 +306,10 @@ k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int r
 /* ---- hd = 128: the pack with 16 channels per lane ---------------------------------------- */
 /* The general kernel above spends ~880 warp instructions per (token, head) row (ncu, H200):
  * every key row is rotated twice with 4 channels per lane (5 levels of shuffles), V's groups
- * are reduced across all 32 lanes, and every code takes an IEEE division. Here a lane holds 16
- * consecutive channels (8 lanes per row, 4 rows per warp), so 4 of the 7 butterfly levels are
- * in registers and a V group of 32 channels is two lanes; the divisions by the norm and the
- * scales are a multiply by the reciprocal and one FMA correction (exact: dv_rn); the token norm
+ * are reduced across all 32 lanes. Here a lane holds 16 consecutive channels (8 lanes per row, 4
+ * rows per warp), so 4 of the 7 butterfly levels are in registers and a V group of 32 channels
+ * is two lanes; the division by the norm is a multiply by the reciprocal and one FMA correction
+ * (exact: dv_rn), the codes 4 instructions each (kv_words16); the token norm
  * comes from the unrotated key (H / sqrt(hd) is orthonormal: ||k_rot||^2 = hd rsq^2 ||k||^2 in
  * fp64, within an fp32 ulp of the norm of the rotated values), so each key row is rotated once.
  * Block: 32 tokens, all heads, 256 threads; per head the rotated, normalised rows go through a
@@ -317,38 +327,22 @@ __device__ __forceinline__ float dv_rn(float a, float b, float rb) {
     return __fmaf_rn(__fmaf_rn(-q0, b, a), rb, q0);
 }
 
-/* the 16 codes of x as 16 / per words of per codes (code e of a word at bits BITS e). When
- * every lane's group has a finite min and max (so every quotient is finite or NaN) the warp
- * takes the short path: dv_rn, roundf as the truncation of d + 0.5 sign(d) added toward zero
- * (which never reaches the next integer), the fp32 add of zint and the clamp (NaN -> 0) as
- * kv_code, and each word summed in fp32 as two exact 16-bit halves (one FMA per code, two
- * conversions per word). Else kv_code per code. Either way the codes of kv_code. */
+/* the 16 codes of x as 16 / per words of per codes (code e of a word at bits BITS e), as
+ * kv_code: each clamped value is M + code in fp32, so a word is the sum of their bit patterns
+ * shifted into place (one LEA per code) less M's pattern times the sum of the shifts' powers
+ * (mod 2^32). Four instructions per code, for finite and non-finite inputs alike. */
 template <int BITS>
-__device__ __forceinline__ void kv_words16(const float (&x)[16], float s, int zint, bool fin,
-                                           uint32_t (&w)[16 * BITS / 32]) {
-    constexpr int per = 32 / BITS, hp = per / 2, qmax = (1 << BITS) - 1;
-    if (__all_sync(0xffffffffu, fin)) {
-        const float rs = __frcp_rn(s), zf = (float)zint;
-#pragma unroll
-        for (int k = 0; k < 16 / per; k++) {
-            float a[2] = {0.0f, 0.0f};
-#pragma unroll
-            for (int e = 0; e < per; e++) {
-                const float d = dv_rn(x[k * per + e], s, rs);
-                const float r = truncf(__fadd_rz(d, copysignf(0.5f, d)));
-                const float q = fminf(fmaxf(__fadd_rn(r, zf), 0.0f), (float)qmax);
-                a[e / hp] = __fmaf_rn(q, (float)(1u << (BITS * (e % hp))), a[e / hp]);
-            }
-            w[k] = (uint32_t)a[0] | ((uint32_t)a[1] << 16);
-        }
-        return;
-    }
+__device__ __forceinline__ void kv_words16(const float (&x)[16], float s, int zint, uint32_t (&w)[16 * BITS / 32]) {
+    constexpr int per = 32 / BITS, qmax = (1 << BITS) - 1;
+    constexpr uint32_t pw = BITS == 2 ? 0x55555555u : 0x11111111u; /* sum of 2^(BITS e), e < per */
+    float rs, mz;
+    kv_rcp_mz(s, zint, &rs, &mz);
 #pragma unroll
     for (int k = 0; k < 16 / per; k++) {
-        uint32_t word = 0;
+        uint32_t acc = 0u;
 #pragma unroll
-        for (int e = 0; e < per; e++) word |= kv_code(x[k * per + e], s, zint, qmax) << (BITS * e);
-        w[k] = word;
+        for (int e = 0; e < per; e++) acc += __float_as_uint(kv_code_f(x[k * per + e], rs, mz, qmax)) << (BITS * e);
+        w[k] = acc - __float_as_uint(OSC_KVQ_MAGIC) * pw;
     }
 }
 
@@ -363,7 +357,7 @@ __device__ __forceinline__ uint32_t pk_words(const float (&x)[16], float lo, flo
     int zint;
     uint32_t prm;
     kv_range(lo, hi, BITS, &sc, &zint, &prm);
-    kv_words16<BITS>(x, sc, zint, isfinite(lo) && isfinite(hi), wd);
+    kv_words16<BITS>(x, sc, zint, wd);
     return prm;
 }
 

@@ -137,7 +137,8 @@ int osc_cuda_kv_graph_splits(int B, int Hkv, int hd, int bits);
 /* The packed-cache decode kernels' split plan (tests, sweeps): 1 the default, 0 the one before
  * session 10, 2 the window in splits of its own, 3 the window folded into the packed splits
  * (hd 128 / 2 bits), 4 one split per (sequence, KV head) (what a batch with more of those than
- * resident blocks gets); -1 reads OSC_KVQ_PLAN again. Returns the plan in force before. Set it
+ * resident blocks gets), 5 the default without fitting the window's split count to the packed
+ * splits (session 10's); -1 reads OSC_KVQ_PLAN again. Returns the plan in force before. Set it
  * only between decode steps of fresh contexts: graphs keep the split count they were made with. */
 int osc_cuda_kv_split_plan(int plan);
 size_t osc_cuda_kv_graph_table_bytes(int B);
