@@ -8,8 +8,8 @@
 
 int osc_kvq_is_pow2(int d) { return d > 0 && (d & (d - 1)) == 0; }
 
-void osc_kvq_hadamard(float *x, int d) {
-    /* in-place butterflies: after the pass with half-width h, x = (H_2h (x) I) x per block */
+/* in-place butterflies: after the pass with half-width h, x = (H_2h (x) I) x per block */
+static void butterflies(float *x, int d) {
     for (int h = 1; h < d; h <<= 1)
         for (int i = 0; i < d; i += 2 * h)
             for (int j = i; j < i + h; j++) {
@@ -17,16 +17,43 @@ void osc_kvq_hadamard(float *x, int d) {
                 x[j] = a + b;
                 x[j + h] = a - b;
             }
+}
+
+void osc_kvq_hadamard(float *x, int d) {
+    butterflies(x, d);
     float r = 1.0f / sqrtf((float)d);
     for (int i = 0; i < d; i++) x[i] *= r;
+}
+
+static float norm_of(double s) {
+    float r = (float)sqrt(s);
+    if (!(r > 0) || isinf(r)) return 1.0f; /* 0 or NaN (comparison false) or inf */
+    return r;
 }
 
 float osc_kvq_token_norm(const float *x, int n) {
     double s = 0;
     for (int i = 0; i < n; i++) s += (double)x[i] * x[i];
-    float r = (float)sqrt(s);
-    if (!(r > 0) || isinf(r)) return 1.0f; /* 0 or NaN (comparison false) or inf */
-    return r;
+    return norm_of(s);
+}
+
+float osc_kvq_khat(float *x, int Hkv, int hd, int rotate, int norm) {
+    const size_t n = (size_t)Hkv * hd;
+    const float r = rotate ? 1.0f / sqrtf((float)hd) : 1.0f;
+    if (rotate)
+        for (int h = 0; h < Hkv; h++) butterflies(x + (size_t)h * hd, hd);
+    float nt = 1.0f;
+    if (norm) { /* osc_kvq_token_norm of the rotated key fl(y r) */
+        double s = 0;
+        for (size_t i = 0; i < n; i++) {
+            const float v = x[i] * r;
+            s += (double)v * v;
+        }
+        nt = norm_of(s);
+    }
+    const float f = r / nt;
+    for (size_t i = 0; i < n; i++) x[i] *= f;
+    return nt;
 }
 
 /* fp16 of a positive value, rounded up (never below v); capped at the largest finite fp16 */

@@ -48,6 +48,13 @@ void osc_kvq_hadamard(float *x, int d);
  * rotated key of one token concatenated over all KV heads: n = Hkv * hd. */
 float osc_kvq_token_norm(const float *x, int n);
 
+/* One token's key x [Hkv][hd] in place to what the cache quantises, k_hat = fl(y * f): y = the
+ * butterflies of H_hd per head when rotate (unscaled), else x; f = fl(r / n) with r = 1 /
+ * sqrt(hd) (1 without rotate) and n = osc_kvq_token_norm of fl(y * r), the rotated key over all
+ * heads (1 without norm). One rounding after the butterflies, which the GPU pack does alike
+ * (kernels/cuda). Returns n. */
+float osc_kvq_khat(float *x, int Hkv, int hd, int rotate, int norm);
+
 /* |zint| at most this: round(-lo / s) of a group far from zero relative to its range (or
  * clipped by the fp16 scale) would not fit an int; the GPU pack clamps the same way */
 #define OSC_KVQ_ZINT_MAX 1000000000.0f

@@ -473,12 +473,9 @@ static osc_status store_quant(osc_kv *kv, int l, const osc_tensor *k, const osc_
         float *dk = rk_at(kv, l, kv->nres[l]);
         memcpy(dk, kin + s * row, row * sizeof(float));
         memcpy(rv_at(kv, l, kv->nres[l]), vin + s * row, row * sizeof(float));
-        if (kv->m.rotate)
-            for (int h = 0; h < H; h++) osc_kvq_hadamard(dk + (size_t)h * hd, hd);
-        if (kv->m.norm) {
-            float n = osc_kvq_token_norm(dk, H * hd);
-            *norm_at(kv, l, t) = n;
-            for (size_t i = 0; i < row; i++) dk[i] /= n;
+        if (kv->m.rotate || kv->m.norm) {
+            const float n = osc_kvq_khat(dk, H, hd, kv->m.rotate, kv->m.norm);
+            if (kv->m.norm) *norm_at(kv, l, t) = n;
         }
         kv->nres[l]++;
     }

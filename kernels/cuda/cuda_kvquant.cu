@@ -170,33 +170,33 @@ __device__ __forceinline__ int pk_group(int gi, const int *bt, int gpp, long lon
     return ga - pi * gpp;
 }
 
-/* one key row's E channels of this lane, rotated (times 1/sqrt(hd)) when rotate */
+/* one key row's E channels of this lane, through the butterflies when rotate, times f */
 template <int E>
-__device__ __forceinline__ void pk_row(float (&x)[E], const bf16 *row, int rotate, float rsq, int lane) {
+__device__ __forceinline__ void pk_row(float (&x)[E], const bf16 *row, int rotate, float f, int lane) {
     load_bf16<E>(row + lane * E, x);
-    if (rotate) {
-        fwht_warp<E>(x, lane);
+    if (rotate) fwht_warp<E>(x, lane);
 #pragma unroll
-        for (int i = 0; i < E; i++) x[i] = __fmul_rn(x[i], rsq);
-    }
+    for (int i = 0; i < E; i++) x[i] = __fmul_rn(x[i], f);
 }
 
 /* One block per group of 32 tokens, all KV heads (the whole pack is this one kernel):
  *   1. token norms (norm_scale): warp w takes tokens w, w+8, ..; per head the lane's E channels
  *      are rotated in registers (fwht_warp, times 1/sqrt(hd)) and squared into an fp64 sum,
  *      reduced over the lanes: kn[t] (1.0 without norm_scale);
- *   2. per head: the 32 rotated rows again (from L2), divided by the norm, into shared fp32
- *      [32][hd + 1]; then one thread per (channel, code word): min / max over the 32 tokens,
+ *   2. per head: the 32 rows again (from L2), through the butterflies and times the token's
+ *      factor (osc_kvq_khat), into shared fp32 [32][hd + 1]; then one thread per (channel,
+ *      code word): min / max over the 32 tokens,
  *      range, the word's codes (and the params, from the word-0 thread);
  *   3. V: one warp per (token, head) row: per 32-channel group warp min / max, codes, words
  *      OR-reduced by shuffles.
- * Arithmetic and order as kv_quant.c (fp64 norm, __fdiv_rn), so codes and params are bit-identical. */
+ * Arithmetic and order as kv_quant.c (fp64 norm, the factor by __fdiv_rn), so codes and params
+ * are bit-identical. */
 template <int E, int BITS>
 __global__ void __launch_bounds__(PK_THREADS)
 k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int rotate, int norm_scale, float rsq,
           uint32_t *__restrict__ kq, uint16_t *__restrict__ kp, uint32_t *__restrict__ vq, uint16_t *__restrict__ vp,
           float *__restrict__ kn, const int *__restrict__ bt, int gpp, long long pgb, int g_first) {
-    extern __shared__ float xs[]; /* [32][hd + 1] | norms [32] */
+    extern __shared__ float xs[]; /* [32][hd + 1] | key factors [32] */
     const int hd = 32 * E, LD = hd + 1, NW = PK_THREADS / 32;
     const int gi = blockIdx.x; /* input group: tokens 32 gi .. of k / v */
     const int g = pk_group(gi, bt, gpp, pgb, g_first, kq, kp, vq, vp, kn); /* output group */
@@ -213,7 +213,7 @@ k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int r
 #pragma unroll 4
             for (int h = 0; h < Hkv; h++) {
                 float x[E];
-                pk_row<E>(x, k + ((size_t)j * Hkv + h) * hd, rotate, rsq, lane);
+                pk_row<E>(x, k + ((size_t)j * Hkv + h) * hd, rotate, rotate ? rsq : 1.0f, lane);
 #pragma unroll
                 for (int i = 0; i < E; i++) ss = __dadd_rn(ss, __dmul_rn((double)x[i], (double)x[i]));
             }
@@ -222,8 +222,8 @@ k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int r
             r = (float)__dsqrt_rn(ss);
             if (!(r > 0.0f) || isinf(r)) r = 1.0f;
         }
-        if (lane == 0) {
-            kns[j] = r;
+        if (lane == 0) { /* the key's one factor, as osc_kvq_khat */
+            kns[j] = norm_scale ? __fdiv_rn(rotate ? rsq : 1.0f, r) : rotate ? rsq : 1.0f;
             kn[t] = r;
         }
     }
@@ -234,12 +234,7 @@ k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int r
 #pragma unroll
         for (int j = warp; j < 32; j += NW) {
             float x[E];
-            pk_row<E>(x, k + ((size_t)j * Hkv + h) * hd, rotate, rsq, lane);
-            if (norm_scale) {
-                const float n = kns[j];
-#pragma unroll
-                for (int i = 0; i < E; i++) x[i] = __fdiv_rn(x[i], n);
-            }
+            pk_row<E>(x, k + ((size_t)j * Hkv + h) * hd, rotate, kns[j], lane);
 #pragma unroll
             for (int i = 0; i < E; i++) xs[j * LD + lane * E + i] = x[i];
         }
@@ -308,8 +303,8 @@ k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int r
  * every key row is rotated twice with 4 channels per lane (5 levels of shuffles), V's groups
  * are reduced across all 32 lanes. Here a lane holds 16 consecutive channels (8 lanes per row, 4
  * rows per warp), so 4 of the 7 butterfly levels are in registers and a V group of 32 channels
- * is two lanes; the division by the norm is a multiply by the reciprocal and one FMA correction
- * (exact: dv_rn), the codes 4 instructions each (kv_words16); the token norm
+ * is two lanes; a key element is one multiply after the butterflies (the token's factor, as
+ * osc_kvq_khat), a code 4 instructions (kv_words16); the token norm
  * comes from the unrotated key (H / sqrt(hd) is orthonormal: ||k_rot||^2 = hd rsq^2 ||k||^2 in
  * fp64, within an fp32 ulp of the norm of the rotated values), so each key row is rotated once.
  * Block: 32 tokens, all heads, 256 threads; per head the rotated, normalised rows go through a
@@ -319,13 +314,6 @@ k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int r
 const int PK_LD = 144, PK_TILE = 32 * PK_LD + 16;
 
 __device__ __forceinline__ int pk_row_off(int t) { return t * PK_LD + (t >= 16 ? 16 : 0); }
-
-/* a / b rounded as __fdiv_rn(a, b), given rb = __frcp_rn(b): Markstein's correction, exact
- * while b and the quotient are finite normal numbers (the callers take __fdiv_rn otherwise) */
-__device__ __forceinline__ float dv_rn(float a, float b, float rb) {
-    const float q0 = __fmul_rn(a, rb);
-    return __fmaf_rn(__fmaf_rn(-q0, b, a), rb, q0);
-}
 
 /* the 16 codes of x as 16 / per words of per codes (code e of a word at bits BITS e), as
  * kv_code: each clamped value is M + code in fp32, so a word is the sum of their bit patterns
@@ -469,7 +457,7 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
              float *__restrict__ kn, const int *__restrict__ bt, int gpp, long long pgb, int g_first) {
     constexpr int HD = 128;
     __shared__ __align__(16) float tiles[2][PK_TILE];
-    __shared__ float kns[32], krn[32];
+    __shared__ float kns[32]; /* per token: the factor of its rotated key */
     __shared__ __align__(16) uint32_t kfrs[2][256], vfr[2][256]; /* 2 bits: row-layout codes to reorder */
     const int gi = blockIdx.x;
     const int g = pk_group(gi, bt, gpp, pgb, g_first, kq, kp, vq, vp, kn);
@@ -496,9 +484,8 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
             if (!(r > 0.0f) || isinf(r)) r = 1.0f;
         }
         if (j == 0) {
-            kns[t] = r;
-            /* 0: divide by __fdiv_rn (a reset or tiny norm, where the keys may not be finite) */
-            krn[t] = r >= 1e-30f && isfinite(ss) ? __frcp_rn(r) : 0.0f;
+            /* the key's one factor, kv_quant.c's osc_kvq_khat: fl((rotate ? rsq : 1) / n) */
+            kns[t] = norm_scale ? __fdiv_rn(rotate ? rsq : 1.0f, r) : rotate ? rsq : 1.0f;
             kn[(size_t)g * 32 + t] = r;
         }
     }
@@ -506,25 +493,15 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
     /* 2. K per head: rows to the tile, then thread (c, half) quantises channel c over tokens
      *    16 half .. 16 half + 15: words half (2 bits) or 2 half, 2 half + 1 (4 bits) */
     const int c = warp * 16 + (lane & 15), half = lane >> 4;
-    const float nt = kns[t], rnt = krn[t];
-    const bool fast = __all_sync(0xffffffffu, rnt != 0.0f); /* the warp's 4 tokens */
+    const float ft = kns[t];
     float x[16];
     load16(k + (size_t)t * Hkv * HD + 16 * j, x);
     for (int h = 0; h < Hkv; h++) {
         float *tile = tiles[h & 1];
         uint32_t *kfr = kfrs[h & 1];
-        if (rotate) {
-            fwht16x8(x, j);
+        if (rotate) fwht16x8(x, j);
 #pragma unroll
-            for (int i = 0; i < 16; i++) x[i] = __fmul_rn(x[i], rsq);
-        }
-        if (norm_scale && fast) { /* dv_rn: finite keys and norm */
-#pragma unroll
-            for (int i = 0; i < 16; i++) x[i] = dv_rn(x[i], nt, rnt);
-        } else if (norm_scale) {
-#pragma unroll
-            for (int i = 0; i < 16; i++) x[i] = __fdiv_rn(x[i], nt);
-        }
+        for (int i = 0; i < 16; i++) x[i] = __fmul_rn(x[i], ft);
         float4 *dst = reinterpret_cast<float4 *>(tile + pk_row_off(t) + 16 * j);
 #pragma unroll
         for (int i = 0; i < 4; i++) dst[i] = make_float4(x[4 * i], x[4 * i + 1], x[4 * i + 2], x[4 * i + 3]);

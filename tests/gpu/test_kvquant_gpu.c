@@ -4,8 +4,8 @@
  * pack:      random bf16 keys with strongly varying token norms (some 50x, some 0.02x) and
  *            values, then the same with degenerate data (g_special: zero, 1e20 and 1e-20
  *            tokens, constant channels and value groups); hd 128 (k_kv_pack128) and 64 / 256
- *            (k_kv_pack). The CPU reference rotates (osc_kvq_hadamard) and normalises
- *            (osc_kvq_token_norm) the same bf16 values in fp32 and quantises with
+ *            (k_kv_pack). The CPU reference rotates and normalises (osc_kvq_khat) the
+ *            same bf16 values in fp32 and quantises with
  *            osc_kvq_quant_k_group / osc_kvq_quant_v_row. Codes must match except rare ties
  *            (<= 0.1% of codes, each off by one), params likewise, norms to fp32 rounding, and
  *            the dequantised values within one quantisation step.
@@ -149,14 +149,7 @@ static void hc_frag(hcache *c, int n, int Hkv, int hd, int bits, int to_frag) {
 
 /* rotate (per head) and normalise (over all heads) one token's key in place; returns the norm */
 static float cpu_khat(float *x, int Hkv, int hd, int rotate, int norm) {
-    if (rotate)
-        for (int h = 0; h < Hkv; h++) osc_kvq_hadamard(x + (size_t)h * hd, hd);
-    float n = 1.f;
-    if (norm) {
-        n = osc_kvq_token_norm(x, Hkv * hd);
-        for (int i = 0; i < Hkv * hd; i++) x[i] = x[i] / n;
-    }
-    return n;
+    return osc_kvq_khat(x, Hkv, hd, rotate, norm);
 }
 
 static void cpu_pack(const float *k, const float *v, int n, int Hkv, int hd, int bits, int rotate, int norm, hcache *c) {
