@@ -673,6 +673,7 @@ k_attn_decode(float *__restrict__ part_acc, float *__restrict__ part_ml, const b
 /* one block (LSE_THREADS) per (kvh, row): merge the splits by log-sum-exp. lens (the tables' decode step,
  * "kvh" = b * Hkv + head): only the splits sequence b's keys reach are read (the others are
  * empty, weight 0), with the chunk rule of k_attn_dec_mma_batch. */
+template <int LR>
 __global__ void __launch_bounds__(LSE_THREADS)
 k_attn_combine(bf16 *__restrict__ out, const float *__restrict__ part_acc, const float *__restrict__ part_ml,
                int nsplit, int R, int G, int Hq, int D, const int *__restrict__ lens = nullptr, int Hkv = 1,
@@ -687,8 +688,13 @@ k_attn_combine(bf16 *__restrict__ out, const float *__restrict__ part_acc, const
         ns = min(nsplit, (len + chunk - 1) / chunk);
     }
     const int s = r / G, g = r % G;
-    lse_merge(out + ((size_t)s * Hq + (size_t)kvh * G + g) * D, part_acc + ((size_t)kvh * nsplit * R + r) * D,
+    lse_merge<LR>(out + ((size_t)s * Hq + (size_t)kvh * G + g) * D, part_acc + ((size_t)kvh * nsplit * R + r) * D,
               (size_t)R * D, part_ml + ((size_t)kvh * nsplit * R + r) * 2, (size_t)R * 2, ns, D, wts);
+}
+
+/* the combine kernel for nsplit splits of D channels (lse_rows_per_thread) */
+static decltype(&k_attn_combine<4>) attn_combine_for(int nsplit, int D) {
+    return lse_rows_per_thread(nsplit, D) == 4 ? k_attn_combine<4> : k_attn_combine<16>;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -1192,7 +1198,7 @@ extern "C" osc_status osc_cuda_attention(osc_tensor *out, const osc_tensor *q, c
                         : D == 128 ? launch_decode1<128>(part_acc, part_ml, qp, kp, vp, G, Hkv, klim, chunk, nsplit, sl2, st)
                                    : launch_decode1<256>(part_acc, part_ml, qp, kp, vp, G, Hkv, klim, chunk, nsplit, sl2, st);
         OSC_TRY(s1);
-        OSC_CU_CHECK(osc_launch(k_attn_combine, dim3((unsigned)(Hkv * G)), dim3(LSE_THREADS), 0, st, o,
+        OSC_CU_CHECK(osc_launch(attn_combine_for(nsplit, D), dim3((unsigned)(Hkv * G)), dim3(LSE_THREADS), 0, st, o,
                                 (const float *)part_acc, (const float *)part_ml, nsplit, G, G, Hq, D,
                                 (const int *)nullptr, 1, 1));
         OSC_CU_LAUNCH("k_attn_combine");
@@ -1228,7 +1234,7 @@ extern "C" osc_status osc_cuda_attention(osc_tensor *out, const osc_tensor *q, c
                                                              (long long)q_pos0, scale * kLog2e, causal, (int)chunk, vec_ok,
                                                              L);
             OSC_CU_LAUNCH("k_attn_decode");
-            OSC_CU_CHECK(osc_launch(k_attn_combine, dim3((unsigned)(Hkv * R)), dim3(LSE_THREADS), 0, st, o,
+            OSC_CU_CHECK(osc_launch(attn_combine_for(nsplit, D), dim3((unsigned)(Hkv * R)), dim3(LSE_THREADS), 0, st, o,
                                     (const float *)part_acc, (const float *)part_ml, nsplit, R, G, Hq, D,
                                     (const int *)nullptr, 1, 1));
             OSC_CU_LAUNCH("k_attn_combine");
@@ -1303,7 +1309,7 @@ extern "C" osc_status osc_cuda_attention_decode_batch(osc_tensor *out, const osc
                         ? launch_decode1_batch<128>(part_acc, part_ml, qp, dk, dv, dl, G, Hkv, B, nsplit, sl2, st)
                         : launch_decode1_batch<256>(part_acc, part_ml, qp, dk, dv, dl, G, Hkv, B, nsplit, sl2, st);
     OSC_TRY(s1);
-    OSC_CU_CHECK(osc_launch(k_attn_combine, dim3((unsigned)(B * Hkv * G)), dim3(LSE_THREADS), 0, st,
+    OSC_CU_CHECK(osc_launch(attn_combine_for(nsplit, D), dim3((unsigned)(B * Hkv * G)), dim3(LSE_THREADS), 0, st,
                             (bf16 *)out->data, (const float *)part_acc, (const float *)part_ml, nsplit, G, G, Hq, D, dl,
                             Hkv, batch_min_chunk(D)));
     OSC_CU_LAUNCH("k_attn_combine");
@@ -1421,7 +1427,7 @@ extern "C" osc_status osc_cuda_attention_decode_tab(void *out, const void *q, co
                               : launch_decode1_batch<256>(pacc, pml, qp, dk, dv, dl, G, Hkv, B, nsplit, sl2, st);
     OSC_TRY(s);
     /* the tensor-core kernel's chunk rule bounds the splits a sequence uses */
-    OSC_CU_CHECK(osc_launch(k_attn_combine, dim3((unsigned)(B * Hkv * G)), dim3(LSE_THREADS), 0, st,
+    OSC_CU_CHECK(osc_launch(attn_combine_for(nsplit, D), dim3((unsigned)(B * Hkv * G)), dim3(LSE_THREADS), 0, st,
                             (bf16 *)out, (const float *)pacc, (const float *)pml, nsplit, G, G, Hq, D, dl, Hkv,
                             batch_min_chunk(D)));
     OSC_CU_LAUNCH("k_attn_combine");

@@ -204,9 +204,80 @@ __device__ __forceinline__ void lse_rows(bf16 *__restrict__ o, const float *__re
         o[c] = f2bf(s * inv);
     }
 }
+/* lse_merge for n <= R * P rows: each thread loads all its rows (acc and m, l) at once, so the
+ * merge is one L2 round trip, one block max and one barrier (the two-phase version below waited
+ * for the m row, then for the acc rows in batches of 4). R = 16 holds 64 floats of rows per
+ * thread (113 registers: 2 blocks per SM), so launches with few splits take R = 4
+ * (lse_rows_per_thread). */
+template <int V, int R>
+__device__ __forceinline__ void lse_regs(bf16 *__restrict__ o, const float *__restrict__ pa, size_t ps,
+                                         const float *__restrict__ ml, size_t mls, int n, int D, float *red,
+                                         float *part, float *lp) {
+    const int Q = D / V, P = LSE_THREADS / Q, t = threadIdx.x, q = t % Q, p = t / Q;
+    float4 x[R];
+    float m[R], l[R];
+#pragma unroll
+    for (int k = 0; k < R; k++) {
+        const int i = p + k * P;
+        m[k] = -INFINITY;
+        l[k] = 0.f;
+        x[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (p < P && i < n) {
+            m[k] = ml[(size_t)i * mls];
+            l[k] = ml[(size_t)i * mls + 1];
+            const float *src = pa + (size_t)i * ps + (size_t)q * V;
+            x[k] = V == 4 ? *(const float4 *)src : make_float4(*src, 0.f, 0.f, 0.f);
+        }
+    }
+    float mx = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < R; k++) mx = fmaxf(mx, m[k]);
+    const float M = block_max(mx, red);
+    float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+    float L = 0.f;
+    if (M != -INFINITY) {
+#pragma unroll
+        for (int k = 0; k < R; k++) {
+            const float w = m[k] == -INFINITY ? 0.f : exp2f(m[k] - M);
+            a = make_float4(fmaf(w, x[k].x, a.x), fmaf(w, x[k].y, a.y), fmaf(w, x[k].z, a.z), fmaf(w, x[k].w, a.w));
+            L = fmaf(w, l[k], L);
+        }
+    }
+    if (p < P) {
+        float *d = part + p * D + q * V;
+        d[0] = a.x;
+        if (V == 4) d[1] = a.y, d[2] = a.z, d[3] = a.w;
+        if (q == 0) lp[p] = L;
+    }
+    __syncthreads();
+    const int np = min(P, n);
+    float Lt = 0.f;
+    for (int j = 0; j < np; j++) Lt += lp[j];
+    const float inv = Lt > 0.f ? 1.f / Lt : 0.f;
+    for (int c = t; c < D; c += LSE_THREADS) {
+        float sum = 0.f;
+        for (int j = 0; j < np; j++) sum += part[j * D + c];
+        o[c] = f2bf(sum * inv);
+    }
+}
+
+/* the R of lse_merge for n splits of D channels (host and device): 4, or 16 past 4 rows a thread */
+__host__ __device__ __forceinline__ int lse_rows_per_thread(int n, int D) {
+    const int P = D >= 4 && D <= 4 * LSE_THREADS ? LSE_THREADS / (D / 4) : 1;
+    return n <= 4 * P ? 4 : 16;
+}
+template <int R>
 __device__ __forceinline__ void lse_merge(bf16 *__restrict__ o, const float *__restrict__ pa, size_t ps,
                                           const float *__restrict__ ml, size_t mls, int n, int D, float *wts) {
     __shared__ float red[32], part[LSE_THREADS * 4]; /* part: the thread groups' sums */
+    const bool v4 = D % 4 == 0 && ps % 4 == 0 && ((uintptr_t)pa & 15) == 0;
+    const int P = v4 ? LSE_THREADS / (D / 4) : LSE_THREADS / D;
+    if (P > 0 && n <= R * P) {
+        __shared__ float lp[LSE_THREADS];
+        if (v4) lse_regs<4, R>(o, pa, ps, ml, mls, n, D, red, part, lp);
+        else lse_regs<1, R>(o, pa, ps, ml, mls, n, D, red, part, lp);
+        return;
+    }
     float m = -INFINITY;
     for (int i = threadIdx.x; i < n; i += LSE_THREADS) m = fmaxf(m, ml[(size_t)i * mls]);
     m = block_max(m, red);
@@ -218,7 +289,7 @@ __device__ __forceinline__ void lse_merge(bf16 *__restrict__ o, const float *__r
     }
     l = block_sum(l, red); /* its __syncthreads make wts visible */
     const float inv = l > 0.f ? 1.f / l : 0.f;
-    if (D % 4 == 0 && ps % 4 == 0 && ((uintptr_t)pa & 15) == 0) lse_rows<4>(o, pa, ps, n, D, wts, inv, part);
+    if (v4) lse_rows<4>(o, pa, ps, n, D, wts, inv, part);
     else lse_rows<1>(o, pa, ps, n, D, wts, inv, part);
 }
 

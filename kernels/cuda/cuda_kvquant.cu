@@ -1109,6 +1109,7 @@ k_kvq_decode_batch(float *__restrict__ part_acc, float2 *__restrict__ part_ml, c
 /* one block (LSE_THREADS) per query head: merge the splits by log-sum-exp. With the batch's
  * device table (seqs, Hkv): only the splits sequence b uses (its packed ones and its window's);
  * the kernels leave the others unwritten. */
+template <int LR>
 __global__ void __launch_bounds__(LSE_THREADS)
 k_kvq_combine(bf16 *__restrict__ out, const float *__restrict__ part_acc, const float2 *__restrict__ part_ml, int NS,
               int G, int HD, const dq_seq *__restrict__ seqs, int Hkv) {
@@ -1121,8 +1122,13 @@ k_kvq_combine(bf16 *__restrict__ out, const float *__restrict__ part_acc, const 
         const dq_seq sq = dq_load(seqs, blockIdx.x / (Hkv * G));
         n = min(NS, dq_used(sq));
     }
-    lse_merge(out + ((size_t)kvh * G + h) * HD, part_acc + ((size_t)kvh * NS * G + h) * HD, (size_t)G * HD,
+    lse_merge<LR>(out + ((size_t)kvh * G + h) * HD, part_acc + ((size_t)kvh * NS * G + h) * HD, (size_t)G * HD,
               (const float *)(part_ml + (size_t)kvh * NS * G + h), (size_t)2 * G, n, HD, wts);
+}
+
+/* the combine kernel for NS splits of hd channels (lse_rows_per_thread) */
+decltype(&k_kvq_combine<4>) kvq_combine_for(int NS, int hd) {
+    return lse_rows_per_thread(NS, hd) == 4 ? k_kvq_combine<4> : k_kvq_combine<16>;
 }
 
 template <int HD, int BITS, int GM>
@@ -1881,7 +1887,7 @@ extern "C" osc_status osc_cuda_kv_decode_attn_paged(void *out, const void *q, in
     }
 #undef OSC_HDB
     if (s != OSC_OK) return s;
-    OSC_CU_CHECK(osc_launch(k_kvq_combine, dim3((unsigned)(Hkv * G)), dim3(LSE_THREADS), (size_t)NS * sizeof(float),
+    OSC_CU_CHECK(osc_launch(kvq_combine_for(NS, hd), dim3((unsigned)(Hkv * G)), dim3(LSE_THREADS), (size_t)NS * sizeof(float),
                             st, (bf16 *)out, pacc, pml, NS, G, hd, (const dq_seq *)nullptr, Hkv));
     OSC_CU_LAUNCH("k_kvq_combine");
     return OSC_OK;
@@ -1914,7 +1920,7 @@ osc_status dq_run_batch(void *out, const void *q, int B, int G, int Hkv, int hd,
     }
 #undef OSC_HDB
     OSC_TRY(s);
-    OSC_CU_CHECK(osc_launch(k_kvq_combine, dim3((unsigned)(B * Hkv * G)), dim3(LSE_THREADS), (size_t)NS * sizeof(float),
+    OSC_CU_CHECK(osc_launch(kvq_combine_for(NS, hd), dim3((unsigned)(B * Hkv * G)), dim3(LSE_THREADS), (size_t)NS * sizeof(float),
                             st, (bf16 *)out, pacc, pml, NS, G, hd, dseqs, Hkv));
     OSC_CU_LAUNCH("k_kvq_combine");
     return OSC_OK;
