@@ -77,9 +77,9 @@ void osc_kvq_range(float lo, float hi, int bits, uint16_t prm[2], float *s_out, 
             hi = c + e;
         }
     }
-    uint16_t s16 = f16_up((hi - lo) / (float)qmax);
+    uint16_t s16 = f16_up((hi - lo) * (1.0f / (float)qmax));
     float s = osc_f16_to_f32(s16);
-    float zr = roundf(-lo / s);
+    float zr = rintf(-lo * (1.0f / s)); /* round half to even */
     if (zr > OSC_KVQ_ZINT_MAX) zr = OSC_KVQ_ZINT_MAX;
     if (zr < -OSC_KVQ_ZINT_MAX) zr = -OSC_KVQ_ZINT_MAX;
     int zint = (int)zr; /* NaN cannot reach here: s > 0 and lo is a number */

@@ -4,14 +4,16 @@
  * Quantiser (shared by K and V, b = 2 or 4 bits, asymmetric), over one group of values x:
  *   lo = min x, hi = max x; if hi == lo == 0 the range is [-1, 1]; if hi == lo != 0 the range
  *   is widened to [c - |c|/1024, c + |c|/1024] (c = lo) so the scale is never 0.
- *   scale = (hi - lo) / (2^b - 1), stored as fp16 rounded UP (so (hi-lo)/s <= 2^b-1); all
- *   further arithmetic uses that stored fp16 scale s.
- *   zint  = round(-lo / s)                          (an integer, may be negative; roundf)
- *   code  = clamp(rne(x * r + zint), 0, 2^b - 1)    r = 1 / s in fp32, rne = round half to
- *           even; computed as fmaf(x, r, M + zint) with M = 1.5 * 2^23, whose fp32 result is
- *           M + the rounded value (NaN -> code 0). Apart from exact ties this is
- *           round(x / s) + zint; the reciprocal and the single rounding make it a few
- *           instructions on a GPU, bit for bit the same there (OSC_KVQ_MAGIC).
+ *   scale = (hi - lo) * (1 / (2^b - 1)) in fp32, stored as fp16 rounded UP (so (hi-lo)/s <=
+ *   2^b-1 up to fp32 rounding); all further arithmetic uses that stored fp16 scale s and its
+ *   fp32 reciprocal r = 1 / s.
+ *   zint  = rne(-lo * r)                            (an integer, may be negative; rne = round
+ *                                                    half to even, rintf)
+ *   code  = clamp(rne(x * r + zint), 0, 2^b - 1)    computed as fmaf(x, r, M + zint) with M =
+ *           1.5 * 2^23, whose fp32 result is M + the rounded value (NaN -> code 0).
+ *   Apart from exact ties and the reciprocal's rounding these are round(-lo / s) and round(x /
+ *   s) + zint; multiplies and one rounding make the pack a few instructions a code on a GPU,
+ *   bit for bit the same there (OSC_KVQ_MAGIC).
  *   zero  = fp16(-zint * s)                         ("lo-equivalent", in value units)
  *   dequant: x_hat = code * s + zero                (one FMA on a GPU)
  * Error: |x_hat - x| <= s/2 + |zero| * 2^-11 (fp16 rounding of zero) + fp32 rounding.
@@ -62,7 +64,7 @@ float osc_kvq_khat(float *x, int Hkv, int hd, int rotate, int norm);
 #define OSC_KVQ_MAGIC 12582912.0f
 
 /* (scale, zero) for range [lo, hi] at b bits, per the rule above. s: the fp16 scale as a float;
- * zint: round(-lo/s), clamped to +-OSC_KVQ_ZINT_MAX. prm[0] = scale fp16 bits, prm[1] = zero fp16
+ * zint: rne(-lo * (1/s)), clamped to +-OSC_KVQ_ZINT_MAX. prm[0] = scale fp16 bits, prm[1] = zero fp16
  * bits. */
 void osc_kvq_range(float lo, float hi, int bits, uint16_t prm[2], float *s, int *zint);
 

@@ -23,13 +23,13 @@ static float nrand(void) { return sqrtf(-2.0f * logf(urand())) * cosf(6.2831853f
 static void test_hand_worked(void) {
     /* 4 tokens (n = 4 < 32: the other 28 rows are absent) x 3 channels, 2 bits.
      * ch0: {-1, 0, 0.5, 2}: lo=-1 hi=2, scale=(2-(-1))/3=1 (fp16 0x3C00 exact),
-     *      zint=round(1/1)=1, codes=round(x)+1 = {0, 1, round(0.5)=1 -> 2, 3};
+     *      zint=rne(1*1)=1, codes=rne(x*1+1) = {0, 1, rne(1.5)=2, 3};
      *      zero=-zint*s=-1 (0xBC00); word = 0 | 1<<2 | 2<<4 | 3<<6 = 0xE4; dequant {-1,0,1,2}.
      * ch1: all 0 -> range [-1, 1]: scale=2/3 -> fp16 rounded up = 0x3956 (0.66699; 0x3955 =
-     *      0.66650 < 2/3), zint=round(1/0.66699)=round(1.4993)=1, codes all 1, word 0x55,
+     *      0.66650 < 2/3), zint=rne(1/0.66699)=rne(1.4993)=1, codes all 1, word 0x55,
      *      zero=fp16(-0.66699)=0xB956, dequant 1*s+zero = 0.
      * ch2: {0.2, 0.8, 0.4, 0.6}: lo=0.2 hi=0.8 scale=0.2 -> fp16 up 0x3267 (0.20007; 0x3266 =
-     *      0.19995 < 0.2), zint=round(-0.2/0.20007)=round(-0.9996)=-1, x/s = {0.9996, 3.9985,
+     *      0.19995 < 0.2), zint=rne(-0.2/0.20007)=rne(-0.9996)=-1, x/s = {0.9996, 3.9985,
      *      1.9993, 2.9989} -> round {1,4,2,3} -1 = codes {0,3,1,2}; word = 3<<2|1<<4|2<<6 = 0x9C;
      *      zero = -(-1)*s = 0x3267; dequant code*s+s = {0.20007, 0.80029, 0.40015, 0.60022}. */
     const float x[4][3] = {{-1, 0, 0.2f}, {0, 0, 0.8f}, {0.5f, 0, 0.4f}, {2, 0, 0.6f}};
@@ -48,8 +48,8 @@ static void test_hand_worked(void) {
     for (int j = 0; j < 4; j++)
         for (int c = 0; c < 3; c++) CHECK(fabsf(y[j][c] - want[j][c]) < 1e-6f, "dequant [%d][%d] %g want %g", j, c, y[j][c], want[j][c]);
     /* V row (per token, 32 channels a group): channel e = e*0.1 for e < 32 -> lo 0, hi 3.1,
-     * scale 3.1/3 = 1.0333 -> fp16 up 0x3C23 (1.03418), zint 0, code(e) = round(0.1e/1.03418):
-     * e=5 -> round(0.4835)=0, e=6 -> round(0.580)=1, e=31 -> round(2.9975)=3. */
+     * scale 3.1/3 = 1.0333 -> fp16 up 0x3C23 (1.03418), zint 0, code(e) = rne(0.1e/1.03418):
+     * e=5 -> rne(0.4835)=0, e=6 -> rne(0.580)=1, e=31 -> rne(2.9975)=3. */
     float xv[32], yv[32];
     for (int e = 0; e < 32; e++) xv[e] = 0.1f * e;
     uint32_t vw[2];
@@ -61,7 +61,7 @@ static void test_hand_worked(void) {
     CHECK(fabsf(yv[31] - 3 * 1.0341796875f) < 1e-6f, "v dequant %g", yv[31]);
 }
 
-/* a group far from zero against its range: round(-lo / s) does not fit an int and is clamped
+/* a group far from zero against its range: rne(-lo / s) does not fit an int and is clamped
  * (osc_kvq_range), and every code still lands in [0, 2^b - 1] */
 static void test_zint_clamp(void) {
     uint16_t prm[2];

@@ -100,11 +100,10 @@ template <int E> __device__ __forceinline__ void load_bf16(const bf16 *p, float 
     }
 }
 
-/* osc_kvq_range on the device (same rounding). Returns s (float of the fp16 scale), zint,
- * and the fp16 bits of (scale, zero). */
-__device__ __forceinline__ void kv_range(float lo, float hi, int bits, float *s_out, int *zint_out,
+/* osc_kvq_range on the device (same rounding). Returns s (float of the fp16 scale), its
+ * reciprocal rs = 1 / s, zint, and the fp16 bits of (scale, zero). */
+__device__ __forceinline__ void kv_range(float lo, float hi, int bits, float *s_out, float *rs_out, int *zint_out,
                                          uint32_t *prm) {
-    const int qmax = (1 << bits) - 1;
     if (!(hi > lo)) {
         if (lo == 0.0f || isnan(lo)) {
             lo = -1.0f;
@@ -116,7 +115,7 @@ __device__ __forceinline__ void kv_range(float lo, float hi, int bits, float *s_
             hi = __fadd_rn(c, e);
         }
     }
-    float v = __fdiv_rn(__fsub_rn(hi, lo), (float)qmax);
+    float v = __fmul_rn(__fsub_rn(hi, lo), bits == 2 ? 1.0f / 3.0f : 1.0f / 15.0f); /* fp32 1 / qmax */
     unsigned short s16;
     if (!(v < 65504.0f)) s16 = 0x7bffu;
     else {
@@ -124,18 +123,20 @@ __device__ __forceinline__ void kv_range(float lo, float hi, int bits, float *s_
         if (__half2float(__ushort_as_half(s16)) < v) s16++;
     }
     float s = __half2float(__ushort_as_half(s16));
-    float zr = roundf(__fdiv_rn(-lo, s));
+    const float rs = __frcp_rn(s);
+    float zr = rintf(__fmul_rn(-lo, rs));
     zr = fminf(fmaxf(zr, -OSC_KVQ_ZINT_MAX), OSC_KVQ_ZINT_MAX); /* as osc_kvq_range */
     int zint = (int)zr;
     /* zint == 0 gives +0 (the CPU build folds -(float)zint to (float)-zint: +0, not -0) */
     float zf = zint == 0 ? 0.0f : __fmul_rn(-(float)zint, s);
     unsigned short z16 = __half_as_ushort(__float2half_rn(zf));
     *s_out = s;
+    *rs_out = rs;
     *zint_out = zint;
     *prm = (uint32_t)s16 | ((uint32_t)z16 << 16);
 }
 
-/* kv_quant.c's code rule: rs = 1 / s, mz = M + zint (kv_rcp_mz). The clamped value's fp32 bits
+/* kv_quant.c's code rule: rs = 1 / s (kv_range), mz = M + zint (kv_mz). The clamped value's fp32 bits
  * are those of M plus the code. */
 __device__ __forceinline__ float kv_code_f(float x, float rs, float mz, int qmax) {
     return fminf(fmaxf(__fmaf_rn(x, rs, mz), OSC_KVQ_MAGIC), OSC_KVQ_MAGIC + (float)qmax);
@@ -143,10 +144,7 @@ __device__ __forceinline__ float kv_code_f(float x, float rs, float mz, int qmax
 __device__ __forceinline__ uint32_t kv_code(float x, float rs, float mz, int qmax) {
     return __float_as_uint(kv_code_f(x, rs, mz, qmax)) - __float_as_uint(OSC_KVQ_MAGIC);
 }
-__device__ __forceinline__ void kv_rcp_mz(float s, int zint, float *rs, float *mz) {
-    *rs = __frcp_rn(s);
-    *mz = __fadd_rn(OSC_KVQ_MAGIC, (float)zint);
-}
+__device__ __forceinline__ float kv_mz(int zint) { return __fadd_rn(OSC_KVQ_MAGIC, (float)zint); }
 
 /* ------------------------------------------------------------------------------------------ */
 /* pack                                                                                         */
@@ -249,13 +247,12 @@ k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int r
                 lo = fminf(lo, x);
                 hi = fmaxf(hi, x);
             }
-            float sc;
+            float sc, rs;
             int zint;
             uint32_t prm;
-            kv_range(lo, hi, BITS, &sc, &zint, &prm);
+            kv_range(lo, hi, BITS, &sc, &rs, &zint, &prm);
             if (w == 0) reinterpret_cast<uint32_t *>(kp)[blk * hd + c] = prm;
-            float rs, mz;
-            kv_rcp_mz(sc, zint, &rs, &mz);
+            const float mz = kv_mz(zint);
             uint32_t word = 0;
 #pragma unroll
             for (int e = 0; e < per; e++) word |= kv_code(xs[(w * per + e) * LD + c], rs, mz, qmax) << (BITS * e);
@@ -283,12 +280,11 @@ k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int r
                 lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, o));
                 hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, o));
             }
-            float sc;
+            float sc, rs;
             int zint;
             uint32_t pr;
-            kv_range(lo, hi, BITS, &sc, &zint, &pr);
-            float rs, mz;
-            kv_rcp_mz(sc, zint, &rs, &mz);
+            kv_range(lo, hi, BITS, &sc, &rs, &zint, &pr);
+            const float mz = kv_mz(zint);
             uint32_t word = kv_code(xv, rs, mz, qmax) << (BITS * (lane % per));
 #pragma unroll
             for (int o = 1; o < per; o <<= 1) word |= __shfl_xor_sync(0xffffffffu, word, o);
@@ -320,11 +316,10 @@ __device__ __forceinline__ int pk_row_off(int t) { return t * PK_LD + (t >= 16 ?
  * shifted into place (one LEA per code) less M's pattern times the sum of the shifts' powers
  * (mod 2^32). Four instructions per code, for finite and non-finite inputs alike. */
 template <int BITS>
-__device__ __forceinline__ void kv_words16(const float (&x)[16], float s, int zint, uint32_t (&w)[16 * BITS / 32]) {
+__device__ __forceinline__ void kv_words16(const float (&x)[16], float rs, int zint, uint32_t (&w)[16 * BITS / 32]) {
     constexpr int per = 32 / BITS, qmax = (1 << BITS) - 1;
     constexpr uint32_t pw = BITS == 2 ? 0x55555555u : 0x11111111u; /* sum of 2^(BITS e), e < per */
-    float rs, mz;
-    kv_rcp_mz(s, zint, &rs, &mz);
+    const float mz = kv_mz(zint);
 #pragma unroll
     for (int k = 0; k < 16 / per; k++) {
         uint32_t acc = 0u;
@@ -341,11 +336,11 @@ __device__ __forceinline__ uint32_t pk_words(const float (&x)[16], float lo, flo
                                              uint32_t (&wd)[16 * BITS / 32]) {
     lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, m));
     hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, m));
-    float sc;
+    float sc, rs;
     int zint;
     uint32_t prm;
-    kv_range(lo, hi, BITS, &sc, &zint, &prm);
-    kv_words16<BITS>(x, sc, zint, wd);
+    kv_range(lo, hi, BITS, &sc, &rs, &zint, &prm);
+    kv_words16<BITS>(x, rs, zint, wd);
     return prm;
 }
 
