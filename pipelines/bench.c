@@ -61,7 +61,10 @@ static void usage_bench(FILE *f) {
             "  (1,32768), (1,131072), (8,32768), (16,8192) unless --ctx/--batch are given;\n"
             "  B > 1 is one osc_op_attention_decode_batch call (B <= 64). Also times a decode\n"
             "  step of attention through each --kv cache mode (store 1 token + attend, 1 layer),\n"
-            "  and that attention alone (the rows stored before the timer, as torch's baseline).\n\n"
+            "  and that attention alone (the rows stored before the timer, as torch's baseline).\n"
+            "  Each row is timed per call (CUDA events from an idle device, the host's launch work\n"
+            "  inside) and, on CUDA, as device time alone (dev_us: the same region queued behind a\n"
+            "  hold kernel, nvbench's method; tools/bench/torch_sdpa.py times torch both ways).\n\n"
             "options:\n"
             "  --shape NAME        random weights of a named shape: %s\n"
             "  -m, --model DIR     load a checkpoint folder instead (config.json + *.safetensors)\n"
@@ -93,7 +96,8 @@ static void usage_bench(FILE *f) {
             "prompt_tokens_per_s, decode_tokens_per_s, step_ms, graph_steps (timed decode steps\n"
             "replayed from a CUDA graph; OSC_CUDA_GRAPHS=0 disables them), weight_bytes, kv_bytes_per_seq,\n"
             "achieved_gbps, copy_gbps, frac_of_copy, attn_us, attend_us (kvattn: attention alone),\n"
-            "date, commit (env OSC_COMMIT).\n",
+            "attn_dev_us, attend_dev_us, dev_frac_of_copy, attend_dev_frac_of_copy (device time\n"
+            "alone), date, commit (env OSC_COMMIT).\n",
             osc_llm_preset_names(), osc_kv_modes());
 }
 
