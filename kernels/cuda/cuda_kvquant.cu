@@ -1965,7 +1965,7 @@ extern "C" osc_status osc_cuda_kv_decode_attn_batch(void *out, const void *q, in
 
 extern "C" int osc_cuda_kv_split_plan(int plan) {
     const int was = g_kvq_plan < 0 ? 1 : g_kvq_plan;
-    g_kvq_plan = plan >= 0 && plan <= 4 ? plan : -1;
+    g_kvq_plan = plan >= 0 && plan <= 5 ? plan : -1;
     return was;
 }
 
