@@ -1281,9 +1281,113 @@ __device__ __forceinline__ void mq_q_rows(float *qs, const float (&qx)[2][4], in
     }
 }
 
+/* ---- the split-K merge inside k_kvq_mma -------------------------------------------------- */
+/* A launch's (sequence, KV head) pairs merge their n splits' partials themselves, in two levels
+ * and without the combine kernel: the splits form chunks of CH = ceil(sqrt(n)); the last block
+ * of a chunk to finish merges the chunk into the partial of its first split, and the last
+ * chunk merger of the pair merges the chunks into the output. Which block does a merge depends
+ * on timing, what it merges and in which order does not: the results are deterministic. Each
+ * merge is one round trip of loads (up to MQ_RB partials in flight per thread), on L2-resident
+ * data. Before, k_kvq_combine ran after the whole grid: its launch gap and its own round trips
+ * were ~3-4 us of a (1,128K) step (H100 block timings, session 11). */
+const int MQ_RB = 12;
+const int MQ_MAX_ROWS = 32768; /* pairs x splits of a launch that may merge in the kernel */
+__device__ unsigned g_mq_chunk_arrive[MQ_MAX_ROWS], g_mq_pair_arrive[MQ_MAX_ROWS];
+
+__device__ __forceinline__ int mq_chunk(int n) {
+    int c = 1;
+    while (c * c < n) c++;
+    return c;
+}
+
+/* merge partials k = 0..m-1, at part rows row0 + k * rstep + h (h < G; rows of 128 floats and
+ * one (m, l)), by log-sum-exp: into out [G][128] bf16 when out, else back into rows row0 + h
+ * as a partial. The partials come from other blocks: read past L1 (__ldcg). */
+__device__ __forceinline__ void mq_merge(float *__restrict__ pa, float2 *__restrict__ pml, bf16 *__restrict__ out,
+                                         int G, size_t row0, size_t rstep, int m) {
+    for (int slot = threadIdx.x; slot < G * 32; slot += mq::THREADS) { /* a warp = one head */
+        const int h = slot >> 5, c4 = (slot & 31) * 4;
+        float M = -INFINITY, L = 0.f;
+        float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+        for (int k0 = 0; k0 < m; k0 += MQ_RB) {
+            float2 ml[MQ_RB];
+            float4 x[MQ_RB];
+#pragma unroll
+            for (int j = 0; j < MQ_RB; j++) {
+                ml[j] = make_float2(-INFINITY, 0.f);
+                x[j] = make_float4(0.f, 0.f, 0.f, 0.f);
+                if (k0 + j < m) {
+                    const size_t r = row0 + (size_t)(k0 + j) * rstep + h;
+                    ml[j] = __ldcg(pml + r);
+                    x[j] = __ldcg(reinterpret_cast<const float4 *>(pa + r * 128 + c4));
+                }
+            }
+            float mb = M;
+#pragma unroll
+            for (int j = 0; j < MQ_RB; j++) mb = fmaxf(mb, ml[j].x);
+            if (mb == -INFINITY) continue;
+            const float sc = M == -INFINITY ? 0.f : exp2f(M - mb);
+            a = make_float4(a.x * sc, a.y * sc, a.z * sc, a.w * sc);
+            L *= sc;
+#pragma unroll
+            for (int j = 0; j < MQ_RB; j++) {
+                const float w = ml[j].x == -INFINITY ? 0.f : exp2f(ml[j].x - mb);
+                a = make_float4(fmaf(w, x[j].x, a.x), fmaf(w, x[j].y, a.y), fmaf(w, x[j].z, a.z), fmaf(w, x[j].w, a.w));
+                L = fmaf(w, ml[j].y, L);
+            }
+            M = mb;
+        }
+        if (out) {
+            const float inv = L > 0.f ? 1.f / L : 0.f;
+            bf16 *o = out + (size_t)h * 128 + c4;
+            reinterpret_cast<__nv_bfloat162 *>(o)[0] = __floats2bfloat162_rn(a.x * inv, a.y * inv);
+            reinterpret_cast<__nv_bfloat162 *>(o)[1] = __floats2bfloat162_rn(a.z * inv, a.w * inv);
+        } else {
+            __syncwarp(); /* the head's lanes have read row0's (m, l) before lane 0 rewrites it */
+            *reinterpret_cast<float4 *>(pa + (row0 + h) * 128 + c4) = a;
+            if (c4 == 0) pml[row0 + h] = make_float2(M, L);
+        }
+    }
+}
+
+/* after the block's partial of split `split` is stored: the chunk's and the pair's merges */
+__device__ __forceinline__ void mq_merge_tail(float *__restrict__ pa, float2 *__restrict__ pml, bf16 *__restrict__ out,
+                                              int G, int NS, int split, int pair, int n) {
+    __shared__ int last;
+    const int CH = mq_chunk(n), nc = (n + CH - 1) / CH, c = split / CH, mine = min(CH, n - c * CH);
+    const size_t prow = (size_t)pair * NS; /* the pair's first split row (times G below) */
+    __threadfence(); /* every thread's partial stores, before the block's arrival counts */
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        unsigned *cnt = &g_mq_chunk_arrive[prow + c * CH];
+        last = atomicAdd(cnt, 1u) == (unsigned)(mine - 1);
+        if (last) *cnt = 0u; /* back to zero for the next launch */
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    const size_t row0 = (prow + (size_t)c * CH) * G;
+    if (nc == 1) {
+        mq_merge(pa, pml, out + (size_t)pair * G * 128, G, row0, G, mine);
+        return;
+    }
+    mq_merge(pa, pml, nullptr, G, row0, G, mine);
+    __threadfence();
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(&g_mq_pair_arrive[pair], 1u) == (unsigned)(nc - 1);
+        if (last) g_mq_pair_arrive[pair] = 0u;
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    mq_merge(pa, pml, out + (size_t)pair * G * 128, G, prow * G, (size_t)CH * G, nc);
+}
+
 __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float2 *__restrict__ part_ml,
                                              const bf16 *__restrict__ q, int G, int Hkv, int rotate, float rsq,
-                                             float qscale, const dq_seq &sq, int res_raw, int part_kvh) {
+                                             float qscale, const dq_seq &sq, int res_raw, int part_kvh,
+                                             bf16 *__restrict__ out, int n_used) {
     extern __shared__ __align__(16) unsigned char smb[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
@@ -1519,24 +1623,27 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
     __syncthreads();
     mma_block_merge(smb + mq::QS, mq::WARP_BYTES, mq::NW, G, part_acc, reinterpret_cast<float *>(part_ml),
                     ((size_t)part_kvh * NS + split) * G);
+    if (out) mq_merge_tail(part_acc, part_ml, out, G, NS, split, part_kvh, n_used); /* else k_kvq_combine */
 }
 
 __global__ void __launch_bounds__(mq::THREADS, 4)
 k_kvq_mma(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const bf16 *__restrict__ q, int G, int Hkv,
-          int rotate, float rsq, float qscale, const dq_seq sq, int res_raw) {
+          int rotate, float rsq, float qscale, const dq_seq sq, int res_raw, bf16 *__restrict__ out) {
     pdl_enter();
-    kvq_mma_body(part_acc, part_ml, q, G, Hkv, rotate, rsq, qscale, sq, res_raw, blockIdx.y);
+    kvq_mma_body(part_acc, part_ml, q, G, Hkv, rotate, rsq, qscale, sq, res_raw, blockIdx.y, out, gridDim.x);
 }
 
 __global__ void __launch_bounds__(mq::THREADS, 4)
 k_kvq_mma_batch(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const bf16 *__restrict__ q, int G,
-                int Hkv, int rotate, float rsq, float qscale, const dq_seq *__restrict__ seqs, int res_raw) {
+                int Hkv, int rotate, float rsq, float qscale, const dq_seq *__restrict__ seqs, int res_raw,
+                bf16 *__restrict__ out) {
     pdl_enter();
     const int b = blockIdx.z;
     const dq_seq sq = dq_load(seqs, b);
-    if ((int)blockIdx.x >= dq_used(sq)) return; /* a split it does not use: the combine skips it */
+    const int n_used = dq_used(sq);
+    if ((int)blockIdx.x >= n_used) return; /* a split it does not use: the merges skip it */
     kvq_mma_body(part_acc, part_ml, q + (size_t)b * Hkv * G * 128, G, Hkv, rotate, rsq, qscale, sq, res_raw,
-                 b * Hkv + blockIdx.y);
+                 b * Hkv + blockIdx.y, out, n_used);
 }
 
 /* the tensor-core kernel serves hd 128 at 2 bits (the only reader of the fragment order) */
@@ -1567,18 +1674,40 @@ int mq_blocks_per_sm(void) {
     return n;
 }
 
+/* whether k_kvq_mma merges the splits of B x Hkv pairs itself (mq_merge_tail; else
+ * k_kvq_combine after it): when a pair has fewer than 32 splits (the batches whose plan folds
+ * the window), up to MQ_MAX_ROWS pairs x splits. H100, one build (session 11, call 10), attend
+ * device time: (8,32K) 93.2 / 93.8 us merged in the kernel vs 96.5 / 96.2 with the combine,
+ * (16,8K) 56.1 / 55.7 vs 58.3 / 58.6, but (1,128K) 51.4 / 51.4 vs 50.4 / 50.2 and (1,4K) +1 us:
+ * with 66 splits a pair, four dependent round trips (two arrivals, two merges) after the last
+ * block take longer than the combine's launch and single round trip. OSC_KVQ_FUSED: 0 never,
+ * 2 always (tests, A/B), else this rule. */
+int g_mq_fused = -1; /* osc_cuda_kv_fused_merge; -1: OSC_KVQ_FUSED */
+bool mq_fused(int B, int Hkv, int NS) {
+    if (g_mq_fused < 0) {
+        const char *e = getenv("OSC_KVQ_FUSED");
+        g_mq_fused = e && (e[0] == '0' || e[0] == '2') ? e[0] - '0' : 1;
+    }
+    const int mode = g_mq_fused;
+    if (!mode || (long long)B * Hkv * NS > MQ_MAX_ROWS) return false;
+    return mode == 2 || (long long)B * Hkv * 32 > (long long)mq_blocks_per_sm() * osc_cu_num_sms();
+}
+
+/* out: bf16 [B][Hq][128], written by the kernel when mq_fused(B, Hkv, NS) (the caller then
+ * launches no combine) */
 osc_status mq_launch(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, int rotate, float rsq, float qscale,
-                     const dq_seq &sq, const dq_seq *dseqs, int B, int NS, int res_raw, cudaStream_t st) {
+                     const dq_seq &sq, const dq_seq *dseqs, int B, int NS, int res_raw, bf16 *out, cudaStream_t st) {
     OSC_TRY(mq_attr());
+    bf16 *fo = mq_fused(B, Hkv, NS) ? out : nullptr;
     if (dseqs) {
         dim3 grid((unsigned)NS, (unsigned)Hkv, (unsigned)B);
         OSC_CU_CHECK(osc_launch(k_kvq_mma_batch, dim3(grid), dim3(mq::THREADS), mq::SMEM, st, pacc, pml, q, G, Hkv,
-                                rotate, rsq, qscale, dseqs, res_raw));
+                                rotate, rsq, qscale, dseqs, res_raw, fo));
         OSC_CU_LAUNCH("k_kvq_mma_batch");
     } else {
         dim3 grid((unsigned)NS, (unsigned)Hkv);
         OSC_CU_CHECK(osc_launch(k_kvq_mma, dim3(grid), dim3(mq::THREADS), mq::SMEM, st, pacc, pml, q, G, Hkv, rotate,
-                                rsq, qscale, sq, res_raw));
+                                rsq, qscale, sq, res_raw, fo));
         OSC_CU_LAUNCH("k_kvq_mma");
     }
     return OSC_OK;
@@ -1874,7 +2003,8 @@ extern "C" osc_status osc_cuda_kv_decode_attn_paged(void *out, const void *q, in
     osc_status s;
 #define OSC_HDB(HDV, BV) s = pick_gm<HDV, BV>(GM, pacc, pml, qb, G, Hkv, rotate, rsq, qscale, sq, nullptr, 1, NS, res_raw, st)
     if (mq_use(hd, bits)) {
-        s = mq_launch(pacc, pml, qb, G, Hkv, rotate, rsq, qscale, sq, nullptr, 1, NS, res_raw, st);
+        s = mq_launch(pacc, pml, qb, G, Hkv, rotate, rsq, qscale, sq, nullptr, 1, NS, res_raw, (bf16 *)out, st);
+        if (s == OSC_OK && mq_fused(1, Hkv, NS)) return OSC_OK;
     } else if (hd == 128) {
         OSC_HDB(128, 4);
     } else {
@@ -1907,7 +2037,8 @@ osc_status dq_run_batch(void *out, const void *q, int B, int G, int Hkv, int hd,
     osc_status s;
 #define OSC_HDB(HDV, BV) s = pick_gm<HDV, BV>(GM, pacc, pml, qb, G, Hkv, rotate, rsq, qscale, none, dseqs, B, NS, res_raw, st)
     if (mq_use(hd, bits)) {
-        s = mq_launch(pacc, pml, qb, G, Hkv, rotate, rsq, qscale, none, dseqs, B, NS, res_raw, st);
+        s = mq_launch(pacc, pml, qb, G, Hkv, rotate, rsq, qscale, none, dseqs, B, NS, res_raw, (bf16 *)out, st);
+        if (s == OSC_OK && mq_fused(B, Hkv, NS)) return OSC_OK;
     } else if (hd == 128) {
         OSC_HDB(128, 4);
     } else {
@@ -1962,6 +2093,12 @@ extern "C" osc_status osc_cuda_kv_decode_attn_batch(void *out, const void *q, in
 }
 
 /* ---- the decode step of a CUDA graph (kvquant_launch.h) ---- */
+
+extern "C" int osc_cuda_kv_fused_merge(int mode) {
+    const int was = g_mq_fused < 0 ? 1 : g_mq_fused;
+    g_mq_fused = mode >= 0 && mode <= 2 ? mode : -1;
+    return was;
+}
 
 extern "C" int osc_cuda_kv_split_plan(int plan) {
     const int was = g_kvq_plan < 0 ? 1 : g_kvq_plan;

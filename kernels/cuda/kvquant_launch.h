@@ -141,6 +141,10 @@ int osc_cuda_kv_graph_splits(int B, int Hkv, int hd, int bits);
  * splits (session 10's); -1 reads OSC_KVQ_PLAN again. Returns the plan in force before. Set it
  * only between decode steps of fresh contexts: graphs keep the split count they were made with. */
 int osc_cuda_kv_split_plan(int plan);
+/* Where k_kvq_mma's splits are merged (tests, A/B): 1 the default (inside the kernel for
+ * batches whose pairs have fewer than 32 splits, else k_kvq_combine), 0 always the combine
+ * kernel, 2 always inside the kernel; -1 reads OSC_KVQ_FUSED again. Returns the mode before. */
+int osc_cuda_kv_fused_merge(int mode);
 size_t osc_cuda_kv_graph_table_bytes(int B);
 /* NS must be osc_cuda_kv_graph_splits(B, Hkv, hd, bits) */
 osc_status osc_cuda_kv_graph_table(void *host, const osc_kvq_seq *seqs, int B, int Hkv, int hd, int bits, int NS,

@@ -419,14 +419,16 @@ static void test_quant_batch(void) {
     if (!gm) return;
     const size_t n = (size_t)8 * 3 * c.vocab_size;
     float *a = calloc(n, 4), *b = calloc(n, 4), *e = calloc(n, 4);
-    /* oscar2 three times: its window in splits of its own (the default here), folded into the
+    /* oscar2 four times: its window in splits of its own (the default here), folded into the
      * packed splits (the default of larger batches), one split per sequence and KV head (a
-     * batch with more of those than resident blocks); kivi4 last (e is used below) */
-    const char *modes[] = {"oscar2", "oscar2", "oscar2", "kivi4"};
-    static const char *plans[] = {"", " (folded window)", " (one split)", ""};
-    for (int mi = 0; mi < 4; mi++)
+     * batch with more of those than resident blocks), folded with the splits merged inside
+     * k_kvq_mma (larger batches' default too); kivi4 last (e is used below) */
+    const char *modes[] = {"oscar2", "oscar2", "oscar2", "oscar2", "kivi4"};
+    static const char *plans[] = {"", " (folded window)", " (one split)", " (folded, merged in the kernel)", ""};
+    for (int mi = 0; mi < 5; mi++)
         for (int pooled = 0; pooled < 2; pooled++) {
-            osc_cuda_kv_split_plan(mi == 1 ? 3 : mi == 2 ? 4 : -1);
+            osc_cuda_kv_split_plan(mi == 1 || mi == 3 ? 3 : mi == 2 ? 4 : -1);
+            osc_cuda_kv_fused_merge(mi == 3 ? 2 : -1);
             char pl[64];
             snprintf(pl, sizeof pl, "%s%s", pooled ? " (page pool)" : "", plans[mi]);
             long gs[3] = {-1, -1, -1}, gs0[3] = {-1, -1, -1};
@@ -459,6 +461,8 @@ static void test_quant_batch(void) {
                    "differ\n",
                    modes[mi], pl, gs[1], wg, ndiff, n);
         }
+    osc_cuda_kv_split_plan(-1);
+    osc_cuda_kv_fused_merge(-1);
     /* one context decoding oscar2 caches, then kivi4 caches of the same batch size: the block
      * graph of the first mode must not be replayed for the second (e: kivi4 pooled, eager, from
      * the last round above) */

@@ -339,6 +339,11 @@ int main(void) {
     osc_cuda_kv_split_plan(3);
     for (size_t s = 0; s < 2; s++)
         for (size_t m = 0; m < 4; m += 3) run_case(modes[m], &shapes[s]); /* kivi2, oscar2 */
+    /* and with the splits merged inside k_kvq_mma (the default of larger batches) */
+    osc_cuda_kv_fused_merge(2);
+    for (size_t s = 0; s < 2; s++)
+        for (size_t m = 0; m < 4; m += 3) run_case(modes[m], &shapes[s]);
+    osc_cuda_kv_fused_merge(-1);
     osc_cuda_kv_split_plan(-1);
     for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) run_oom(modes[m]);
     return check_done("test_kvpool_gpu");

@@ -468,11 +468,14 @@ int main(void) {
     g_special = 0;
 
     /* attention, oscar2, hd 128, 2 kv heads; the window in splits of its own (plan 2), folded
-     * into the packed splits (plan 3), one split per KV head (plan 4) */
+     * into the packed splits (plan 3), one split per KV head (plan 4); then plans 2 and 3 with
+     * the splits merged inside k_kvq_mma (two levels) instead of by k_kvq_combine */
     const int nqs[4] = {0, 32, 4096, 32768}, nrs[3] = {0, 1, 200}, gs[3] = {1, 4, 7};
-    for (int plan = 2; plan <= 4; plan++) {
+    for (int run = 0; run < 5; run++) {
+        const int plan = run < 3 ? 2 + run : run - 1;
         osc_cuda_kv_split_plan(plan);
-        printf("split plan %d\n", plan);
+        osc_cuda_kv_fused_merge(run < 3 ? 0 : 2);
+        printf("split plan %d, merge %s\n", plan, run < 3 ? "by k_kvq_combine" : "in k_kvq_mma");
         for (int a = 0; a < 4 && !g_dev_fail; a++) {
             qcache Q;
             qc_make(&Q, nqs[a], 2, 128, 2, 1, 1);
@@ -486,6 +489,7 @@ int main(void) {
         }
     }
     osc_cuda_kv_split_plan(-1);
+    osc_cuda_kv_fused_merge(-1);
     /* other modes: oscar4, kivi2, rot2, hd 256 */
     const int xm[4][5] = {{128, 4, 1, 1, 4}, {128, 2, 0, 0, 4}, {128, 2, 1, 0, 7}, {256, 2, 1, 1, 4}};
     for (int i = 0; i < 4 && !g_dev_fail; i++) {
