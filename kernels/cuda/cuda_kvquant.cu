@@ -1384,10 +1384,111 @@ __device__ __forceinline__ void mq_merge_tail(float *__restrict__ pa, float2 *__
     mq_merge(pa, pml, out + (size_t)pair * G * 128, G, prow * G, (size_t)CH * G, nc);
 }
 
+/* ---- the streaming combine ----------------------------------------------------------------- */
+/* Where k_kvq_mma does not merge its splits itself (B = 1, small batches), k_kvq_combine_stream
+ * does, while k_kvq_mma runs: each block, its partial stored, sets one ready flag per query
+ * head; the combine (a programmatic dependent launch, so it starts only once every k_kvq_mma
+ * block is resident or done, and its blocks take the SMs that finish first) folds each split's
+ * partial in as soon as the flag is up, in split order. After the last block only that block's
+ * partial is left to load. k_kvq_combine waited for the whole grid (0.8 us after its last block
+ * at (1,128K)) and then took 2.5 us for its loads and merge (H100 block timings, session 12).
+ * The flags go back to zero as the combine reads them. One decode launch at a time uses them. */
+__device__ unsigned g_mq_ready[MQ_MAX_ROWS * 8]; /* rows (pair x splits + split) x G + h */
+
+__device__ __forceinline__ unsigned ld_acquire(const unsigned *p) {
+    unsigned v;
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
+__device__ __forceinline__ void st_release(unsigned *p, unsigned v) {
+    asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(p), "r"(v) : "memory");
+}
+
+/* after the block's partial rows row0 .. row0 + G - 1 are stored */
+__device__ __forceinline__ void mq_signal(int G, size_t row0) {
+    __threadfence();
+    __syncthreads();
+    if ((int)threadIdx.x < G) st_release(&g_mq_ready[row0 + threadIdx.x], 1u);
+}
+
+/* one block (8 warps) per query head: warp w folds splits w, w + 8, ... in that order (its own
+ * running max), lanes 4 channels each; then the warps' results merge in warp order. The order
+ * of every operation is fixed, whenever each partial arrives: the results are deterministic. */
+__global__ void __launch_bounds__(256)
+k_kvq_combine_stream(bf16 *__restrict__ out, const float *__restrict__ part_acc, const float2 *__restrict__ part_ml,
+                     int NS, int G, const dq_seq *__restrict__ seqs, int Hkv) {
+    /* no pdl_wait first: the partials are read behind their flags, and every earlier kernel has
+     * finished (each k_kvq_mma block waited for it before letting this grid launch) */
+    pdl_trigger();
+    __shared__ float sm_a[8][128], sm_m[8], sm_l[8];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int pair = blockIdx.x / G, h = blockIdx.x % G;
+    int n = NS;
+    if (seqs) n = min(NS, dq_used(dq_load(seqs, pair / Hkv)));
+    const int K = n > warp ? (n - warp + 7) / 8 : 0; /* this warp's splits */
+    const size_t rb = (size_t)pair * NS;           /* the pair's first split row */
+    float M = -INFINITY, L = 0.f;
+    float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int k0 = 0; k0 < K;) {
+        /* lane j looks at split warp + 8 (k0 + j); the ready ones from k0 on are folded */
+        const int j = k0 + lane;
+        const bool up = j < K && ld_acquire(&g_mq_ready[(rb + warp + 8 * j) * G + h]) != 0u;
+        const unsigned mask = __ballot_sync(0xffffffffu, up);
+        const int nr = mask == 0xffffffffu ? 32 : __ffs(~mask) - 1;
+        if (!nr) {
+            __nanosleep(64);
+            continue;
+        }
+        for (int c = 0; c < nr; c += 8) {
+            float2 ml[8];
+            float4 x[8];
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                ml[u] = make_float2(-INFINITY, 0.f);
+                if (c + u < nr) {
+                    const size_t r = (rb + warp + 8 * (k0 + c + u)) * G + h;
+                    ml[u] = __ldcg(part_ml + r);
+                    x[u] = __ldcg(reinterpret_cast<const float4 *>(part_acc + r * 128) + lane);
+                }
+            }
+#pragma unroll
+            for (int u = 0; u < 8; u++) {
+                if (ml[u].x == -INFINITY) continue; /* beyond nr, or a split with no keys */
+                const float mn = fmaxf(M, ml[u].x), so = exp2f(M - mn), sn = exp2f(ml[u].x - mn);
+                a = make_float4(fmaf(a.x, so, x[u].x * sn), fmaf(a.y, so, x[u].y * sn), fmaf(a.z, so, x[u].z * sn),
+                                fmaf(a.w, so, x[u].w * sn));
+                L = fmaf(L, so, ml[u].y * sn);
+                M = mn;
+            }
+        }
+        /* the flags back to zero for the next launch (this block alone reads them) */
+        if (lane < nr) g_mq_ready[(rb + warp + 8 * j) * G + h] = 0u;
+        k0 += nr;
+    }
+    reinterpret_cast<float4 *>(sm_a[warp])[lane] = a;
+    if (!lane) sm_m[warp] = M, sm_l[warp] = L;
+    __syncthreads();
+    if (threadIdx.x < 128) {
+        const int c = threadIdx.x;
+        float mx = -INFINITY;
+        for (int w = 0; w < 8; w++) mx = fmaxf(mx, sm_m[w]);
+        float s = 0.f, l = 0.f;
+        if (mx != -INFINITY)
+            for (int w = 0; w < 8; w++) {
+                const float e = sm_m[w] == -INFINITY ? 0.f : exp2f(sm_m[w] - mx);
+                s = fmaf(sm_a[w][c], e, s);
+                l = fmaf(sm_l[w], e, l);
+            }
+        out[(size_t)blockIdx.x * 128 + c] = f2bf(l > 0.f ? s / l : 0.f);
+    }
+    /* finish after k_kvq_mma: the next kernel's pdl_wait then covers both grids */
+    pdl_wait();
+}
+
 __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float2 *__restrict__ part_ml,
                                              const bf16 *__restrict__ q, int G, int Hkv, int rotate, float rsq,
                                              float qscale, const dq_seq &sq, int res_raw, int part_kvh,
-                                             bf16 *__restrict__ out, int n_used) {
+                                             bf16 *__restrict__ out, int n_used, int signal) {
     extern __shared__ __align__(16) unsigned char smb[];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;
@@ -1623,27 +1724,28 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
     __syncthreads();
     mma_block_merge(smb + mq::QS, mq::WARP_BYTES, mq::NW, G, part_acc, reinterpret_cast<float *>(part_ml),
                     ((size_t)part_kvh * NS + split) * G);
-    if (out) mq_merge_tail(part_acc, part_ml, out, G, NS, split, part_kvh, n_used); /* else k_kvq_combine */
+    if (out) mq_merge_tail(part_acc, part_ml, out, G, NS, split, part_kvh, n_used); /* else a combine kernel */
+    else if (signal) mq_signal(G, ((size_t)part_kvh * NS + split) * G);
 }
 
 __global__ void __launch_bounds__(mq::THREADS, 4)
 k_kvq_mma(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const bf16 *__restrict__ q, int G, int Hkv,
-          int rotate, float rsq, float qscale, const dq_seq sq, int res_raw, bf16 *__restrict__ out) {
+          int rotate, float rsq, float qscale, const dq_seq sq, int res_raw, bf16 *__restrict__ out, int signal) {
     pdl_enter();
-    kvq_mma_body(part_acc, part_ml, q, G, Hkv, rotate, rsq, qscale, sq, res_raw, blockIdx.y, out, gridDim.x);
+    kvq_mma_body(part_acc, part_ml, q, G, Hkv, rotate, rsq, qscale, sq, res_raw, blockIdx.y, out, gridDim.x, signal);
 }
 
 __global__ void __launch_bounds__(mq::THREADS, 4)
 k_kvq_mma_batch(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const bf16 *__restrict__ q, int G,
                 int Hkv, int rotate, float rsq, float qscale, const dq_seq *__restrict__ seqs, int res_raw,
-                bf16 *__restrict__ out) {
+                bf16 *__restrict__ out, int signal) {
     pdl_enter();
     const int b = blockIdx.z;
     const dq_seq sq = dq_load(seqs, b);
     const int n_used = dq_used(sq);
     if ((int)blockIdx.x >= n_used) return; /* a split it does not use: the merges skip it */
     kvq_mma_body(part_acc, part_ml, q + (size_t)b * Hkv * G * 128, G, Hkv, rotate, rsq, qscale, sq, res_raw,
-                 b * Hkv + blockIdx.y, out, n_used);
+                 b * Hkv + blockIdx.y, out, n_used, signal);
 }
 
 /* the tensor-core kernel serves hd 128 at 2 bits (the only reader of the fragment order) */
@@ -1693,22 +1795,46 @@ bool mq_fused(int B, int Hkv, int NS) {
     return mode == 2 || (long long)B * Hkv * 32 > (long long)mq_blocks_per_sm() * osc_cu_num_sms();
 }
 
-/* out: bf16 [B][Hq][128], written by the kernel when mq_fused(B, Hkv, NS) (the caller then
- * launches no combine) */
+/* whether k_kvq_combine_stream merges the splits that k_kvq_mma does not merge itself (else
+ * k_kvq_combine after the grid). OSC_KVQ_STREAM=0: never (A/B, tests). */
+int g_mq_stream = -1; /* osc_cuda_kv_stream_combine; -1: OSC_KVQ_STREAM */
+bool mq_stream(int B, int Hkv, int NS) {
+    if (g_mq_stream < 0) {
+        const char *e = getenv("OSC_KVQ_STREAM");
+        g_mq_stream = e && e[0] == '0' ? 0 : 1;
+    }
+    return g_mq_stream && (long long)B * Hkv * NS <= MQ_MAX_ROWS;
+}
+
+/* k_kvq_mma over B sequences (dseqs: their device table; else sq, B = 1) and the merge of its
+ * splits into out, bf16 [B][Hq][128]: inside the kernel (mq_fused), by k_kvq_combine_stream as
+ * the splits end (mq_stream), or by k_kvq_combine after the grid */
 osc_status mq_launch(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, int rotate, float rsq, float qscale,
                      const dq_seq &sq, const dq_seq *dseqs, int B, int NS, int res_raw, bf16 *out, cudaStream_t st) {
     OSC_TRY(mq_attr());
-    bf16 *fo = mq_fused(B, Hkv, NS) ? out : nullptr;
+    const bool fused = mq_fused(B, Hkv, NS), stream = !fused && mq_stream(B, Hkv, NS);
+    bf16 *fo = fused ? out : nullptr;
     if (dseqs) {
         dim3 grid((unsigned)NS, (unsigned)Hkv, (unsigned)B);
         OSC_CU_CHECK(osc_launch(k_kvq_mma_batch, dim3(grid), dim3(mq::THREADS), mq::SMEM, st, pacc, pml, q, G, Hkv,
-                                rotate, rsq, qscale, dseqs, res_raw, fo));
+                                rotate, rsq, qscale, dseqs, res_raw, fo, (int)stream));
         OSC_CU_LAUNCH("k_kvq_mma_batch");
     } else {
         dim3 grid((unsigned)NS, (unsigned)Hkv);
         OSC_CU_CHECK(osc_launch(k_kvq_mma, dim3(grid), dim3(mq::THREADS), mq::SMEM, st, pacc, pml, q, G, Hkv, rotate,
-                                rsq, qscale, sq, res_raw, fo));
+                                rsq, qscale, sq, res_raw, fo, (int)stream));
         OSC_CU_LAUNCH("k_kvq_mma");
+    }
+    if (fused) return OSC_OK;
+    const unsigned nb = (unsigned)(B * Hkv * G);
+    if (stream) {
+        OSC_CU_CHECK(osc_launch(k_kvq_combine_stream, dim3(nb), dim3(256), 0, st, out, (const float *)pacc,
+                                (const float2 *)pml, NS, G, dseqs, Hkv));
+        OSC_CU_LAUNCH("k_kvq_combine_stream");
+    } else {
+        OSC_CU_CHECK(osc_launch(kvq_combine_for(NS, 128), dim3(nb), dim3(LSE_THREADS), (size_t)NS * sizeof(float), st,
+                                out, (const float *)pacc, (const float2 *)pml, NS, G, 128, dseqs, Hkv));
+        OSC_CU_LAUNCH("k_kvq_combine");
     }
     return OSC_OK;
 }
@@ -2003,8 +2129,7 @@ extern "C" osc_status osc_cuda_kv_decode_attn_paged(void *out, const void *q, in
     osc_status s;
 #define OSC_HDB(HDV, BV) s = pick_gm<HDV, BV>(GM, pacc, pml, qb, G, Hkv, rotate, rsq, qscale, sq, nullptr, 1, NS, res_raw, st)
     if (mq_use(hd, bits)) {
-        s = mq_launch(pacc, pml, qb, G, Hkv, rotate, rsq, qscale, sq, nullptr, 1, NS, res_raw, (bf16 *)out, st);
-        if (s == OSC_OK && mq_fused(1, Hkv, NS)) return OSC_OK;
+        return mq_launch(pacc, pml, qb, G, Hkv, rotate, rsq, qscale, sq, nullptr, 1, NS, res_raw, (bf16 *)out, st);
     } else if (hd == 128) {
         OSC_HDB(128, 4);
     } else {
@@ -2037,8 +2162,7 @@ osc_status dq_run_batch(void *out, const void *q, int B, int G, int Hkv, int hd,
     osc_status s;
 #define OSC_HDB(HDV, BV) s = pick_gm<HDV, BV>(GM, pacc, pml, qb, G, Hkv, rotate, rsq, qscale, none, dseqs, B, NS, res_raw, st)
     if (mq_use(hd, bits)) {
-        s = mq_launch(pacc, pml, qb, G, Hkv, rotate, rsq, qscale, none, dseqs, B, NS, res_raw, (bf16 *)out, st);
-        if (s == OSC_OK && mq_fused(B, Hkv, NS)) return OSC_OK;
+        return mq_launch(pacc, pml, qb, G, Hkv, rotate, rsq, qscale, none, dseqs, B, NS, res_raw, (bf16 *)out, st);
     } else if (hd == 128) {
         OSC_HDB(128, 4);
     } else {
@@ -2093,6 +2217,12 @@ extern "C" osc_status osc_cuda_kv_decode_attn_batch(void *out, const void *q, in
 }
 
 /* ---- the decode step of a CUDA graph (kvquant_launch.h) ---- */
+
+extern "C" int osc_cuda_kv_stream_combine(int on) {
+    const int was = g_mq_stream < 0 ? 1 : g_mq_stream;
+    g_mq_stream = on == 0 || on == 1 ? on : -1;
+    return was;
+}
 
 extern "C" int osc_cuda_kv_fused_merge(int mode) {
     const int was = g_mq_fused < 0 ? 1 : g_mq_fused;

@@ -145,6 +145,10 @@ int osc_cuda_kv_split_plan(int plan);
  * batches whose pairs have fewer than 32 splits, else k_kvq_combine), 0 always the combine
  * kernel, 2 always inside the kernel; -1 reads OSC_KVQ_FUSED again. Returns the mode before. */
 int osc_cuda_kv_fused_merge(int mode);
+/* Whether the splits k_kvq_mma does not merge itself are merged while it runs, by
+ * k_kvq_combine_stream (1, the default), or by k_kvq_combine after it (0); -1 reads
+ * OSC_KVQ_STREAM again. Returns the setting before. */
+int osc_cuda_kv_stream_combine(int on);
 size_t osc_cuda_kv_graph_table_bytes(int B);
 /* NS must be osc_cuda_kv_graph_splits(B, Hkv, hd, bits) */
 osc_status osc_cuda_kv_graph_table(void *host, const osc_kvq_seq *seqs, int B, int Hkv, int hd, int bits, int NS,

@@ -357,13 +357,25 @@ static void test_attn_case(const qcache *Q, int n_res, int G, int raw) {
     void *dq = dup_bf16(q, (size_t)Hq * hd), *drk = dup_bf16(rk, rne), *drv = dup_bf16(rv, rne);
     float *drn = dup_raw(rn, (size_t)n_res * 4);
     void *dout = dalloc((size_t)Hq * hd * 2);
-    uint16_t *ob = malloc((size_t)Hq * hd * 2);
+    uint16_t *ob = malloc((size_t)Hq * hd * 2), *ob2 = malloc((size_t)Hq * hd * 2);
     float *got = malloc((size_t)Hq * hd * 4);
     if (!g_dev_fail) {
         DEV_OK(osc_cuda_kv_decode_attn_ex(dout, dq, Hq, Hkv, hd, Q->bits, Q->rotate, Q->norm, Q->dkq, Q->dkp, Q->dvq,
                                           Q->dvp, Q->dkn, nq, drk, drv, Q->norm && !raw ? drn : NULL, n_res, scale,
                                           raw));
         DEV_OK(osc_cuda_memcpy_d2h(ob, dout, (size_t)Hq * hd * 2));
+    }
+    /* the same launch again, without programmatic dependent launch (the combine then starts
+     * after the split kernel, not during it) and with it: equal bit for bit */
+    for (int pdl = 0; pdl < 2 && !g_dev_fail; pdl++) {
+        osc_cuda_set_pdl(pdl ? -1 : 0);
+        DEV_OK(osc_cuda_kv_decode_attn_ex(dout, dq, Hq, Hkv, hd, Q->bits, Q->rotate, Q->norm, Q->dkq, Q->dkp, Q->dvq,
+                                          Q->dvp, Q->dkn, nq, drk, drv, Q->norm && !raw ? drn : NULL, n_res, scale,
+                                          raw));
+        DEV_OK(osc_cuda_memcpy_d2h(ob2, dout, (size_t)Hq * hd * 2));
+        osc_cuda_set_pdl(-1);
+        CHECK(g_dev_fail || !memcmp(ob, ob2, (size_t)Hq * hd * 2), "attn nq=%d nres=%d G=%d: %s run differs", nq, n_res,
+              G, pdl ? "a second" : "a no-PDL");
     }
     if (!g_dev_fail) {
         for (int i = 0; i < Hq * hd; i++) got[i] = osc_bf16_to_f32(ob[i]);
@@ -374,7 +386,7 @@ static void test_attn_case(const qcache *Q, int n_res, int G, int raw) {
         CHECK(ok, "attn nq=%d nres=%d raw=%d G=%d: %g", nq, n_res, raw, G, e);
     }
     osc_cuda_free(dq); osc_cuda_free(drk); osc_cuda_free(drv); osc_cuda_free(drn); osc_cuda_free(dout);
-    free(ob); free(got); free(rk); free(rv); free(rn); free(q); free(ref); free(lg); free(qr);
+    free(ob); free(ob2); free(got); free(rk); free(rv); free(rn); free(q); free(ref); free(lg); free(qr);
 }
 
 /* ---- timing --------------------------------------------------------------------------------- */
@@ -468,14 +480,17 @@ int main(void) {
     g_special = 0;
 
     /* attention, oscar2, hd 128, 2 kv heads; the window in splits of its own (plan 2), folded
-     * into the packed splits (plan 3), one split per KV head (plan 4); then plans 2 and 3 with
-     * the splits merged inside k_kvq_mma (two levels) instead of by k_kvq_combine */
+     * into the packed splits (plan 3), one split per KV head (plan 4), merged by the streaming
+     * combine; then plans 2 and 3 with the splits merged inside k_kvq_mma (two levels), and
+     * plan 2 merged by k_kvq_combine after the grid */
     const int nqs[4] = {0, 32, 4096, 32768}, nrs[3] = {0, 1, 200}, gs[3] = {1, 4, 7};
-    for (int run = 0; run < 5; run++) {
-        const int plan = run < 3 ? 2 + run : run - 1;
+    static const char *merge[3] = {"by k_kvq_combine_stream", "in k_kvq_mma", "by k_kvq_combine"};
+    for (int run = 0; run < 6; run++) {
+        const int plan = run < 3 ? 2 + run : run < 5 ? run - 1 : 2, how = run < 3 ? 0 : run < 5 ? 1 : 2;
         osc_cuda_kv_split_plan(plan);
-        osc_cuda_kv_fused_merge(run < 3 ? 0 : 2);
-        printf("split plan %d, merge %s\n", plan, run < 3 ? "by k_kvq_combine" : "in k_kvq_mma");
+        osc_cuda_kv_fused_merge(how == 1 ? 2 : 0);
+        osc_cuda_kv_stream_combine(how != 2);
+        printf("split plan %d, merge %s\n", plan, merge[how]);
         for (int a = 0; a < 4 && !g_dev_fail; a++) {
             qcache Q;
             qc_make(&Q, nqs[a], 2, 128, 2, 1, 1);
@@ -490,6 +505,7 @@ int main(void) {
     }
     osc_cuda_kv_split_plan(-1);
     osc_cuda_kv_fused_merge(-1);
+    osc_cuda_kv_stream_combine(-1);
     /* other modes: oscar4, kivi2, rot2, hd 256 */
     const int xm[4][5] = {{128, 4, 1, 1, 4}, {128, 2, 0, 0, 4}, {128, 2, 1, 0, 7}, {256, 2, 1, 1, 4}};
     for (int i = 0; i < 4 && !g_dev_fail; i++) {
