@@ -1776,10 +1776,12 @@ int mq_blocks_per_sm(void) {
     return n;
 }
 
-/* whether k_kvq_mma merges the splits of B x Hkv pairs itself (mq_merge_tail; else
- * k_kvq_combine after it): when a pair has fewer than 32 splits (the batches whose plan folds
- * the window), up to MQ_MAX_ROWS pairs x splits. H100, one build (session 11, call 10), attend
- * device time: (8,32K) 93.2 / 93.8 us merged in the kernel vs 96.5 / 96.2 with the combine,
+/* whether k_kvq_mma merges the splits of B x Hkv pairs itself (mq_merge_tail; else a combine
+ * kernel): when a pair has fewer than 8 splits, up to MQ_MAX_ROWS pairs x splits. With 8 and
+ * more the streaming combine was faster (session 12, call 10, device time: (8,32K), 8 splits,
+ * 92.4 / 92.7 / 92.3 us vs 94.1 / 94.1 / 93.9 merged in the kernel; (16,8K), 4 splits, 57.0 /
+ * 56.8 / 56.7 vs 55.9 / 55.7 / 56.0). Against k_kvq_combine after the grid (session 11,
+ * call 10, device time): (8,32K) 93.2 / 93.8 us merged in the kernel vs 96.5 / 96.2,
  * (16,8K) 56.1 / 55.7 vs 58.3 / 58.6, but (1,128K) 51.4 / 51.4 vs 50.4 / 50.2 and (1,4K) +1 us:
  * with 66 splits a pair, four dependent round trips (two arrivals, two merges) after the last
  * block take longer than the combine's launch and single round trip. OSC_KVQ_FUSED: 0 never,
@@ -1792,7 +1794,7 @@ bool mq_fused(int B, int Hkv, int NS) {
     }
     const int mode = g_mq_fused;
     if (!mode || (long long)B * Hkv * NS > MQ_MAX_ROWS) return false;
-    return mode == 2 || (long long)B * Hkv * 32 > (long long)mq_blocks_per_sm() * osc_cu_num_sms();
+    return mode == 2 || (long long)B * Hkv * 8 > (long long)mq_blocks_per_sm() * osc_cu_num_sms();
 }
 
 /* whether k_kvq_combine_stream merges the splits that k_kvq_mma does not merge itself (else

@@ -142,8 +142,8 @@ int osc_cuda_kv_graph_splits(int B, int Hkv, int hd, int bits);
  * only between decode steps of fresh contexts: graphs keep the split count they were made with. */
 int osc_cuda_kv_split_plan(int plan);
 /* Where k_kvq_mma's splits are merged (tests, A/B): 1 the default (inside the kernel for
- * batches whose pairs have fewer than 32 splits, else k_kvq_combine), 0 always the combine
- * kernel, 2 always inside the kernel; -1 reads OSC_KVQ_FUSED again. Returns the mode before. */
+ * batches whose pairs have fewer than 8 splits, else a combine kernel: osc_cuda_kv_stream_combine),
+ * 0 never inside the kernel, 2 always; -1 reads OSC_KVQ_FUSED again. Returns the mode before. */
 int osc_cuda_kv_fused_merge(int mode);
 /* Whether the splits k_kvq_mma does not merge itself are merged while it runs, by
  * k_kvq_combine_stream (1, the default), or by k_kvq_combine after it (0); -1 reads
