@@ -884,7 +884,7 @@ const int NW = 4, THREADS = NW * 32, STAGES = 3, TK = 32, LD = 136; /* bf16 per 
 const int STAGE = 2 * TK * LD * 2;                                  /* K and V tiles, bytes */
 const int WARP_BYTES = STAGES * STAGE;
 const size_t SMEM = (size_t)NW * WARP_BYTES;
-static_assert(8 * 128 * 4 + 8 * 2 * 4 <= WARP_BYTES, "warp output fits the ring");
+static_assert(8 * MMA_OB_LD * 4 <= WARP_BYTES, "warp output fits the ring");
 } // namespace dm
 
 __device__ __forceinline__ void dm_cp16z(void *smem, const void *g, bool pred) {
@@ -1001,10 +1001,8 @@ __device__ __forceinline__ void decode1_mma_body(float *__restrict__ part_acc, f
     }
     mma_wait<0>();
     __syncwarp();
-    /* warp partial -> its ring; block merge -> decode1's partial layout */
-    mma_warp_partial(reinterpret_cast<float *>(ws), o, mr, lr, g, t);
-    __syncthreads();
-    mma_block_merge(dsm, dm::WARP_BYTES, dm::NW, G, part_acc, part_ml, ((size_t)part_kvh * nsplit + split) * G);
+    /* the warps merge into decode1's partial layout */
+    mma_block_partial<dm::NW>(dsm, dm::WARP_BYTES, o, mr, lr, G, part_acc, part_ml, ((size_t)part_kvh * nsplit + split) * G);
 }
 
 __global__ void __launch_bounds__(dm::THREADS, 1)

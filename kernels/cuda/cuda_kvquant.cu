@@ -1209,7 +1209,7 @@ const int WARP_BYTES = STAGES * STAGE;        /* per-warp ring; reused for the r
 const int RLD = 136;                          /* halves per residual tile row (16 B pad) */
 const size_t SMEM = (size_t)QS + (size_t)NW * WARP_BYTES;
 static_assert(2 * 16 * RLD * 2 <= WARP_BYTES, "residual tiles fit the ring");
-static_assert(8 * 128 * 4 + 8 * 2 * 4 <= WARP_BYTES, "warp output fits the ring");
+static_assert(8 * MMA_OB_LD * 4 <= WARP_BYTES, "warp output fits the ring");
 } // namespace mq
 
 /* the A registers of one fragment-order word: rows r0, r0 + 1, first pair (bits 2 row) then
@@ -1720,10 +1720,8 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
     }
 
     /* this warp's partial -> its ring area; then the block merges its warps */
-    mma_warp_partial(reinterpret_cast<float *>(ws), o, mr, lr, g, t);
-    __syncthreads();
-    mma_block_merge(smb + mq::QS, mq::WARP_BYTES, mq::NW, G, part_acc, reinterpret_cast<float *>(part_ml),
-                    ((size_t)part_kvh * NS + split) * G);
+    mma_block_partial<mq::NW>(smb + mq::QS, mq::WARP_BYTES, o, mr, lr, G, part_acc, reinterpret_cast<float *>(part_ml),
+                              ((size_t)part_kvh * NS + split) * G);
     if (out) mq_merge_tail(part_acc, part_ml, out, G, NS, split, part_kvh, n_used); /* else a combine kernel */
     else if (signal) mq_signal(G, ((size_t)part_kvh * NS + split) * G);
 }

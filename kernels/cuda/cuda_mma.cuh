@@ -124,54 +124,67 @@ __device__ __forceinline__ void mma_softmax(float (&sc)[8], float (&mr)[2], floa
 
 /* Decode kernels whose warps each end with O^T in 8 C tiles (rows = channels 16i + g and
  * 16i + g + 8 of a 128-dim head, columns = query heads 2t, 2t+1) and the running max / per-lane
- * sum of mma_softmax: write the warp's partial into ws as ob [8 heads][128] floats followed by
- * ml [8 heads][2] (max, sum). */
-__device__ __forceinline__ void mma_warp_partial(float *ws, const float (&o)[8][4], const float (&mr)[2],
-                                                 float (&lr)[2], int g, int t) {
+ * sum of mma_softmax: the block's NW warps merge into one split partial of G heads,
+ * part_acc[(pi0 + h) * 128 + c], part_ml[(pi0 + h) * 2 + {0, 1}] = (max, sum), by log-sum-exp.
+ * Three short steps instead of a loop of dependent shared loads and exp2 per output (the old
+ * merge took 1.4 us median per block at the end of k_kvq_mma's (1,128K) launch, H100 block
+ * timings, session 13): every warp publishes its (max, sum) per head; rescales its own
+ * registers to the block's max while writing them to its ring area (base + warp * warp_bytes,
+ * head rows of MMA_OB_LD floats so the 4 t-lanes of a g hit different banks); then thread
+ * (h, 4 channels) adds the NW warps' float4 in warp order and stores it. The ring must be
+ * drained. Every thread of the block calls it (two block barriers). */
+const int MMA_OB_LD = 132;
+template <int NW>
+__device__ __forceinline__ void mma_block_partial(unsigned char *base, int warp_bytes, const float (&o)[8][4],
+                                                  const float (&mr)[2], float (&lr)[2], int G, float *part_acc,
+                                                  float *part_ml, size_t pi0) {
+    __shared__ float wml[NW][8][2]; /* warp, head: (max, sum) */
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
         lr[hh] += __shfl_xor_sync(0xffffffffu, lr[hh], 4);
         lr[hh] += __shfl_xor_sync(0xffffffffu, lr[hh], 8);
         lr[hh] += __shfl_xor_sync(0xffffffffu, lr[hh], 16);
+        if (g == 0) wml[warp][2 * t + hh][0] = mr[hh], wml[warp][2 * t + hh][1] = lr[hh];
     }
-    float *ob = ws, *ml = ws + 8 * 128;
+    __syncthreads();
+    float f[2];
 #pragma unroll
-    for (int i = 0; i < 8; i++) {
-        ob[(2 * t) * 128 + 16 * i + g] = o[i][0];
-        ob[(2 * t + 1) * 128 + 16 * i + g] = o[i][1];
-        ob[(2 * t) * 128 + 16 * i + g + 8] = o[i][2];
-        ob[(2 * t + 1) * 128 + 16 * i + g + 8] = o[i][3];
-    }
-    if (g == 0) {
-        ml[4 * t] = mr[0];
-        ml[4 * t + 1] = lr[0];
-        ml[4 * t + 2] = mr[1];
-        ml[4 * t + 3] = lr[1];
-    }
-}
-
-/* After a block barrier: merge the NW warps' partials (warp w's at base + w * warp_bytes, as
- * mma_warp_partial wrote them) by log-sum-exp into one split partial of G heads:
- * part_acc[(pi0 + h) * 128 + c], part_ml[(pi0 + h) * 2 + {0, 1}] = (max, sum). */
-__device__ __forceinline__ void mma_block_merge(const unsigned char *base, int warp_bytes, int NW, int G,
-                                                float *part_acc, float *part_ml, size_t pi0) {
-    for (int idx = threadIdx.x; idx < G * 128; idx += blockDim.x) {
-        const int h = idx >> 7, c = idx & 127;
+    for (int hh = 0; hh < 2; hh++) {
         float M = -INFINITY;
-        for (int w = 0; w < NW; w++)
-            M = fmaxf(M, reinterpret_cast<const float *>(base + (size_t)w * warp_bytes)[8 * 128 + 2 * h]);
-        float a = 0.f, L = 0.f;
-        if (M != -INFINITY) {
-            for (int w = 0; w < NW; w++) {
-                const float *wb = reinterpret_cast<const float *>(base + (size_t)w * warp_bytes);
-                const float mw = wb[8 * 128 + 2 * h];
-                const float wt = mw == -INFINITY ? 0.f : exp2f(mw - M);
-                a += wt * wb[h * 128 + c];
-                L += wt * wb[8 * 128 + 2 * h + 1];
-            }
+#pragma unroll
+        for (int w = 0; w < NW; w++) M = fmaxf(M, wml[w][2 * t + hh][0]);
+        f[hh] = mr[hh] == -INFINITY ? 0.f : exp2f(mr[hh] - M);
+    }
+    float *ob = reinterpret_cast<float *>(base + (size_t)warp * warp_bytes);
+    if (2 * t < G) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            ob[(2 * t) * MMA_OB_LD + 16 * i + g] = o[i][0] * f[0];
+            ob[(2 * t + 1) * MMA_OB_LD + 16 * i + g] = o[i][1] * f[1];
+            ob[(2 * t) * MMA_OB_LD + 16 * i + g + 8] = o[i][2] * f[0];
+            ob[(2 * t + 1) * MMA_OB_LD + 16 * i + g + 8] = o[i][3] * f[1];
         }
-        part_acc[(pi0 + h) * 128 + c] = a;
-        if (c == 0) {
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < G * 32; idx += NW * 32) {
+        const int h = idx >> 5, c4 = (idx & 31) * 4;
+        float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+        for (int w = 0; w < NW; w++) {
+            const float4 x = *reinterpret_cast<const float4 *>(base + (size_t)w * warp_bytes +
+                                                               (size_t)(h * MMA_OB_LD + c4) * 4);
+            a.x += x.x, a.y += x.y, a.z += x.z, a.w += x.w;
+        }
+        *reinterpret_cast<float4 *>(part_acc + (pi0 + h) * 128 + c4) = a;
+        if (c4 == 0) {
+            float M = -INFINITY, L = 0.f;
+#pragma unroll
+            for (int w = 0; w < NW; w++) M = fmaxf(M, wml[w][h][0]);
+            if (M != -INFINITY)
+#pragma unroll
+                for (int w = 0; w < NW; w++)
+                    if (wml[w][h][0] != -INFINITY) L = fmaf(wml[w][h][1], exp2f(wml[w][h][0] - M), L);
             part_ml[(pi0 + h) * 2] = M;
             part_ml[(pi0 + h) * 2 + 1] = L;
         }
