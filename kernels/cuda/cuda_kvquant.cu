@@ -1609,25 +1609,33 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
             const uint4 *vpw = reinterpret_cast<const uint4 *>(sb + mq::VP);
             const uint4 VA = *reinterpret_cast<const uint4 *>(sb + mq::VC + 16 * lane);
             const uint4 VB = *reinterpret_cast<const uint4 *>(sb + mq::VC + 512 + 16 * lane);
+            /* the zero terms' A is constant along k, so the two token tiles share one zero MMA
+             * per output tile: their B operands (p * zero) added, one f16 rounding */
+            uint32_t pb[2][2];
 #pragma unroll
             for (int m = 0; m < 2; m++) {
-                const uint32_t pb0 = mma_trans(h2_pack(sc[4 * m], sc[4 * m + 1]));     /* tokens 16m+2t.., head g */
-                const uint32_t pb1 = mma_trans(h2_pack(sc[4 * m + 2], sc[4 * m + 3])); /* tokens 16m+8+2t.. */
-                const uint4 VW = m ? VB : VA;
-                const uint32_t vw[4] = {VW.x, VW.y, VW.z, VW.w};
+                pb[m][0] = mma_trans(h2_pack(sc[4 * m], sc[4 * m + 1]));     /* tokens 16m+2t.., head g */
+                pb[m][1] = mma_trans(h2_pack(sc[4 * m + 2], sc[4 * m + 3])); /* tokens 16m+8+2t.. */
+            }
+            const uint32_t va[4] = {VA.x, VA.y, VA.z, VA.w}, vb[4] = {VB.x, VB.y, VB.z, VB.w};
 #pragma unroll
-                for (int j = 0; j < 4; j++) {
+            for (int j = 0; j < 4; j++) {
+                uint32_t z0 = 0u, z1 = 0u;
+#pragma unroll
+                for (int m = 0; m < 2; m++) {
                     /* channel group j: scales of tokens 16m+2t, +1 and +8, +9, then their zeros */
                     const uint4 T = vpw[(4 * m + j) * 4 + t];
-                    const uint32_t bs0 = h2_mul(pb0, T.x), bs1 = h2_mul(pb1, T.y);
-                    const uint32_t bz0 = h2_mul(pb0, T.z), bz1 = h2_mul(pb1, T.w);
-                    const uint32_t w = vw[j], wh = w >> 8;
+                    const uint32_t bs0 = h2_mul(pb[m][0], T.x), bs1 = h2_mul(pb[m][1], T.y);
+                    const uint32_t bz0 = h2_mul(pb[m][0], T.z), bz1 = h2_mul(pb[m][1], T.w);
+                    z0 = m ? h2_add(z0, bz0) : bz0;
+                    z1 = m ? h2_add(z1, bz1) : bz1;
+                    const uint32_t w = m ? vb[j] : va[j], wh = w >> 8;
                     const mq_a4 A0 = mq_frag(w, wh, 0), A1 = mq_frag(w, wh, 2);
                     mma_f16(o[2 * j], A0.a0, A0.a1, A0.a2, A0.a3, bs0, bs1);
-                    mma_f16(o[2 * j], Z0, Z1, Z0, Z1, bz0, bz1);
                     mma_f16(o[2 * j + 1], A1.a0, A1.a1, A1.a2, A1.a3, bs0, bs1);
-                    mma_f16(o[2 * j + 1], Z2, Z3, Z2, Z3, bz0, bz1);
                 }
+                mma_f16(o[2 * j], Z0, Z1, Z0, Z1, z0, z1);
+                mma_f16(o[2 * j + 1], Z2, Z3, Z2, Z3, z0, z1);
             }
         }
         /* output rows g, g+8 of even tiles came out times 4^0, 4^1 * 2^-24, of odd tiles 4^2, 4^3 */
