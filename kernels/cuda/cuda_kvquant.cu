@@ -1177,7 +1177,8 @@ osc_status pick_gm(int GM, float *pacc, float2 *pml, const bf16 *q, int G, int H
  *     with q' = q_rot * scale_c (f16, per group) and the zero term sum_c q_c * zero_c added by
  *     one more MMA per k-step whose A is a constant, so code * scale + zero is never formed.
  *   O^T (channels x heads) += V codes^T (A: 16 channels x 16 tokens) * P' (B: 16 tokens x 8
- *     heads), P' = p * scale_{t, channel group}, plus a constant-A MMA with p * zero_t.
+ *     heads), P' = p * scale_{t, channel group}, plus a constant-A MMA with p * zero_t (one per
+ *     output tile for both token tiles of the group: A is constant along k, so their B add).
  * Codes become f16 without conversion instructions. The 2-bit / hd-128 cache is stored in
  * fragment order (kv_quant.h osc_kvq_frag_k / _v): per k-step a lane's one word holds the 16
  * codes of its four A registers of both tiles, rows r = 0..3 at bits 2r (first channel or
