@@ -17,6 +17,8 @@
 #include <cuda_runtime.h>
 #include <vector>
 
+#include "../../kernels/cuda/cuda_mma.cuh" /* mma_cp16, mma_commit, mma_wait: the kernel's own */
+
 #define CK(x)                                                                                      \
     do {                                                                                           \
         cudaError_t e_ = (x);                                                                      \
@@ -25,15 +27,6 @@
             return 1;                                                                              \
         }                                                                                          \
     } while (0)
-
-__device__ __forceinline__ void cp16(void *s, const void *g) {
-    unsigned sa = (unsigned)__cvta_generic_to_shared(s);
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa), "l"(g) : "memory");
-}
-__device__ __forceinline__ void commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N> __device__ __forceinline__ void wait_groups() {
-    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
 
 const int NW = 4, STAGES = 3, STAGE = 3200, WARP_BYTES = STAGES * STAGE, QS = 4096;
 const size_t SMEM = 56 * 1024; /* 4 blocks an SM, as k_kvq_mma */
@@ -51,28 +44,28 @@ __global__ void __launch_bounds__(NW * 32, 4) k_probe(const char *kq, const char
     auto issue = [&](char *sb, int gl) {
         if (MODE == 2) {
             const char *b = kq + ((size_t)kvh * NG + gl) * STAGE;
-            for (int i = lane; i < STAGE / 16; i += 32) cp16(sb + i * 16, b + i * 16);
+            for (int i = lane; i < STAGE / 16; i += 32) mma_cp16(sb + i * 16, b + i * 16);
             return;
         }
         const size_t blk = MODE == 0 ? (size_t)gl * Hkv + kvh : (size_t)kvh * NG + gl;
-        cp16(sb + lane * 16, kq + blk * 1024 + lane * 16);
-        cp16(sb + 512 + lane * 16, kq + blk * 1024 + 512 + lane * 16);
-        cp16(sb + 1024 + lane * 16, kp + blk * 512 + lane * 16);
-        cp16(sb + 1536 + lane * 16, vq + blk * 1024 + lane * 16);
-        cp16(sb + 2048 + lane * 16, vq + blk * 1024 + 512 + lane * 16);
-        cp16(sb + 2560 + lane * 16, vp + blk * 512 + lane * 16);
-        if (lane < 8) cp16(sb + 3072 + lane * 16, kn + (size_t)gl * 128 + lane * 16);
+        mma_cp16(sb + lane * 16, kq + blk * 1024 + lane * 16);
+        mma_cp16(sb + 512 + lane * 16, kq + blk * 1024 + 512 + lane * 16);
+        mma_cp16(sb + 1024 + lane * 16, kp + blk * 512 + lane * 16);
+        mma_cp16(sb + 1536 + lane * 16, vq + blk * 1024 + lane * 16);
+        mma_cp16(sb + 2048 + lane * 16, vq + blk * 1024 + 512 + lane * 16);
+        mma_cp16(sb + 2560 + lane * 16, vp + blk * 512 + lane * 16);
+        if (lane < 8) mma_cp16(sb + 3072 + lane * 16, kn + (size_t)gl * 128 + lane * 16);
     };
     for (int i = 0; i < STAGES - 1; i++) {
         if (i < n) issue(ws + i * STAGE, g0 + warp + i * NW);
-        commit();
+        mma_commit();
     }
     unsigned acc = 0;
     for (int it = 0; it < n; it++) {
-        wait_groups<STAGES - 2>();
+        mma_wait<STAGES - 2>();
         __syncwarp();
         if (it + STAGES - 1 < n) issue(ws + ((it + STAGES - 1) % STAGES) * STAGE, g0 + warp + (it + STAGES - 1) * NW);
-        commit();
+        mma_commit();
         const uint4 *sb = (const uint4 *)(ws + (it % STAGES) * STAGE);
         for (int i = lane; i < STAGE / 16; i += 32) {
             const uint4 v = sb[i];
