@@ -297,12 +297,14 @@ k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int r
 /* ---- hd = 128: the pack with 16 channels per lane ---------------------------------------- */
 /* The general kernel above spends ~880 warp instructions per (token, head) row (ncu, H200):
  * every key row is rotated twice with 4 channels per lane (5 levels of shuffles), V's groups
- * are reduced across all 32 lanes. Here a lane holds 16 consecutive channels (8 lanes per row, 4
- * rows per warp), so 4 of the 7 butterfly levels are in registers and a V group of 32 channels
- * is two lanes; a key element is one multiply after the butterflies (the token's factor, as
- * osc_kvq_khat), a code 4 instructions (kv_words16); the token norm
- * comes from the unrotated key (H / sqrt(hd) is orthonormal: ||k_rot||^2 = hd rsq^2 ||k||^2 in
- * fp64, within an fp32 ulp of the norm of the rotated values), so each key row is rotated once.
+ * are reduced across all 32 lanes. Here a lane holds 16 channels of a row (8 lanes per row, 4
+ * rows per warp): lane j has channels 8j..8j+7 and 64+8j..64+8j+7, so each of its two 16-byte
+ * loads is one coalesced 128-byte piece of the row per 8 lanes (16 consecutive channels per lane
+ * took two loads that each touched every sector of the row twice), and 4 of the 7 butterfly
+ * levels (half-widths 1, 2, 4 and 64) are in registers. A key element is one multiply after the
+ * butterflies (the token's factor, as osc_kvq_khat), a code 4 instructions (kv_words16); the token
+ * norm comes from the unrotated key (H / sqrt(hd) is orthonormal: ||k_rot||^2 = hd rsq^2 ||k||^2
+ * in fp64, within an fp32 ulp of the norm of the rotated values), so each key row is rotated once.
  * Block: 32 tokens, all heads, 256 threads; per head the rotated, normalised rows go through a
  * shared [32][PK_LD] tile to one thread per (channel, half of the tokens). */
 /* floats per tile row (16-byte rows); tokens 16..31 sit 16 floats further, so the two halves'
@@ -310,7 +312,18 @@ k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int r
 const int PK_LD = 144, PK_TILE = 32 * PK_LD + 16;
 
 __device__ __forceinline__ int pk_row_off(int t) { return t * PK_LD + (t >= 16 ? 16 : 0); }
-
+/* a channel's column in a tile row: each 32 channels 4 floats further than the previous 32, so
+ * the 8 lanes of a row store their 16-byte pieces (channels 8j, 64 + 8j) to 8 different bank
+ * quads (row width 140 of PK_LD) */
+__device__ __forceinline__ int pk_col(int c) { return c + 4 * (c >> 5); }
+/* the 2-bit K reorder words: channel c's two words (token halves) at uint2 kf_idx(c); the
+ * 16-channel blocks of each 64 are shifted by 0, 1, 4, 5 uint2 pairs so the 8 lanes of a quarter
+ * warp in frag_word_k (channels 16a + 4b, a < 4, b < 2) read 8 different bank quads */
+const int PK_KF = 160; /* uint2 per buffer */
+__device__ __forceinline__ int kf_idx(int c) {
+    const int a = (c >> 4) & 3;
+    return 80 * (c >> 6) + (c & 63) + 2 * ((a & 1) + 4 * (a >> 1));
+}
 /* the 16 codes of x as 16 / per words of per codes (code e of a word at bits BITS e), as
  * kv_code: each clamped value is M + code in fp32, so a word is the sum of their bit patterns
  * shifted into place (one LEA per code) less M's pattern times the sum of the shifts' powers
@@ -344,7 +357,27 @@ __device__ __forceinline__ uint32_t pk_words(const float (&x)[16], float lo, flo
     return prm;
 }
 
+/* float -> double without the flush to zero that --use_fast_math adds to (double)x (an FMUL.FTZ
+ * before each conversion) */
+__device__ __forceinline__ double f2d_exact(float x) {
+    double d;
+    asm("cvt.f64.f32 %0, %1;" : "=d"(d) : "f"(x));
+    return d;
+}
+
 /* 16 bf16 (as loaded: two 16-byte words) -> float */
+__device__ __forceinline__ void cvt16(const uint4 (&r)[2], float (&x)[16]);
+/* ss + the squares of 16 bf16 (as loaded), in fp64 (exact products; kv_quant.c sums in fp64) */
+__device__ __forceinline__ double sumsq16(const uint4 (&r)[2], double ss) {
+    float x[16];
+    cvt16(r, x);
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        const double d = f2d_exact(x[i]);
+        ss = __fma_rn(d, d, ss);
+    }
+    return ss;
+}
 __device__ __forceinline__ void cvt16(const uint4 (&r)[2], float (&x)[16]) {
     const __nv_bfloat162 *ha = reinterpret_cast<const __nv_bfloat162 *>(&r[0]),
                          *hb = reinterpret_cast<const __nv_bfloat162 *>(&r[1]);
@@ -357,18 +390,18 @@ __device__ __forceinline__ void cvt16(const uint4 (&r)[2], float (&x)[16]) {
         x[8 + 2 * i + 1] = fb.y;
     }
 }
-/* 16 bf16 (32 bytes, 16-byte aligned) -> float */
-__device__ __forceinline__ void load16(const bf16 *p, float (&x)[16]) {
-    const uint4 r[2] = {reinterpret_cast<const uint4 *>(p)[0], reinterpret_cast<const uint4 *>(p)[1]};
-    cvt16(r, x);
+/* lane j's two 16-byte pieces of a 128-channel bf16 row (channels 8j.., 64 + 8j..) */
+__device__ __forceinline__ void ld_row(const bf16 *row, int j, uint4 (&r)[2]) {
+    r[0] = reinterpret_cast<const uint4 *>(row)[j];
+    r[1] = reinterpret_cast<const uint4 *>(row)[8 + j];
 }
 
-/* osc_kvq_hadamard's butterflies on a row held as 16 channels per lane by 8 lanes (lane j of the
- * 8 holds channels 16j..16j+15): half-widths 1-8 in registers, 16-64 across lanes (the same
- * additions in the same order, so the same values) */
-__device__ __forceinline__ void fwht16x8(float (&x)[16], int j) {
+/* osc_kvq_hadamard's butterflies on a row held by 8 lanes, lane j with channels 8j + i and
+ * 64 + 8j + i (x[i], x[8 + i], i < 8): half-widths 1, 2, 4 in registers, 8, 16, 32 across lanes,
+ * 64 in registers; the same additions, level by level in the same order, so the same values */
+__device__ __forceinline__ void fwht8x2(float (&x)[16], int j) {
 #pragma unroll
-    for (int h = 1; h < 16; h <<= 1)
+    for (int h = 1; h < 8; h <<= 1)
 #pragma unroll
         for (int i = 0; i < 16; i++)
             if (!(i & h)) {
@@ -382,11 +415,18 @@ __device__ __forceinline__ void fwht16x8(float (&x)[16], int j) {
 #pragma unroll
         for (int i = 0; i < 16; i++) x[i] = __fmaf_rn(sg, x[i], __shfl_xor_sync(0xffffffffu, x[i], m));
     }
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+        const float a = x[i], b = x[i + 8];
+        x[i] = __fadd_rn(a, b);
+        x[i + 8] = __fsub_rn(a, b);
+    }
 }
 
-/* this lane's 16 channels of a V row (lanes j, j ^ 1 are one group of 32): params, code words */
+/* 16 channels of a V row in this lane (lanes j, j ^ 1 hold one group of 32): the group's
+ * (scale, zero) params (returned) and the code words of y: one (2 bits) or two */
 template <int BITS>
-__device__ __forceinline__ uint32_t pk_vrow_y(const float (&y)[16], uint32_t (&wd)[16 * BITS / 32]) {
+__device__ __forceinline__ uint32_t pk_vrow(const float (&y)[16], uint32_t (&wd)[16 * BITS / 32]) {
     float lo = y[0], hi = y[0];
 #pragma unroll
     for (int i = 1; i < 16; i++) {
@@ -394,18 +434,6 @@ __device__ __forceinline__ uint32_t pk_vrow_y(const float (&y)[16], uint32_t (&w
         hi = fmaxf(hi, y[i]);
     }
     return pk_words<BITS>(y, lo, hi, 1, wd);
-}
-template <int BITS> __device__ __forceinline__ uint32_t pk_vrow(const bf16 *p, uint32_t (&wd)[16 * BITS / 32]) {
-    float y[16];
-    load16(p, y);
-    return pk_vrow_y<BITS>(y, wd);
-}
-/* the same from the row's two 16-byte words as loaded */
-template <int BITS>
-__device__ __forceinline__ uint32_t pk_vrow_raw(const uint4 (&r)[2], uint32_t (&wd)[16 * BITS / 32]) {
-    float y[16];
-    cvt16(r, y);
-    return pk_vrow_y<BITS>(y, wd);
 }
 
 /* 2-bit fragment order (kv_quant.h osc_kvq_frag_k / _v): w0 and w1 hold 16 codes each at bits
@@ -415,34 +443,36 @@ __device__ __forceinline__ uint32_t frag_byte(uint32_t w0, uint32_t w1, int g) {
     const uint32_t x0 = (w0 >> (2 * g)) & 0x00030003u, x1 = (w1 >> (2 * g)) & 0x00030003u;
     return (x0 | (x0 >> 14) | (x1 << 4) | (x1 >> 10)) & 0xffu;
 }
-/* word w of a K block in fragment order, from the row-layout block kw [32 tokens / 16][128]
- * held as uint2 per channel (tokens 0-15, 16-31) */
+/* word w of a K block in fragment order, from the row-layout block kw (channel c's words for
+ * tokens 0-15, 16-31 at kw[kf_idx(c)]) */
 __device__ __forceinline__ uint32_t frag_word_k(const uint2 *kw, int w) {
     const int s = 4 * (w >> 7) + (w & 3), lane = (w >> 2) & 31, g = lane >> 2, t = lane & 3;
-    uint32_t word = 0;
-#pragma unroll
-    for (int e = 0; e < 4; e++) {
-        const uint2 p = kw[16 * s + 4 * t + e];
-        word |= frag_byte(p.x, p.y, g) << (16 * (e & 1) + 8 * (e >> 1));
-    }
-    return word;
+    const uint4 *p = reinterpret_cast<const uint4 *>(kw + kf_idx(16 * s + 4 * t)); /* 16-byte aligned */
+    const uint4 a = p[0], b = p[1]; /* channels +0, +1 | +2, +3 */
+    return frag_byte(a.x, a.y, g) | frag_byte(a.z, a.w, g) << 16 | frag_byte(b.x, b.y, g) << 8 |
+           frag_byte(b.z, b.w, g) << 24;
 }
-/* word w of a group's V codes in fragment order, from its 32 row-layout rows vw [32][8] */
-__device__ __forceinline__ uint32_t frag_word_v(const uint32_t *vw, int w) {
-    const int m = w >> 7, lane = (w >> 2) & 31, ip = w & 3, g = lane >> 2, t = lane & 3;
+/* The V fragment words (osc_kvq_frag_v) of rows 16m + 2t + {0, 1, 8, 9} are the 32 words
+ * w = 128m + 16g + 4t + ip (g < 8, ip < 4): one warp's rows and words. Lane L's word (g = L / 4,
+ * ip = L % 4) from the warp's 4 row-layout rows vw[sub][8] (sub = par + 2p for row 2t + 8p + par) */
+__device__ __forceinline__ uint32_t frag_word_v4(const uint32_t *vw, int L) {
+    const int g = L >> 2, ip = L & 3;
     uint32_t word = 0;
 #pragma unroll
     for (int p = 0; p < 2; p++)
 #pragma unroll
         for (int par = 0; par < 2; par++) {
-            const uint2 x = *reinterpret_cast<const uint2 *>(vw + (16 * m + 2 * t + 8 * p + par) * 8 + 2 * ip);
+            const uint2 x = *reinterpret_cast<const uint2 *>(vw + (par + 2 * p) * 8 + 2 * ip);
             word |= frag_byte(x.x, x.y, g) << (16 * par + 8 * p);
         }
     return word;
 }
 
-/* 4 blocks per SM: 64 registers at most (a 65th costs a quarter of the warps). The K tile and
- * the 2-bit reorder words are double-buffered, so one barrier per head does: head h's tile is
+/* Phases: 1. token norms (all heads of the block's keys); 2. K per head through the tile;
+ * 3. V per row. Odd blocks run 3 first, so half of the blocks of a wave start on the values while
+ * the other half read the keys for their norms (2% faster on the H100 than all in one order).
+ * 4 blocks per SM: 64 registers at most (a 65th costs a quarter of the warps). The K tile and
+ * the 2-bit K reorder words are double-buffered, so one barrier per head does: head h's tile is
  * written while head h - 1's was read before this head's barrier, and head h - 1's output words
  * are complete at it (2% faster than two barriers per head on the H100). */
 template <int BITS>
@@ -453,24 +483,115 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
     constexpr int HD = 128;
     __shared__ __align__(16) float tiles[2][PK_TILE];
     __shared__ float kns[32]; /* per token: the factor of its rotated key */
-    __shared__ __align__(16) uint32_t kfrs[2][256], vfr[2][256]; /* 2 bits: row-layout codes to reorder */
+    __shared__ __align__(16) uint2 kfrs[2][PK_KF];  /* 2 bits: K row-layout codes to reorder */
+    __shared__ __align__(16) uint32_t vfr[2][8][32]; /* 2 bits: each warp's V row-layout codes to reorder */
     const int gi = blockIdx.x;
     const int g = pk_group(gi, bt, gpp, pgb, g_first, kq, kp, vq, vp, kn);
     k += (size_t)gi * 32 * Hkv * HD;
     v += (size_t)gi * 32 * Hkv * HD;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-    const int sub = lane >> 3, j = lane & 7; /* row slot of the warp, 16-channel chunk */
+    const int sub = lane >> 3, j = lane & 7; /* row slot of the warp, 16-channel share */
     const int t = warp * 4 + sub;            /* this lane's token in phases 1 and 2 */
-    /* 1. norms, from the unrotated keys (see above) */
+    /* 3. (first in odd blocks) */
+    auto values = [&]() {
+        /*    V rows ([token][head] order): lanes 2G, 2G + 1 hold group G (channels 32G..32G + 31),
+         *    lane j its 16-byte pieces a + {0, 2} (a = j & 1), i.e. channels 32G + 8a.. and
+         *    32G + 16 + 8a..: each load instruction reads whole 32-byte sectors (a lane's 32
+         *    contiguous bytes took two loads that each touched every sector twice). Its 16 codes
+         *    make one word (2 bits: half words a of words 2G and 2G + 1) or two (4 bits). The next
+         *    row is loaded over this one's codes (3-4% faster on the H100; the rows are otherwise the
+         *    only loads of this phase, each waited for). 2 bits: warp 4m + t' takes the tokens
+         *    16m + 2t' + {0, 1, 8, 9}, whose fragment-order words are its own (frag_word_v4), so the
+         *    reorder needs no block barrier. */
+        constexpr int VW = HD * BITS / 32;
+        const int vc = 4 * (j >> 1) + (j & 1); /* the lane's first 16-byte piece (second: vc + 2) */
+        const int tv = BITS == 2 ? 16 * (warp >> 2) + 2 * (warp & 3) + (sub & 1) + 8 * (sub >> 1) : t;
+        /* this lane's row in iteration it: 2 bits (per head) head it of token tv, 4 bits row t + 32 it */
+        const int step = BITS == 2 ? 1 : 32;
+        int r = BITS == 2 ? tv * Hkv : t;
+        uint4 vn[2];
+        {
+            const uint4 *p = reinterpret_cast<const uint4 *>(v + (size_t)r * HD) + vc;
+            vn[0] = p[0];
+            vn[1] = p[2];
+        }
+        for (int it = 0; it < Hkv; it++, r += step) {
+            const uint4 cur[2] = {vn[0], vn[1]};
+            if (it + 1 < Hkv) {
+                const uint4 *p = reinterpret_cast<const uint4 *>(v + (size_t)(r + step) * HD) + vc;
+                vn[0] = p[0];
+                vn[1] = p[2];
+            }
+            float y[16];
+            cvt16(cur, y);
+            uint32_t wd[16 * BITS / 32];
+            const uint32_t pr = pk_vrow<BITS>(y, wd);
+            const uint16_t pv = (uint16_t)(pr >> (16 * (j & 1))); /* lane j: scale (j even) or zero */
+            if constexpr (BITS == 2) {
+                const int h = it;
+                vp[((size_t)g * Hkv + h) * 256 + osc_kvq_frag_vp(tv, j >> 1, j & 1)] = pv;
+                /* row-layout word j: lane 2G's low halves with lane 2G + 1's (word 2G), or their
+                 * high halves (word 2G + 1) */
+                const uint32_t o = __shfl_xor_sync(0xffffffffu, wd[0], 1);
+                const uint32_t word = (j & 1) ? __byte_perm(o, wd[0], 0x7632) : __byte_perm(wd[0], o, 0x5410);
+                /* fragment order: the warp's 4 rows' words to shared (two buffers, so one warp
+                 * barrier per head), then one output word per lane */
+                uint32_t *vw = vfr[h & 1][warp];
+                vw[lane] = word; /* row sub, word j */
+                __syncwarp();
+                vq[((size_t)g * Hkv + h) * 256 + 128 * (warp >> 2) + 16 * (lane >> 2) + 4 * (warp & 3) + (lane & 3)] =
+                    frag_word_v4(vw, lane);
+            } else {
+                const size_t row = (size_t)g * 32 * Hkv + r;
+                vq[row * VW + vc] = wd[0];
+                vq[row * VW + vc + 2] = wd[1];
+                vp[row * (HD / 16) + 2 * (j >> 1) + (j & 1)] = pv;
+            }
+        }
+    };
+    const bool vfirst = blockIdx.x & 1;
+    if (vfirst) values();
+    /* 1. norms, from the unrotated keys (see above): eight heads' rows in flight at once (the
+     *    first reads of the block, from DRAM), four to registers and four by cp.async to the
+     *    (still unused) tiles, each lane reading back only its own pieces */
     {
         float r = 1.0f;
         double ss = 0.0;
         if (norm_scale) {
-            for (int h = 0; h < Hkv; h++) {
-                float x[16];
-                load16(k + ((size_t)t * Hkv + h) * HD + 16 * j, x);
+            const uint4 *kt = reinterpret_cast<const uint4 *>(k + (size_t)t * Hkv * HD) + j; /* 16 per row */
+            uint4 *stg = reinterpret_cast<uint4 *>(&tiles[0][0]) + t * 16 + j; /* [4][32 tokens][16] */
+            for (int h0 = 0; h0 < Hkv; h0 += 8, kt += 128) {
 #pragma unroll
-                for (int i = 0; i < 16; i++) ss = __fma_rn((double)x[i], (double)x[i], ss);
+                for (int u = 0; u < 4; u++)
+                    if (h0 + 4 + u < Hkv) {
+                        mma_cp16(stg + u * 512, kt + 16 * (4 + u));
+                        mma_cp16(stg + u * 512 + 8, kt + 16 * (4 + u) + 8);
+                    }
+                mma_commit();
+                uint4 raw[4][2];
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    if (h0 + u < Hkv) {
+                        raw[u][0] = kt[16 * u];
+                        raw[u][1] = kt[16 * u + 8];
+                    } else {
+                        raw[u][0] = raw[u][1] = make_uint4(0u, 0u, 0u, 0u); /* adds +0 */
+                    }
+                }
+#pragma unroll
+                for (int u = 0; u < 4; u++) ss = sumsq16(raw[u], ss);
+                mma_wait<0>();
+#pragma unroll
+                for (int u = 0; u < 4; u++) {
+                    if (h0 + 4 + u < Hkv) {
+                        raw[u][0] = stg[u * 512];
+                        raw[u][1] = stg[u * 512 + 8];
+                    } else {
+                        raw[u][0] = raw[u][1] = make_uint4(0u, 0u, 0u, 0u);
+                    }
+                }
+#pragma unroll
+                for (int u = 0; u < 4; u++) ss = sumsq16(raw[u], ss);
             }
 #pragma unroll
             for (int m = 1; m < 8; m <<= 1) ss += __shfl_xor_sync(0xffffffffu, ss, m);
@@ -489,21 +610,27 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
      *    16 half .. 16 half + 15: words half (2 bits) or 2 half, 2 half + 1 (4 bits) */
     const int c = warp * 16 + (lane & 15), half = lane >> 4;
     const float ft = kns[t];
-    float x[16];
-    load16(k + (size_t)t * Hkv * HD + 16 * j, x);
+    uint4 kr[2];
+    ld_row(k + (size_t)t * Hkv * HD, j, kr);
     for (int h = 0; h < Hkv; h++) {
         float *tile = tiles[h & 1];
-        uint32_t *kfr = kfrs[h & 1];
-        if (rotate) fwht16x8(x, j);
+        uint2 *kfr = kfrs[h & 1];
+        float x[16];
+        cvt16(kr, x);
+        if (h + 1 < Hkv) ld_row(k + ((size_t)t * Hkv + h + 1) * HD, j, kr); /* in flight over this head */
+        if (rotate) fwht8x2(x, j);
+        float *dst = tile + pk_row_off(t);
 #pragma unroll
         for (int i = 0; i < 16; i++) x[i] = __fmul_rn(x[i], ft);
-        float4 *dst = reinterpret_cast<float4 *>(tile + pk_row_off(t) + 16 * j);
 #pragma unroll
-        for (int i = 0; i < 4; i++) dst[i] = make_float4(x[4 * i], x[4 * i + 1], x[4 * i + 2], x[4 * i + 3]);
+        for (int p = 0; p < 2; p++) {
+            float4 *d4 = reinterpret_cast<float4 *>(dst + pk_col(64 * p + 8 * j));
+            d4[0] = make_float4(x[8 * p], x[8 * p + 1], x[8 * p + 2], x[8 * p + 3]);
+            d4[1] = make_float4(x[8 * p + 4], x[8 * p + 5], x[8 * p + 6], x[8 * p + 7]);
+        }
         __syncthreads();
-        if (h + 1 < Hkv) load16(k + ((size_t)t * Hkv + h + 1) * HD + 16 * j, x); /* in flight over the codes */
         float col[16];
-        const float *src = tile + pk_row_off(16 * half) + c;
+        const float *src = tile + pk_row_off(16 * half) + pk_col(c);
         float lo = INFINITY, hi = -INFINITY;
 #pragma unroll
         for (int i = 0; i < 16; i++) {
@@ -515,16 +642,13 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
         const uint32_t prm = pk_words<BITS>(col, lo, hi, 16, wd);
         const size_t blk = (size_t)g * Hkv + h;
         if constexpr (BITS == 2) {
-            if (half == 0) { /* (scale, zero) to their fragment-order places */
-                kp[blk * 256 + osc_kvq_frag_kp(c, 0)] = (uint16_t)prm;
-                kp[blk * 256 + osc_kvq_frag_kp(c, 1)] = (uint16_t)(prm >> 16);
-            }
+            /* (scale, zero) to their fragment-order places: the warp's 32 stores are one
+             * 64-byte run (half 0 the scales, half 1 the zeros of its 16 channels) */
+            kp[blk * 256 + osc_kvq_frag_kp(c, half)] = (uint16_t)(prm >> (16 * half));
             /* fragment order: the block's row-layout words to shared, one output word per
              * thread, written out after the next head's barrier (or the one after the loop) */
-            kfr[2 * c + half] = wd[0];
-            if (h > 0)
-                kq[(blk - 1) * 256 + threadIdx.x] =
-                    frag_word_k(reinterpret_cast<const uint2 *>(kfrs[(h - 1) & 1]), threadIdx.x);
+            reinterpret_cast<uint32_t *>(kfr + kf_idx(c))[half] = wd[0];
+            if (h > 0) kq[(blk - 1) * 256 + threadIdx.x] = frag_word_k(kfrs[(h - 1) & 1], threadIdx.x);
         } else {
             if (half == 0) reinterpret_cast<uint32_t *>(kp)[blk * HD + c] = prm;
 #pragma unroll
@@ -533,55 +657,9 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
     }
     if constexpr (BITS == 2) {
         __syncthreads();
-        kq[((size_t)g * Hkv + Hkv - 1) * 256 + threadIdx.x] =
-            frag_word_k(reinterpret_cast<const uint2 *>(kfrs[(Hkv - 1) & 1]), threadIdx.x);
+        kq[((size_t)g * Hkv + Hkv - 1) * 256 + threadIdx.x] = frag_word_k(kfrs[(Hkv - 1) & 1], threadIdx.x);
     }
-    /* 3. V rows ([token][head] order): lane j holds channels 16j..; a group of 32 channels is
-     *    lanes 2gi, 2gi + 1, whose 16 codes each make one word (2 bits) or two (4 bits) */
-    constexpr int VW = HD * BITS / 32;
-    if constexpr (BITS == 2) {
-        /* fragment order: per head, the 32 rows' words to shared (two buffers, so one barrier
-         * per head), then one output word per thread */
-        const int tok = warp * 4 + sub;
-        /* the next head's row is loaded over this one's codes and barrier (3-4% faster on the
-         * H100; the rows are otherwise the only loads of this phase, each waited for) */
-        uint4 vn[2];
-        {
-            const uint4 *p = reinterpret_cast<const uint4 *>(v + (size_t)tok * Hkv * HD + 16 * j);
-            vn[0] = p[0];
-            vn[1] = p[1];
-        }
-        for (int h = 0; h < Hkv; h++) {
-            const int r = tok * Hkv + h;
-            const uint4 cur[2] = {vn[0], vn[1]};
-            if (h + 1 < Hkv) {
-                const uint4 *p = reinterpret_cast<const uint4 *>(v + (size_t)(r + 1) * HD + 16 * j);
-                vn[0] = p[0];
-                vn[1] = p[1];
-            }
-            uint32_t wd[1];
-            const uint32_t pr = pk_vrow_raw<2>(cur, wd);
-            if (!(j & 1)) {
-                uint16_t *vb = vp + ((size_t)g * Hkv + h) * 256;
-                vb[osc_kvq_frag_vp(tok, j >> 1, 0)] = (uint16_t)pr;
-                vb[osc_kvq_frag_vp(tok, j >> 1, 1)] = (uint16_t)(pr >> 16);
-            }
-            vfr[h & 1][tok * 8 + j] = wd[0];
-            __syncthreads();
-            vq[((size_t)g * Hkv + h) * 256 + threadIdx.x] = frag_word_v(vfr[h & 1], threadIdx.x);
-        }
-        return;
-    }
-    const int rows = 32 * Hkv;
-    for (int r = warp * 4 + sub; r < rows; r += 32) {
-        uint32_t wd[16 * BITS / 32];
-        const uint32_t pr = pk_vrow<BITS>(v + (size_t)r * HD + 16 * j, wd);
-        const size_t row = (size_t)g * 32 * Hkv + r;
-#pragma unroll
-        for (int w = 0; w < 16 * BITS / 32; w++)
-            vq[row * VW + (j >> 1) * BITS + (j & 1) * (16 * BITS / 32) + w] = wd[w];
-        if (!(j & 1)) reinterpret_cast<uint32_t *>(vp)[row * (HD / 32) + (j >> 1)] = pr;
-    }
+    if (!vfirst) values();
 }
 
 /* the hd-128 kernel unless OSC_PACK128=0 (the general one, for comparison; 4 bits only: the
