@@ -552,22 +552,23 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
     const bool vfirst = blockIdx.x & 1;
     if (vfirst) values();
     /* 1. norms, from the unrotated keys (see above): eight heads' rows in flight at once (the
-     *    first reads of the block, from DRAM), four to registers and four by cp.async to the
-     *    (still unused) tiles, each lane reading back only its own pieces */
+     *    first reads of the block, from DRAM), four to registers and, in the first round, four by
+     *    cp.async to the (still unused) tiles, each lane reading back only its own pieces (later
+     *    rounds, Hkv > 8, load them to registers too: no shared slot is written twice) */
     {
         float r = 1.0f;
         double ss = 0.0;
         if (norm_scale) {
             const uint4 *kt = reinterpret_cast<const uint4 *>(k + (size_t)t * Hkv * HD) + j; /* 16 per row */
-            uint4 *stg = reinterpret_cast<uint4 *>(&tiles[0][0]) + t * 16 + j; /* [4][32 tokens][16] */
-            for (int h0 = 0; h0 < Hkv; h0 += 8, kt += 128) {
+            const uint4 *stg = reinterpret_cast<const uint4 *>(&tiles[0][0]) + t * 16 + j; /* [4][32 tokens][16] */
 #pragma unroll
-                for (int u = 0; u < 4; u++)
-                    if (h0 + 4 + u < Hkv) {
-                        mma_cp16(stg + u * 512, kt + 16 * (4 + u));
-                        mma_cp16(stg + u * 512 + 8, kt + 16 * (4 + u) + 8);
-                    }
-                mma_commit();
+            for (int u = 0; u < 4; u++)
+                if (4 + u < Hkv) {
+                    mma_cp16(const_cast<uint4 *>(stg) + u * 512, kt + 16 * (4 + u));
+                    mma_cp16(const_cast<uint4 *>(stg) + u * 512 + 8, kt + 16 * (4 + u) + 8);
+                }
+            mma_commit();
+            for (int h0 = 0; h0 < Hkv; h0 += 8, kt += 128) {
                 uint4 raw[4][2];
 #pragma unroll
                 for (int u = 0; u < 4; u++) {
@@ -580,12 +581,13 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
                 }
 #pragma unroll
                 for (int u = 0; u < 4; u++) ss = sumsq16(raw[u], ss);
-                mma_wait<0>();
+                if (h0 == 0) mma_wait<0>();
 #pragma unroll
                 for (int u = 0; u < 4; u++) {
                     if (h0 + 4 + u < Hkv) {
-                        raw[u][0] = stg[u * 512];
-                        raw[u][1] = stg[u * 512 + 8];
+                        const uint4 *src = h0 == 0 ? stg + u * 512 : kt + 16 * (4 + u);
+                        raw[u][0] = src[0];
+                        raw[u][1] = src[8];
                     } else {
                         raw[u][0] = raw[u][1] = make_uint4(0u, 0u, 0u, 0u);
                     }

@@ -470,6 +470,13 @@ int main(void) {
                         test_pack_case(ns[a], hs[b], ds[d], bits, modes[m][0], modes[m][1]);
                     }
     if (!g_dev_fail) test_pack_case(256, 4, 128, 2, 0, 1);  /* norm without rotation */
+    /* more than 8 KV heads (MHA checkpoints such as Llama 2: 32) and 12 (not a multiple of 8):
+     * k_kv_pack128's norm phase takes 8 heads a round */
+    for (int bits = 2; bits <= 4 && !g_dev_fail; bits += 2) {
+        test_pack_case(64, 12, 128, bits, 1, 1);
+        if (!g_dev_fail) test_pack_case(64, 32, 128, bits, 1, 1);
+        if (!g_dev_fail) test_pack_case(32, 12, 128, bits, 0, 0);
+    }
     if (!g_dev_fail) test_pack_case(64, 2, 256, 4, 1, 1);   /* hd 256 */
     g_special = 1; /* degenerate groups, zero / huge / tiny tokens, every mode, both kernels */
     for (int m = 0; m < 3 && !g_dev_fail; m++)
