@@ -560,12 +560,12 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
         double ss = 0.0;
         if (norm_scale) {
             const uint4 *kt = reinterpret_cast<const uint4 *>(k + (size_t)t * Hkv * HD) + j; /* 16 per row */
-            const uint4 *stg = reinterpret_cast<const uint4 *>(&tiles[0][0]) + t * 16 + j; /* [4][32 tokens][16] */
+            uint4 *stg = reinterpret_cast<uint4 *>(&tiles[0][0]) + t * 16 + j; /* [4][32 tokens][16] */
 #pragma unroll
             for (int u = 0; u < 4; u++)
                 if (4 + u < Hkv) {
-                    mma_cp16(const_cast<uint4 *>(stg) + u * 512, kt + 16 * (4 + u));
-                    mma_cp16(const_cast<uint4 *>(stg) + u * 512 + 8, kt + 16 * (4 + u) + 8);
+                    mma_cp16(stg + u * 512, kt + 16 * (4 + u));
+                    mma_cp16(stg + u * 512 + 8, kt + 16 * (4 + u) + 8);
                 }
             mma_commit();
             for (int h0 = 0; h0 < Hkv; h0 += 8, kt += 128) {
