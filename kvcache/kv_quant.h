@@ -106,14 +106,17 @@ static inline OSC_KVQ_HD int osc_kvq_frag_v(int j, int c, int *bit) {
 }
 
 /* Their params in fragment order, as fp16 index (of 256) inside the (group, kv head) block; `zero`
- * 0 = the scale, 1 = the zero. A lane's 16 bytes hold the pairs one MMA B register takes:
- *   K, channel c (chunk q = c / 4): 8 q + 4 zero + c % 4 (scales of the 4 channels, then zeros)
- *   V, token j, channel group J: 2 (4 (4 (4 m + J) + t) + 2 zero + p) + j % 2, with m = j / 16,
- *      p = j / 8 % 2, t = j / 2 % 4 (the scales of tokens 16m+2t, +1 and of +8, +9, then the
- *      zeros). */
-static inline OSC_KVQ_HD int osc_kvq_frag_kp(int c, int zero) { return 8 * (c >> 2) + 4 * zero + (c & 3); }
+ * 0 = the scale, 1 = the zero. A lane's 16 bytes are two pairs (p = 0, 1), each its zeros and
+ * then its scales: as an MMA A register quad, the zeros sit in the registers of rows g (the
+ * zero-term MMAs), and the scales are the B registers' factors.
+ *   K, channel c (chunk q = c / 4, pair p = c / 2 % 2): 8 q + 4 p + 2 (1 - zero) + c % 2
+ *   V, token j, channel group J: 2 (4 (4 (4 m + J) + t) + 2 p + 1 - zero) + j % 2, with
+ *      m = j / 16, p = j / 8 % 2, t = j / 2 % 4 (tokens 16m+2t, +1, then +8, +9). */
+static inline OSC_KVQ_HD int osc_kvq_frag_kp(int c, int zero) {
+    return 8 * (c >> 2) + 4 * ((c >> 1) & 1) + 2 * (1 - zero) + (c & 1);
+}
 static inline OSC_KVQ_HD int osc_kvq_frag_vp(int j, int J, int zero) {
-    return 2 * (4 * (4 * (4 * (j >> 4) + J) + ((j >> 1) & 3)) + 2 * zero + ((j >> 3) & 1)) + (j & 1);
+    return 2 * (4 * (4 * (4 * (j >> 4) + J) + ((j >> 1) & 3)) + 2 * ((j >> 3) & 1) + 1 - zero) + (j & 1);
 }
 
 /* Convert n_groups x Hkv 2-bit, hd-128 groups between the layouts above (K blocks

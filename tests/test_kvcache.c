@@ -173,10 +173,12 @@ static void test_frag_order(void) {
     /* group 1, head 2, token 13, channel 50: row (32 + 13) * 3 + 2, word 50 / 16 = 3, bits 2 * 2 */
     vok = vok && ((f[(1 * H + 2) * 256 + 41] >> 28) & 3u) == ((a[((32 + 13) * H + 2) * 8 + 3] >> 4) & 3u);
     CHECK(vok, "frag V groups round trip");
-    /* params: K channel 6's zero is the third zero of chunk 1: 8 + 4 + 2; V token 13 (t 2, the
-     * second pair, odd), group 2, scale: fp16 2 (4 (4 * 2 + 2) + 1) + 1 = 83 */
-    CHECK(osc_kvq_frag_kp(6, 1) == 14 && osc_kvq_frag_vp(13, 2, 0) == 83, "frag params (hand-worked): %d %d",
-          osc_kvq_frag_kp(6, 1), osc_kvq_frag_vp(13, 2, 0));
+    /* params: K channel 6 (chunk 1, second pair, even): its zero at 8 + 4 + 0 = 12, its scale at
+     * 14; V token 13 (t 2, the second pair, odd), group 2, scale: fp16 2 (4 (4 * 2 + 2) + 2 + 1)
+     * + 1 = 87 */
+    CHECK(osc_kvq_frag_kp(6, 1) == 12 && osc_kvq_frag_kp(6, 0) == 14 && osc_kvq_frag_vp(13, 2, 0) == 87,
+          "frag params (hand-worked): %d %d %d", osc_kvq_frag_kp(6, 1), osc_kvq_frag_kp(6, 0),
+          osc_kvq_frag_vp(13, 2, 0));
     static unsigned char pk[256], pv[256];
     int pdup = 0;
     for (int c = 0; c < 128; c++)
@@ -189,11 +191,11 @@ static void test_frag_order(void) {
     for (int i = 0; i < NG * H * 256; i++) pa[i] = (uint16_t)(urand() * 65536.0f);
     osc_kvq_frag_kp_blocks(pa, pf, NG * H, 1);
     osc_kvq_frag_kp_blocks(pf, pb, NG * H, 0);
-    int pok = !memcmp(pa, pb, sizeof pa) && pf[256 + 14] == pa[256 + 2 * 6 + 1];
+    int pok = !memcmp(pa, pb, sizeof pa) && pf[256 + 12] == pa[256 + 2 * 6 + 1];
     osc_kvq_frag_vp_groups(pa, pf, NG, H, 1);
     osc_kvq_frag_vp_groups(pf, pb, NG, H, 0);
     /* group 1, head 2, token 13, group 2 scale: row (32 + 13) * 3 + 2 */
-    pok = pok && !memcmp(pa, pb, sizeof pa) && pf[(1 * H + 2) * 256 + 83] == pa[((32 + 13) * H + 2) * 8 + 4];
+    pok = pok && !memcmp(pa, pb, sizeof pa) && pf[(1 * H + 2) * 256 + 87] == pa[((32 + 13) * H + 2) * 8 + 4];
     CHECK(pok, "frag params round trip");
 }
 

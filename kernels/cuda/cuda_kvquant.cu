@@ -645,7 +645,7 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
         const size_t blk = (size_t)g * Hkv + h;
         if constexpr (BITS == 2) {
             /* (scale, zero) to their fragment-order places: the warp's 32 stores are one
-             * 64-byte run (half 0 the scales, half 1 the zeros of its 16 channels) */
+             * 64-byte run (the zeros and scales of its 16 channels) */
             kp[blk * 256 + osc_kvq_frag_kp(c, half)] = (uint16_t)(prm >> (16 * half));
             /* fragment order: the block's row-layout words to shared, one output word per
              * thread, written out after the next head's barrier (or the one after the loop) */
@@ -1254,11 +1254,14 @@ osc_status pick_gm(int GM, float *pacc, float2 *pml, const bf16 *q, int G, int H
  * A warp takes one 32-token group at a time, staged by cp.async into a 3-deep ring of its own
  * (K codes, K params, V codes, V params, norms: 3.2 KB; no block barrier in the loop).
  *   S (tokens x heads) = K codes (A: 16 tokens x 16 channels) * q' (B: 16 channels x 8 heads)
- *     with q' = q_rot * scale_c (f16, per group) and the zero term sum_c q_c * zero_c added by
- *     one more MMA per k-step whose A is a constant, so code * scale + zero is never formed.
+ *     with q' = q_rot * scale_c (f16, per group) and the zero term sum_c q'_c * zero_c, the
+ *     same for all 32 tokens, by one more MMA per k-step whose A holds the zeros in every row
+ *     (B = q'), so code * scale + zero is never formed.
  *   O^T (channels x heads) += V codes^T (A: 16 channels x 16 tokens) * P' (B: 16 tokens x 8
- *     heads), P' = p * scale_{t, channel group}, plus a constant-A MMA with p * zero_t (one per
- *     output tile for both token tiles of the group: A is constant along k, so their B add).
+ *     heads), P' = p * scale_{t, channel group}. V's zero term sum_t p_t * zero_{t, j} is the
+ *     same for the 32 channels of channel group j: one MMA per token tile (A row j = the
+ *     zeros of group j along the tokens, B = p) into a 4-value accumulator that the softmax
+ *     rescales with O and that is added to O after the loop.
  * Codes become f16 without conversion instructions. The 2-bit / hd-128 cache is stored in
  * fragment order (kv_quant.h osc_kvq_frag_k / _v): per k-step a lane's one word holds the 16
  * codes of its four A registers of both tiles, rows r = 0..3 at bits 2r (first channel or
@@ -1267,13 +1270,12 @@ osc_status pick_gm(int GM, float *pacc, float2 *pml, const bf16 *q, int G, int H
  * the code as the mantissa of a subnormal f16: code * 4^r * 2^-24 (tensor cores take subnormal
  * inputs exactly, and the products are far above the fp32 subnormals). The row factors 4^r
  * (K: tokens g, g+8, 16+g, 24+g; V: output rows g, g+8 of even tiles, then of odd tiles) and
- * the 2^24 come off the fp32 results; the zero-term MMAs of V carry the same factors in their
- * constant A. A lane reads its 8 K words and its 8 V words of a group with two LDS.128 each,
+ * the 2^24 come off the fp32 results (the zero terms come out at true scale). A lane reads its 8 K words and its 8 V words of a group with two LDS.128 each,
  * and each 16-byte load of params is the scale pairs and zero pairs of two B registers.
  * Channel order inside the MMAs: k-step s of S takes channels 16s + 4t + {0,1} (register 0)
  * and {2,3} (register 2), so a thread reads its 4 K params with one 16-byte load; output
  * M-tile i is channels 16i .. 16i+15 in order.
- * q is pre-scaled by 1/16 in f16 (products q * zero of unnormalised kivi2 keys stay far from
+ * q is pre-scaled by 1/16 in f16 (the f16 products q * scale of unnormalised kivi2 keys stay far from
  * the f16 limit); the 16 comes back in fp32.
  * The residual window (bf16) is the up to rs splits after the packed ones (dq_nrs), or, folded
  * (rs = 0, batches), tiles after the packed groups of the same splits (dq_split_items): its
@@ -1630,11 +1632,9 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
     float mr[2] = {-INFINITY, -INFINITY}, lr[2] = {0.f, 0.f};
 
     if (has_p) {
-        /* the zero terms' constant A: 2^-24 for S (every row alike: its row factor comes off
-         * the codes' product alone), 4^row * 2^-24 for the output rows of even / odd tiles */
-        const uint32_t ONE = 0x00010001u;
-        const uint32_t Z0 = ONE, Z1 = ONE << 2, Z2 = ONE << 4, Z3 = ONE << 6;
-
+        /* V's zero terms sum_t p[t][h] * zero[t][j] of the 4 channel groups j, true scale:
+         * zv[0], zv[1] = row g (j = g & 3; rows 4-7 repeat 0-3), heads 2t, 2t+1 */
+        float zv[4] = {0.f, 0.f, 0.f, 0.f};
         int slot = 0; /* it % STAGES */
         for (int it = 0; it < n_my; it++) {
             mma_wait<mq::STAGES - 2>();
@@ -1653,18 +1653,20 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
             const uint32_t *kpw = reinterpret_cast<const uint32_t *>(sb + mq::KP);
             const float *knf = reinterpret_cast<const float *>(sb + mq::KN);
 
-            /* S = K q' + zero term, two tiles of 16 tokens; k-step s is word s of the lane */
+            /* S = K q' + zero term, two tiles of 16 tokens; k-step s is word s of the lane. The
+             * zero term sum_c zero_c q'_c is the same for every token of the group: A = the
+             * zeros, so cb[0], cb[1] hold it (true scale) for heads 2t, 2t+1 */
             float c0[4] = {0.f, 0.f, 0.f, 0.f}, c1[4] = {0.f, 0.f, 0.f, 0.f}, cb[4] = {0.f, 0.f, 0.f, 0.f};
             const uint4 KA = *reinterpret_cast<const uint4 *>(kc + 4 * lane);
             const uint4 KB = *reinterpret_cast<const uint4 *>(kc + 128 + 4 * lane);
             const uint32_t kw[8] = {KA.x, KA.y, KA.z, KA.w, KB.x, KB.y, KB.z, KB.w};
 #pragma unroll
             for (int s = 0; s < 8; s++) {
-                /* scales of channels 16s+4t+{0,1}, {2,3}, then their zeros */
+                /* zeros, scales of channels 16s+4t+{0,1}, then of {2,3}: as an A quad, the zeros
+                 * are rows g (rows g+8, the scales, give cb[2], cb[3]: not used) */
                 const uint4 P = *reinterpret_cast<const uint4 *>(kpw + 16 * s + 4 * t);
-                const uint32_t bq0 = h2_mul(qh[s][0], P.x), bq1 = h2_mul(qh[s][1], P.y);
-                const uint32_t bz0 = h2_mul(qh[s][0], P.z), bz1 = h2_mul(qh[s][1], P.w);
-                mma_f16(cb, ONE, ONE, ONE, ONE, bz0, bz1);
+                const uint32_t bq0 = h2_mul(qh[s][0], P.y), bq1 = h2_mul(qh[s][1], P.w);
+                mma_f16(cb, P.x, P.y, P.z, P.w, qh[s][0], qh[s][1]);
                 const uint32_t w = kw[s], wh = w >> 8;
                 const mq_a4 A0 = mq_frag(w, wh, 0), A1 = mq_frag(w, wh, 2);
                 mma_f16(c0, A0.a0, A0.a1, A0.a2, A0.a3, bq0, bq1);
@@ -1672,26 +1674,24 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
             }
             float sc[8];
             {
-                /* rows g, g+8, 16+g, 24+g came out times 4^0..4^3 * 2^-24; cb times 2^-24 */
-                const float n0 = knf[g] * 0x1p28f, n1 = knf[g + 8] * 0x1p28f;
-                const float n2 = knf[16 + g] * 0x1p28f, n3 = knf[24 + g] * 0x1p28f;
-                sc[0] = (c0[0] + cb[0]) * n0;
-                sc[1] = (c0[1] + cb[1]) * n0;
-                sc[2] = fmaf(c0[2], 0.25f, cb[2]) * n1;
-                sc[3] = fmaf(c0[3], 0.25f, cb[3]) * n1;
-                sc[4] = fmaf(c1[0], 0.0625f, cb[0]) * n2;
-                sc[5] = fmaf(c1[1], 0.0625f, cb[1]) * n2;
-                sc[6] = fmaf(c1[2], 0.015625f, cb[2]) * n3;
-                sc[7] = fmaf(c1[3], 0.015625f, cb[3]) * n3;
+                /* rows g, g+8, 16+g, 24+g came out times 4^0..4^3 * 2^-24; the 16 is q's */
+                const float n0 = knf[g] * 16.f, n1 = knf[g + 8] * 16.f;
+                const float n2 = knf[16 + g] * 16.f, n3 = knf[24 + g] * 16.f;
+                sc[0] = fmaf(c0[0], 0x1p24f, cb[0]) * n0;
+                sc[1] = fmaf(c0[1], 0x1p24f, cb[1]) * n0;
+                sc[2] = fmaf(c0[2], 0x1p22f, cb[0]) * n1;
+                sc[3] = fmaf(c0[3], 0x1p22f, cb[1]) * n1;
+                sc[4] = fmaf(c1[0], 0x1p20f, cb[0]) * n2;
+                sc[5] = fmaf(c1[1], 0x1p20f, cb[1]) * n2;
+                sc[6] = fmaf(c1[2], 0x1p18f, cb[0]) * n3;
+                sc[7] = fmaf(c1[3], 0x1p18f, cb[1]) * n3;
             }
-            mma_softmax<2>(sc, mr, lr, o);
+            mma_softmax<2>(sc, mr, lr, o, zv);
 
             /* O^T += V^T P', two k-steps of 16 tokens; word ip of k-step m holds tiles 2ip, 2ip+1 */
             const uint4 *vpw = reinterpret_cast<const uint4 *>(sb + mq::VP);
             const uint4 VA = *reinterpret_cast<const uint4 *>(sb + mq::VC + 16 * lane);
             const uint4 VB = *reinterpret_cast<const uint4 *>(sb + mq::VC + 512 + 16 * lane);
-            /* the zero terms' A is constant along k, so the two token tiles share one zero MMA
-             * per output tile: their B operands (p * zero) added, one f16 rounding */
             uint32_t pb[2][2];
 #pragma unroll
             for (int m = 0; m < 2; m++) {
@@ -1701,22 +1701,23 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
             const uint32_t va[4] = {VA.x, VA.y, VA.z, VA.w}, vb[4] = {VB.x, VB.y, VB.z, VB.w};
 #pragma unroll
             for (int j = 0; j < 4; j++) {
-                uint32_t z0 = 0u, z1 = 0u;
 #pragma unroll
                 for (int m = 0; m < 2; m++) {
-                    /* channel group j: scales of tokens 16m+2t, +1 and +8, +9, then their zeros */
+                    /* channel group j: zeros, scales of tokens 16m+2t, +1, then of +8, +9 */
                     const uint4 T = vpw[(4 * m + j) * 4 + t];
-                    const uint32_t bs0 = h2_mul(pb[m][0], T.x), bs1 = h2_mul(pb[m][1], T.y);
-                    const uint32_t bz0 = h2_mul(pb[m][0], T.z), bz1 = h2_mul(pb[m][1], T.w);
-                    z0 = m ? h2_add(z0, bz0) : bz0;
-                    z1 = m ? h2_add(z1, bz1) : bz1;
+                    const uint32_t bs0 = h2_mul(pb[m][0], T.y), bs1 = h2_mul(pb[m][1], T.w);
                     const uint32_t w = m ? vb[j] : va[j], wh = w >> 8;
                     const mq_a4 A0 = mq_frag(w, wh, 0), A1 = mq_frag(w, wh, 2);
                     mma_f16(o[2 * j], A0.a0, A0.a1, A0.a2, A0.a3, bs0, bs1);
                     mma_f16(o[2 * j + 1], A1.a0, A1.a1, A1.a2, A1.a3, bs0, bs1);
                 }
-                mma_f16(o[2 * j], Z0, Z1, Z0, Z1, z0, z1);
-                mma_f16(o[2 * j + 1], Z2, Z3, Z2, Z3, z0, z1);
+            }
+            /* the zero terms: A row g = the zeros of channel group g & 3 along the tile's tokens
+             * (rows g+8: its scales, unused), B = p; one MMA per token tile */
+#pragma unroll
+            for (int m = 0; m < 2; m++) {
+                const uint4 Z = vpw[(4 * m + (g & 3)) * 4 + t];
+                mma_f16(zv, Z.x, Z.y, Z.z, Z.w, pb[m][0], pb[m][1]);
             }
         }
         /* output rows g, g+8 of even tiles came out times 4^0, 4^1 * 2^-24, of odd tiles 4^2, 4^3 */
@@ -1727,6 +1728,14 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
             o[i][1] *= f0;
             o[i][2] *= f1;
             o[i][3] *= f1;
+        }
+        /* plus V's zero terms: group j's sums for heads 2t, 2t+1 are in lane 4j + t */
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            const float z0 = __shfl_sync(0xffffffffu, zv[0], 4 * j + t);
+            const float z1 = __shfl_sync(0xffffffffu, zv[1], 4 * j + t);
+#pragma unroll
+            for (int i = 2 * j; i < 2 * j + 2; i++) o[i][0] += z0, o[i][1] += z1, o[i][2] += z0, o[i][3] += z1;
         }
         mma_wait<0>();
         __syncwarp();

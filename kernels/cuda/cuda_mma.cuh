@@ -88,10 +88,12 @@ __device__ __forceinline__ uint32_t bf2_to_h2(uint32_t x) {
  * attention with the keys as the MMA's M side): fold NM tiles of 16 keys of logits (log2
  * units; sc[4m + {0,1}] key row g, sc[4m + {2,3}] key row g+8, heads 2t, 2t+1) into the
  * running max mr / per-lane sum lr of heads 2t, 2t+1, turn them into probabilities and rescale
- * the output accumulators o (8 C tiles whose columns are the same heads). The max is reduced
+ * the output accumulators o (8 C tiles whose columns are the same heads; zx, if given, two more
+ * fp32 values of columns 2t, 2t+1). The max is reduced
  * over the 8 lanes of a column (xor 4, 8, 16); lr stays per lane (sum it over them at the end). */
 template <int NM>
-__device__ __forceinline__ void mma_softmax(float (&sc)[8], float (&mr)[2], float (&lr)[2], float (&o)[8][4]) {
+__device__ __forceinline__ void mma_softmax(float (&sc)[8], float (&mr)[2], float (&lr)[2], float (&o)[8][4],
+                                            float *zx = nullptr) {
     float alpha[2];
     bool grew = false;
 #pragma unroll
@@ -123,6 +125,7 @@ __device__ __forceinline__ void mma_softmax(float (&sc)[8], float (&mr)[2], floa
             o[i][2] *= alpha[0];
             o[i][3] *= alpha[1];
         }
+        if (zx) zx[0] *= alpha[0], zx[1] *= alpha[1];
     }
 }
 
