@@ -1281,8 +1281,15 @@ osc_status pick_gm(int GM, float *pacc, float2 *pml, const bf16 *q, int G, int H
  * (rs = 0, batches), tiles after the packed groups of the same splits (dq_split_items): its
  * tiles of 16 tokens are converted to f16 in shared memory and go through ldmatrix into the
  * same two MMAs. */
+/* 8 warps a block, 2 blocks an SM: the same 16 warps an SM as 4 x 4 before session 15, but
+ * half as many blocks rotate q, merge their warps and publish a partial, and half as many
+ * splits to merge (batches of 5 x 8 KV heads and more now merge in the kernel). H100 device
+ * time against 4 x 4, two calls of 3 rounds: (16,8K) -2.2 / -2.4 us, (8,32K) -1.5 / -1,
+ * (1,128K) -0.6 / level, (1,32K) level, (1,4K) +0.5 (8 warps share a split of 4-5 groups).
+ * The split plan (dq_plan, dq_window_splits) still counts groups per warp with DQ_NW = 4, as
+ * measured. */
 namespace mq {
-const int NW = 4, THREADS = NW * 32, STAGES = 3;
+const int NW = 8, THREADS = NW * 32, STAGES = 3;
 /* one stage (bytes), the group's blocks as stored (fragment order): K codes u32 [256] (lane
  * L's words are 4L..4L+3 and 128+4L..) | K params fp16 [256] | V codes u32 [256] | V params
  * fp16 [256] | norms f32 [32] */
@@ -1830,14 +1837,14 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
     else if (signal) mq_signal(G, ((size_t)part_kvh * NS + split) * G);
 }
 
-__global__ void __launch_bounds__(mq::THREADS, 4)
+__global__ void __launch_bounds__(mq::THREADS, 2)
 k_kvq_mma(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const bf16 *__restrict__ q, int G, int Hkv,
           int rotate, float rsq, float qscale, const dq_seq sq, int res_raw, bf16 *__restrict__ out, int signal) {
     pdl_enter();
     kvq_mma_body(part_acc, part_ml, q, G, Hkv, rotate, rsq, qscale, sq, res_raw, blockIdx.y, out, gridDim.x, signal);
 }
 
-__global__ void __launch_bounds__(mq::THREADS, 4)
+__global__ void __launch_bounds__(mq::THREADS, 2)
 k_kvq_mma_batch(float *__restrict__ part_acc, float2 *__restrict__ part_ml, const bf16 *__restrict__ q, int G,
                 int Hkv, int rotate, float rsq, float qscale, const dq_seq *__restrict__ seqs, int res_raw,
                 bf16 *__restrict__ out, int signal) {
@@ -1945,7 +1952,7 @@ osc_status mq_launch(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, in
 
 /* The split plan of a launch over bh (sequence, KV head) pairs: splits per pair so that every
  * block is resident at once (one wave). slots = blocks per SM x SMs: k_kvq_mma's occupancy
- * (4 of its blocks fit an SM), 4 for k_kvq_decode, OSC_KVQ_BPS to override. A pair gets
+ * (2 of its 8-warp blocks fit an SM), 4 for k_kvq_decode, OSC_KVQ_BPS to override. A pair gets
  * per = slots / bh blocks (at least 1): rs of them (4, 2 or 1 as per >= 32, >= 16, else) take
  * the window, the rest (want) the packed groups; or, k_kvq_mma with per < 32 (batches), all of
  * them share the packed groups and the window's tiles (rs = 0, dq_split_items), so no slot
