@@ -1270,13 +1270,15 @@ osc_status pick_gm(int GM, float *pacc, float2 *pml, const bf16 *q, int G, int H
  * the code as the mantissa of a subnormal f16: code * 4^r * 2^-24 (tensor cores take subnormal
  * inputs exactly, and the products are far above the fp32 subnormals). The row factors 4^r
  * (K: tokens g, g+8, 16+g, 24+g; V: output rows g, g+8 of even tiles, then of odd tiles) and
- * the 2^24 come off the fp32 results (the zero terms come out at true scale). A lane reads its 8 K words and its 8 V words of a group with two LDS.128 each,
- * and each 16-byte load of params is the scale pairs and zero pairs of two B registers.
+ * the 2^24 come off the fp32 results (the zero terms come out at true scale). A lane reads
+ * its 8 K words and its 8 V words of a group with two LDS.128 each, and each 16-byte load of
+ * params is a zero-term MMA's A quad (the zeros in rows g) holding the scales of two B
+ * registers.
  * Channel order inside the MMAs: k-step s of S takes channels 16s + 4t + {0,1} (register 0)
  * and {2,3} (register 2), so a thread reads its 4 K params with one 16-byte load; output
  * M-tile i is channels 16i .. 16i+15 in order.
- * q is pre-scaled by 1/16 in f16 (the f16 products q * scale of unnormalised kivi2 keys stay far from
- * the f16 limit); the 16 comes back in fp32.
+ * q is pre-scaled by 1/16 in f16 (the f16 products q * scale of unnormalised kivi2 keys stay
+ * far from the f16 limit); the 16 comes back in fp32.
  * The residual window (bf16) is the up to rs splits after the packed ones (dq_nrs), or, folded
  * (rs = 0, batches), tiles after the packed groups of the same splits (dq_split_items): its
  * tiles of 16 tokens are converted to f16 in shared memory and go through ldmatrix into the
