@@ -70,14 +70,6 @@ __device__ __forceinline__ uint32_t h2_mul(uint32_t a, uint32_t b) {
     __half2 r = __hmul2(*reinterpret_cast<__half2 *>(&a), *reinterpret_cast<__half2 *>(&b));
     return *reinterpret_cast<uint32_t *>(&r);
 }
-__device__ __forceinline__ uint32_t h2_add(uint32_t a, uint32_t b) {
-    __half2 r = __hadd2(*reinterpret_cast<__half2 *>(&a), *reinterpret_cast<__half2 *>(&b));
-    return *reinterpret_cast<uint32_t *>(&r);
-}
-__device__ __forceinline__ uint32_t h2_sub(uint32_t a, uint32_t b) {
-    __half2 r = __hsub2(*reinterpret_cast<__half2 *>(&a), *reinterpret_cast<__half2 *>(&b));
-    return *reinterpret_cast<uint32_t *>(&r);
-}
 /* two bf16 (one register) -> two f16 */
 __device__ __forceinline__ uint32_t bf2_to_h2(uint32_t x) {
     float lo = __uint_as_float(x << 16), hi = __uint_as_float(x & 0xffff0000u);
@@ -89,8 +81,8 @@ __device__ __forceinline__ uint32_t bf2_to_h2(uint32_t x) {
  * units; sc[4m + {0,1}] key row g, sc[4m + {2,3}] key row g+8, heads 2t, 2t+1) into the
  * running max mr / per-lane sum lr of heads 2t, 2t+1, turn them into probabilities and rescale
  * the output accumulators o (8 C tiles whose columns are the same heads; zx, if given, two more
- * fp32 values of columns 2t, 2t+1). The max is reduced
- * over the 8 lanes of a column (xor 4, 8, 16); lr stays per lane (sum it over them at the end). */
+ * fp32 values of columns 2t, 2t+1). The max is reduced over the 8 lanes of a column (xor 4, 8,
+ * 16); lr stays per lane (sum it over them at the end). */
 template <int NM>
 __device__ __forceinline__ void mma_softmax(float (&sc)[8], float (&mr)[2], float (&lr)[2], float (&o)[8][4],
                                             float *zx = nullptr) {
