@@ -1492,6 +1492,28 @@ __device__ __forceinline__ void mq_merge_tail(float *__restrict__ pa, float2 *__
  * at (1,128K)) and then took 2.5 us for its loads and merge (H100 block timings, session 12).
  * The flags go back to zero as the combine reads them. One decode launch at a time uses them. */
 __device__ unsigned g_mq_ready[MQ_MAX_ROWS * 8]; /* rows (pair x splits + split) x G + h */
+/* Block timeline probe (diagnostics, off unless built with -DMQ_PROF=1): each k_kvq_mma block
+ * (up to 8064) stores %globaltimer at its start [0], q' ready [1], warp 0's first ring stage [2],
+ * the block's loop end [3] (an extra barrier), its partial stored [4] and signalled or merged [5],
+ * with [7] = groups | tiles << 16 | has_packed << 32; the streaming combine's blocks store their
+ * end at rows 8064 + block. OSC_MQ_PROF=FILE appends the last launch's table at exit (header
+ * NS, Hkv, B, B Hkv G as int32); tools/bench/mq_timeline.py summarises it. */
+#ifdef MQ_PROF
+__device__ unsigned long long g_mq_prof[8192][8];
+__device__ __forceinline__ unsigned long long mq_gtime() {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    return t;
+}
+#define MQP(i)                                                                                                        \
+    do {                                                                                                              \
+        if (threadIdx.x == 0 && pbid < 8064) g_mq_prof[pbid][i] = mq_gtime();                                         \
+    } while (0)
+#else
+#define MQP(i)                                                                                                        \
+    do {                                                                                                              \
+    } while (0)
+#endif
 
 __device__ __forceinline__ unsigned ld_acquire(const unsigned *p) {
     unsigned v;
@@ -1579,6 +1601,9 @@ k_kvq_combine_stream(bf16 *__restrict__ out, const float *__restrict__ part_acc,
             }
         out[(size_t)blockIdx.x * 128 + c] = f2bf(l > 0.f ? s / l : 0.f);
     }
+#ifdef MQ_PROF
+    if (threadIdx.x == 0 && blockIdx.x < 128) g_mq_prof[8064 + blockIdx.x][0] = mq_gtime();
+#endif
     /* finish after k_kvq_mma: the next kernel's pdl_wait then covers both grids */
     pdl_wait();
 }
@@ -1594,6 +1619,13 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
     int g0, g1, t0, t1; /* this split's packed groups and window tiles */
     dq_split_items(sq, split, &g0, &g1, &t0, &t1);
     const bool has_p = g1 > g0, has_w = t1 > t0;
+#ifdef MQ_PROF
+    const int pbid = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+    MQP(0);
+    if (threadIdx.x == 0 && pbid < 8064)
+        g_mq_prof[pbid][7] = (unsigned long long)(g1 - g0) | (unsigned long long)(t1 - t0) << 16 |
+                             (unsigned long long)has_p << 32;
+#endif
     float *qs = reinterpret_cast<float *>(smb);
     char *ws = reinterpret_cast<char *>(smb) + mq::QS + warp * mq::WARP_BYTES;
 
@@ -1641,6 +1673,7 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
         __syncthreads();
     }
 
+    MQP(1);
     float o[8][4];
 #pragma unroll
     for (int i = 0; i < 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
@@ -1654,6 +1687,9 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
         for (int it = 0; it < n_my; it++) {
             mma_wait<mq::STAGES - 2>();
             __syncwarp();
+#ifdef MQ_PROF
+            if (it == 0) MQP(2);
+#endif
             {
                 const int nslot = slot == 0 ? mq::STAGES - 1 : slot - 1; /* (it + STAGES - 1) % STAGES */
                 if (it + mq::STAGES - 1 < n_my) {
@@ -1832,11 +1868,17 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
         }
     }
 
+#ifdef MQ_PROF
+    __syncthreads();
+    MQP(3);
+#endif
     /* this warp's partial -> its ring area; then the block merges its warps */
     mma_block_partial<mq::NW>(smb + mq::QS, mq::WARP_BYTES, o, mr, lr, G, part_acc, reinterpret_cast<float *>(part_ml),
                               ((size_t)part_kvh * NS + split) * G);
+    MQP(4);
     if (out) mq_merge_tail(part_acc, part_ml, out, G, NS, split, part_kvh, n_used); /* else a combine kernel */
     else if (signal) mq_signal(G, ((size_t)part_kvh * NS + split) * G);
+    MQP(5);
 }
 
 __global__ void __launch_bounds__(mq::THREADS, 2)
@@ -1919,12 +1961,35 @@ bool mq_stream(int B, int Hkv, int NS) {
     return g_mq_stream && (long long)B * Hkv * NS <= MQ_MAX_ROWS;
 }
 
+#ifdef MQ_PROF
+static int g_mq_prof_hdr[4];
+static void mq_prof_dump(void) {
+    static unsigned long long h[8192][8];
+    const char *pf = getenv("OSC_MQ_PROF");
+    if (!pf || cudaDeviceSynchronize() != cudaSuccess || cudaMemcpyFromSymbol(h, g_mq_prof, sizeof h) != cudaSuccess)
+        return;
+    FILE *f = fopen(pf, "ab");
+    if (!f) return;
+    fwrite(g_mq_prof_hdr, sizeof g_mq_prof_hdr, 1, f);
+    fwrite(h, sizeof h, 1, f);
+    fclose(f);
+}
+/* the launch's shape for the table written at exit (a CUDA graph replays the captured launch) */
+static void mq_prof_arm(int NS, int Hkv, int B, int G) {
+    static int armed = 0;
+    g_mq_prof_hdr[0] = NS, g_mq_prof_hdr[1] = Hkv, g_mq_prof_hdr[2] = B, g_mq_prof_hdr[3] = B * Hkv * G;
+    if (!armed && getenv("OSC_MQ_PROF")) armed = 1, atexit(mq_prof_dump);
+}
+#endif
 /* k_kvq_mma over B sequences (dseqs: their device table; else sq, B = 1) and the merge of its
  * splits into out, bf16 [B][Hq][128]: inside the kernel (mq_fused), by k_kvq_combine_stream as
  * the splits end (mq_stream), or by k_kvq_combine after the grid */
 osc_status mq_launch(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, int rotate, float rsq, float qscale,
                      const dq_seq &sq, const dq_seq *dseqs, int B, int NS, int res_raw, bf16 *out, cudaStream_t st) {
     OSC_TRY(mq_attr());
+#ifdef MQ_PROF
+    mq_prof_arm(NS, Hkv, B, G);
+#endif
     const bool fused = mq_fused(B, Hkv, NS), stream = !fused && mq_stream(B, Hkv, NS);
     bf16 *fo = fused ? out : nullptr;
     if (dseqs) {
