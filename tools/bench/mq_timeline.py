@@ -9,7 +9,8 @@
 Each record (one per process, the last launch; see g_mq_prof in kernels/cuda/cuda_kvquant.cu)
 is int32 NS, Hkv, B, B*Hkv*G, then uint64 [8192][8] globaltimer stamps (ns). Times are printed in
 us from the earliest block start; "packed" blocks hold packed groups, "window" blocks only
-residual-window tiles.
+residual-window tiles. Time one shape per process: the table is not cleared between launches,
+so blocks the last launch skipped (a batch's unused splits) could show an earlier launch's stamps.
 """
 import struct
 import sys
