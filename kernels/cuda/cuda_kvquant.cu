@@ -1374,13 +1374,14 @@ __device__ __forceinline__ void mq_q_rows(float *qs, const float (&qx)[2][4], in
 }
 
 /* ---- the split-K merge inside k_kvq_mma -------------------------------------------------- */
-/* A launch's (sequence, KV head) pairs merge their n splits' partials themselves, in two levels
- * and without the combine kernel: the splits form chunks of CH = ceil(sqrt(n)); the last block
- * of a chunk to finish merges the chunk into the partial of its first split, and the last
- * chunk merger of the pair merges the chunks into the output. Which block does a merge depends
- * on timing, what it merges and in which order does not: the results are deterministic. Each
- * merge is one round trip of loads (up to MQ_RB partials in flight per thread), on L2-resident
- * data. Before, k_kvq_combine ran after the whole grid: its launch gap and its own round trips
+/* A launch's (sequence, KV head) pairs merge their n splits' partials themselves, without the
+ * combine kernel, in one level (the last block of the pair to finish merges all n into the
+ * output; mq_one_level says when) or in two: the splits form chunks of CH = ceil(sqrt(n)); the
+ * last block of a chunk to finish merges the chunk into the partial of its first split, and the
+ * last chunk merger of the pair merges the chunks into the output. Which block does a merge
+ * depends on timing, what it merges and in which order does not: the results are
+ * deterministic. A merge's warps each fold every WPH-th partial, up to MQ_RB loads in flight a
+ * lane (one round trip of L2-resident data per MQ_RB). Before, k_kvq_combine ran after the whole grid: its launch gap and its own round trips
  * were ~3-4 us of a (1,128K) step (H100 block timings, session 11). */
 const int MQ_RB = 12;
 const int MQ_MAX_ROWS = 32768; /* pairs x splits of a launch that may merge in the kernel */
@@ -1394,22 +1395,30 @@ __device__ __forceinline__ int mq_chunk(int n) {
 
 /* merge partials k = 0..m-1, at part rows row0 + k * rstep + h (h < G; rows of 128 floats and
  * one (m, l)), by log-sum-exp: into out [G][128] bf16 when out, else back into rows row0 + h
- * as a partial. The partials come from other blocks: read past L1 (__ldcg). */
+ * as a partial. The partials come from other blocks: read past L1 (__ldcg). Beyond MQ_RB
+ * partials WPH = NW / G warps share a head: warp part p folds partials p, p + WPH, ... (MQ_RB
+ * loads in flight a lane), then part 0 folds the other parts' results in part order from shared
+ * memory (sh, NW x 132 floats), so the order is fixed; up to MQ_RB one warp a head does it all
+ * in one round trip (more warps add a barrier and save nothing: with them a two-level merge
+ * measured 1-2 us slower at (8,32K), H100, session 17). Every thread of the block calls it. */
 __device__ __forceinline__ void mq_merge(float *__restrict__ pa, float2 *__restrict__ pml, bf16 *__restrict__ out,
-                                         int G, size_t row0, size_t rstep, int m) {
-    for (int slot = threadIdx.x; slot < G * 32; slot += mq::THREADS) { /* a warp = one head */
-        const int h = slot >> 5, c4 = (slot & 31) * 4;
-        float M = -INFINITY, L = 0.f;
-        float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-        for (int k0 = 0; k0 < m; k0 += MQ_RB) {
+                                         int G, size_t row0, size_t rstep, int m, float *sh) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int WPH = G < mq::NW && m > MQ_RB ? mq::NW / G : 1;
+    const int h = warp / WPH, p = warp - h * WPH, c4 = lane * 4;
+    const bool act = h < G;
+    float M = -INFINITY, L = 0.f;
+    float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
+    if (act) {
+        for (int k0 = p; k0 < m; k0 += MQ_RB * WPH) {
             float2 ml[MQ_RB];
             float4 x[MQ_RB];
 #pragma unroll
             for (int j = 0; j < MQ_RB; j++) {
                 ml[j] = make_float2(-INFINITY, 0.f);
                 x[j] = make_float4(0.f, 0.f, 0.f, 0.f);
-                if (k0 + j < m) {
-                    const size_t r = row0 + (size_t)(k0 + j) * rstep + h;
+                if (k0 + j * WPH < m) {
+                    const size_t r = row0 + (size_t)(k0 + j * WPH) * rstep + h;
                     ml[j] = __ldcg(pml + r);
                     x[j] = __ldcg(reinterpret_cast<const float4 *>(pa + r * 128 + c4));
                 }
@@ -1429,16 +1438,38 @@ __device__ __forceinline__ void mq_merge(float *__restrict__ pa, float2 *__restr
             }
             M = mb;
         }
-        if (out) {
-            const float inv = L > 0.f ? 1.f / L : 0.f;
-            bf16 *o = out + (size_t)h * 128 + c4;
-            reinterpret_cast<__nv_bfloat162 *>(o)[0] = __floats2bfloat162_rn(a.x * inv, a.y * inv);
-            reinterpret_cast<__nv_bfloat162 *>(o)[1] = __floats2bfloat162_rn(a.z * inv, a.w * inv);
-        } else {
-            __syncwarp(); /* the head's lanes have read row0's (m, l) before lane 0 rewrites it */
-            *reinterpret_cast<float4 *>(pa + (row0 + h) * 128 + c4) = a;
-            if (c4 == 0) pml[row0 + h] = make_float2(M, L);
+    }
+    if (WPH > 1) {
+        float *mine = sh + warp * 132;
+        if (act && p > 0) {
+            *reinterpret_cast<float4 *>(mine + c4) = a;
+            if (lane == 0) mine[128] = M, mine[129] = L;
         }
+        __syncthreads(); /* also: every part has read row0's (m, l) before part 0 rewrites it */
+        if (act && p == 0)
+            for (int q = 1; q < WPH; q++) {
+                const float *o = sh + (warp + q) * 132;
+                const float Mq = o[128], Lq = o[129];
+                const float mb = fmaxf(M, Mq);
+                if (mb == -INFINITY) continue;
+                const float4 x = *reinterpret_cast<const float4 *>(o + c4);
+                const float sc = M == -INFINITY ? 0.f : exp2f(M - mb), w = Mq == -INFINITY ? 0.f : exp2f(Mq - mb);
+                a = make_float4(fmaf(w, x.x, a.x * sc), fmaf(w, x.y, a.y * sc), fmaf(w, x.z, a.z * sc),
+                                fmaf(w, x.w, a.w * sc));
+                L = fmaf(w, Lq, L * sc);
+                M = mb;
+            }
+    }
+    if (!act || p != 0) return;
+    if (out) {
+        const float inv = L > 0.f ? 1.f / L : 0.f;
+        bf16 *o = out + (size_t)h * 128 + c4;
+        reinterpret_cast<__nv_bfloat162 *>(o)[0] = __floats2bfloat162_rn(a.x * inv, a.y * inv);
+        reinterpret_cast<__nv_bfloat162 *>(o)[1] = __floats2bfloat162_rn(a.z * inv, a.w * inv);
+    } else {
+        __syncwarp(); /* the head's lanes have read row0's (m, l) before lane 0 rewrites it */
+        *reinterpret_cast<float4 *>(pa + (row0 + h) * 128 + c4) = a;
+        if (c4 == 0) pml[row0 + h] = make_float2(M, L);
     }
 }
 
@@ -1454,9 +1485,12 @@ __device__ __forceinline__ unsigned atom_add_acq_rel(unsigned *p, unsigned v) {
 
 /* after the block's partial of split `split` is stored: the chunk's and the pair's merges */
 __device__ __forceinline__ void mq_merge_tail(float *__restrict__ pa, float2 *__restrict__ pml, bf16 *__restrict__ out,
-                                              int G, int NS, int split, int pair, int n) {
+                                              int G, int NS, int split, int pair, int n, bool one) {
+    extern __shared__ __align__(16) unsigned char smb[];
     __shared__ int last;
-    const int CH = mq_chunk(n), nc = (n + CH - 1) / CH, c = split / CH, mine = min(CH, n - c * CH);
+    const int CH = one ? n : mq_chunk(n), nc = (n + CH - 1) / CH, c = split / CH,
+              mine = min(CH, n - c * CH);
+    float *sh = reinterpret_cast<float *>(smb + mq::QS); /* the ring areas, free again */
     const size_t prow = (size_t)pair * NS; /* the pair's first split row (times G below) */
     __syncthreads(); /* every thread's partial stores, before the block's arrival counts */
     if (threadIdx.x == 0) {
@@ -1468,10 +1502,10 @@ __device__ __forceinline__ void mq_merge_tail(float *__restrict__ pa, float2 *__
     if (!last) return;
     const size_t row0 = (prow + (size_t)c * CH) * G;
     if (nc == 1) {
-        mq_merge(pa, pml, out + (size_t)pair * G * 128, G, row0, G, mine);
+        mq_merge(pa, pml, out + (size_t)pair * G * 128, G, row0, G, mine, sh);
         return;
     }
-    mq_merge(pa, pml, nullptr, G, row0, G, mine);
+    mq_merge(pa, pml, nullptr, G, row0, G, mine, sh);
     __syncthreads();
     if (threadIdx.x == 0) {
         last = atom_add_acq_rel(&g_mq_pair_arrive[pair], 1u) == (unsigned)(nc - 1);
@@ -1479,7 +1513,7 @@ __device__ __forceinline__ void mq_merge_tail(float *__restrict__ pa, float2 *__
     }
     __syncthreads();
     if (!last) return;
-    mq_merge(pa, pml, out + (size_t)pair * G * 128, G, prow * G, (size_t)CH * G, nc);
+    mq_merge(pa, pml, out + (size_t)pair * G * 128, G, prow * G, (size_t)CH * G, nc, sh);
 }
 
 /* ---- the streaming combine ----------------------------------------------------------------- */
@@ -1876,7 +1910,7 @@ __device__ __forceinline__ void kvq_mma_body(float *__restrict__ part_acc, float
     mma_block_partial<mq::NW>(smb + mq::QS, mq::WARP_BYTES, o, mr, lr, G, part_acc, reinterpret_cast<float *>(part_ml),
                               ((size_t)part_kvh * NS + split) * G);
     MQP(4);
-    if (out) mq_merge_tail(part_acc, part_ml, out, G, NS, split, part_kvh, n_used); /* else a combine kernel */
+    if (out) mq_merge_tail(part_acc, part_ml, out, G, NS, split, part_kvh, n_used, signal == 2); /* else a combine */
     else if (signal) mq_signal(G, ((size_t)part_kvh * NS + split) * G);
     MQP(5);
 }
@@ -1950,6 +1984,22 @@ bool mq_fused(int B, int Hkv, int NS) {
     return mode == 2 || (long long)B * Hkv * 8 > (long long)mq_blocks_per_sm() * osc_cu_num_sms();
 }
 
+/* whether the pairs' splits merge in one level (mq_merge_tail: the last block of the pair folds
+ * all n partials, WPH = 8 / G warps a head) instead of two (chunks of ceil(sqrt(n)), then the
+ * chunks): when a warp folds at most 3 x MQ_RB partials, i.e. three dependent round trips of
+ * loads, against two levels' two round trips plus the second arrival. H100 (session 17, three
+ * rounds, device time): (8,32K) 88.5 / 88.3 / 88.9 us vs 90.4 / 90.6 / 91.4 in two levels,
+ * (16,8K) level. OSC_KVQ_ONE: 0 never, 2 always (tests, A/B), else this rule. */
+int g_mq_one = -1; /* osc_cuda_kv_one_level_merge; -1: OSC_KVQ_ONE */
+bool mq_one_level(int G, int NS) {
+    if (g_mq_one < 0) {
+        const char *e = getenv("OSC_KVQ_ONE");
+        g_mq_one = e && (e[0] == '0' || e[0] == '2') ? e[0] - '0' : 1;
+    }
+    const int wph = G < mq::NW ? mq::NW / G : 1;
+    return g_mq_one == 2 || (g_mq_one == 1 && (NS + wph - 1) / wph <= 3 * MQ_RB);
+}
+
 /* whether k_kvq_combine_stream merges the splits that k_kvq_mma does not merge itself (else
  * k_kvq_combine after the grid). OSC_KVQ_STREAM=0: never (A/B, tests). */
 int g_mq_stream = -1; /* osc_cuda_kv_stream_combine; -1: OSC_KVQ_STREAM */
@@ -1992,15 +2042,16 @@ osc_status mq_launch(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, in
 #endif
     const bool fused = mq_fused(B, Hkv, NS), stream = !fused && mq_stream(B, Hkv, NS);
     bf16 *fo = fused ? out : nullptr;
+    const int sig = stream ? 1 : fused && mq_one_level(G, NS) ? 2 : 0; /* the kernel's signal / merge mode */
     if (dseqs) {
         dim3 grid((unsigned)NS, (unsigned)Hkv, (unsigned)B);
         OSC_CU_CHECK(osc_launch(k_kvq_mma_batch, dim3(grid), dim3(mq::THREADS), mq::SMEM, st, pacc, pml, q, G, Hkv,
-                                rotate, rsq, qscale, dseqs, res_raw, fo, (int)stream));
+                                rotate, rsq, qscale, dseqs, res_raw, fo, sig));
         OSC_CU_LAUNCH("k_kvq_mma_batch");
     } else {
         dim3 grid((unsigned)NS, (unsigned)Hkv);
         OSC_CU_CHECK(osc_launch(k_kvq_mma, dim3(grid), dim3(mq::THREADS), mq::SMEM, st, pacc, pml, q, G, Hkv, rotate,
-                                rsq, qscale, sq, res_raw, fo, (int)stream));
+                                rsq, qscale, sq, res_raw, fo, sig));
         OSC_CU_LAUNCH("k_kvq_mma");
     }
     if (fused) return OSC_OK;
@@ -2405,6 +2456,12 @@ extern "C" int osc_cuda_kv_stream_combine(int on) {
 extern "C" int osc_cuda_kv_fused_merge(int mode) {
     const int was = g_mq_fused < 0 ? 1 : g_mq_fused;
     g_mq_fused = mode >= 0 && mode <= 2 ? mode : -1;
+    return was;
+}
+
+extern "C" int osc_cuda_kv_one_level_merge(int mode) {
+    const int was = g_mq_one < 0 ? 1 : g_mq_one;
+    g_mq_one = mode >= 0 && mode <= 2 ? mode : -1;
     return was;
 }
 

@@ -145,6 +145,10 @@ int osc_cuda_kv_split_plan(int plan);
  * batches whose pairs have fewer than 8 splits, else a combine kernel: osc_cuda_kv_stream_combine),
  * 0 never inside the kernel, 2 always; -1 reads OSC_KVQ_FUSED again. Returns the mode before. */
 int osc_cuda_kv_fused_merge(int mode);
+/* How k_kvq_mma merges a pair's splits when it merges them itself (tests, A/B): 1 the default (in
+ * one level while a warp folds at most 36 partials, else in two), 0 always two levels (chunks,
+ * then the chunks), 2 always one; -1 reads OSC_KVQ_ONE again. Returns the mode before. */
+int osc_cuda_kv_one_level_merge(int mode);
 /* Whether the splits k_kvq_mma does not merge itself are merged while it runs, by
  * k_kvq_combine_stream (1, the default), or by k_kvq_combine after it (0); -1 reads
  * OSC_KVQ_STREAM again. Returns the setting before. */

@@ -488,14 +488,18 @@ int main(void) {
 
     /* attention, oscar2, hd 128, 2 kv heads; the window in splits of its own (plan 2), folded
      * into the packed splits (plan 3), one split per KV head (plan 4), merged by the streaming
-     * combine; then plans 2 and 3 with the splits merged inside k_kvq_mma (two levels), and
+     * combine; then plans 2 and 3 with the splits merged inside k_kvq_mma in two levels, then in
+     * one (1, 4 and 7 query heads a KV head: 8, 2 and 1 warps a head fold more than 12 partials), and
      * plan 2 merged by k_kvq_combine after the grid */
     const int nqs[4] = {0, 32, 4096, 32768}, nrs[3] = {0, 1, 200}, gs[3] = {1, 4, 7};
-    static const char *merge[3] = {"by k_kvq_combine_stream", "in k_kvq_mma", "by k_kvq_combine"};
-    for (int run = 0; run < 6; run++) {
-        const int plan = run < 3 ? 2 + run : run < 5 ? run - 1 : 2, how = run < 3 ? 0 : run < 5 ? 1 : 2;
+    static const char *merge[4] = {"by k_kvq_combine_stream", "in k_kvq_mma, two levels", "by k_kvq_combine",
+                                   "in k_kvq_mma, one level"};
+    for (int run = 0; run < 8; run++) {
+        const int plan = run < 3 ? 2 + run : run < 7 ? 2 + (run & 1) : 2;
+        const int how = run < 3 ? 0 : run < 5 ? 1 : run < 7 ? 3 : 2;
         osc_cuda_kv_split_plan(plan);
-        osc_cuda_kv_fused_merge(how == 1 ? 2 : 0);
+        osc_cuda_kv_fused_merge(how == 1 || how == 3 ? 2 : 0);
+        osc_cuda_kv_one_level_merge(how == 3 ? 2 : 0);
         osc_cuda_kv_stream_combine(how != 2);
         printf("split plan %d, merge %s\n", plan, merge[how]);
         for (int a = 0; a < 4 && !g_dev_fail; a++) {
@@ -512,6 +516,7 @@ int main(void) {
     }
     osc_cuda_kv_split_plan(-1);
     osc_cuda_kv_fused_merge(-1);
+    osc_cuda_kv_one_level_merge(-1);
     osc_cuda_kv_stream_combine(-1);
     /* other modes: oscar4, kivi2, rot2, hd 256 */
     const int xm[4][5] = {{128, 4, 1, 1, 4}, {128, 2, 0, 0, 4}, {128, 2, 1, 0, 7}, {256, 2, 1, 1, 4}};
