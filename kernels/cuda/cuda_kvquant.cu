@@ -1380,9 +1380,10 @@ __device__ __forceinline__ void mq_q_rows(float *qs, const float (&qx)[2][4], in
  * last block of a chunk to finish merges the chunk into the partial of its first split, and the
  * last chunk merger of the pair merges the chunks into the output. Which block does a merge
  * depends on timing, what it merges and in which order does not: the results are
- * deterministic. A merge's warps each fold every WPH-th partial, up to MQ_RB loads in flight a
- * lane (one round trip of L2-resident data per MQ_RB). Before, k_kvq_combine ran after the whole grid: its launch gap and its own round trips
- * were ~3-4 us of a (1,128K) step (H100 block timings, session 11). */
+ * deterministic. A merge has up to MQ_RB loads in flight a lane (one round trip of L2-resident
+ * data per MQ_RB partials a warp; mq_merge). Before, k_kvq_combine ran after the whole grid: its
+ * launch gap and its own round trips were ~3-4 us of a (1,128K) step (H100 block timings,
+ * session 11). */
 const int MQ_RB = 12;
 const int MQ_MAX_ROWS = 32768; /* pairs x splits of a launch that may merge in the kernel */
 __device__ unsigned g_mq_chunk_arrive[MQ_MAX_ROWS], g_mq_pair_arrive[MQ_MAX_ROWS];
@@ -1985,11 +1986,12 @@ bool mq_fused(int B, int Hkv, int NS) {
 }
 
 /* whether the pairs' splits merge in one level (mq_merge_tail: the last block of the pair folds
- * all n partials, WPH = 8 / G warps a head) instead of two (chunks of ceil(sqrt(n)), then the
- * chunks): when a warp folds at most 3 x MQ_RB partials, i.e. three dependent round trips of
- * loads, against two levels' two round trips plus the second arrival. H100 (session 17, three
- * rounds, device time): (8,32K) 88.5 / 88.3 / 88.9 us vs 90.4 / 90.6 / 91.4 in two levels,
- * (16,8K) level. OSC_KVQ_ONE: 0 never, 2 always (tests, A/B), else this rule. */
+ * all n partials, beyond MQ_RB of them with NW / G warps a head) instead of two (chunks of
+ * ceil(sqrt(n)), then the chunks): when a warp folds at most 3 x MQ_RB partials, i.e. three
+ * dependent round trips of loads, against two levels' two round trips plus the second arrival.
+ * H100 (session 17, device time): (8,32K) 87.2-88.5 us vs 88.1-89.6 for the two-level merge of
+ * one warp a head (the tree before), (16,8K) level. OSC_KVQ_ONE: 0 never, 2 always (tests, A/B),
+ * else this rule. */
 int g_mq_one = -1; /* osc_cuda_kv_one_level_merge; -1: OSC_KVQ_ONE */
 bool mq_one_level(int G, int NS) {
     if (g_mq_one < 0) {

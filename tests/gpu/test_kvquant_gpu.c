@@ -488,9 +488,9 @@ int main(void) {
 
     /* attention, oscar2, hd 128, 2 kv heads; the window in splits of its own (plan 2), folded
      * into the packed splits (plan 3), one split per KV head (plan 4), merged by the streaming
-     * combine; then plans 2 and 3 with the splits merged inside k_kvq_mma in two levels, then in
-     * one (1, 4 and 7 query heads a KV head: 8, 2 and 1 warps a head fold more than 12 partials), and
-     * plan 2 merged by k_kvq_combine after the grid */
+     * combine; then plans 2 and 3 with the splits merged inside k_kvq_mma in two levels, then
+     * in one (1, 4 and 7 query heads a KV head: 8, 2 and 1 warps a head fold more than 12
+     * partials), and plan 2 merged by k_kvq_combine after the grid */
     const int nqs[4] = {0, 32, 4096, 32768}, nrs[3] = {0, 1, 200}, gs[3] = {1, 4, 7};
     static const char *merge[4] = {"by k_kvq_combine_stream", "in k_kvq_mma, two levels", "by k_kvq_combine",
                                    "in k_kvq_mma, one level"};
