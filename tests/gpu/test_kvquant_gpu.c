@@ -3,7 +3,7 @@
  *
  * pack:      random bf16 keys with strongly varying token norms (some 50x, some 0.02x) and
  *            values, then the same with degenerate data (g_special: zero, 1e20 and 1e-20
- *            tokens, constant channels and value groups); hd 128 (k_kv_pack128) and 64 / 256
+ *            tokens, constant channels and value groups, NaN and infinite elements); hd 128 (k_kv_pack128) and 64 / 256
  *            (k_kv_pack). The CPU reference rotates and normalises (osc_kvq_khat) the
  *            same bf16 values in fp32 and quantises with
  *            osc_kvq_quant_k_group / osc_kvq_quant_v_row. Codes must match except rare ties
@@ -81,7 +81,8 @@ static int cmp_d(const void *a, const void *b) {
 
 /* random keys [n][Hkv][hd]: token scales vary strongly, a few outlier channels; values.
  * g_special: degenerate data on top: an all-zero token, keys scaled by 1e20 and by 1e-20, a
- * key channel that is 0.75 (and one that is 0) in every token, value groups of one constant */
+ * key channel that is 0.75 (and one that is 0) in every token, value groups of one constant,
+ * NaN and infinite elements */
 static int g_special;
 
 static void gen_kv(float *k, float *v, int n, int Hkv, int hd) {
@@ -99,6 +100,13 @@ static void gen_kv(float *k, float *v, int n, int Hkv, int hd) {
                     if (c == 4) x = 0.f;
                     if (c >= 32 && c < 64) y = (h & 1) ? 1.5f : 0.f;
                     if (t % 32 == 17) x = y = 0.f;
+                    /* non-finite input: a NaN key element (its token's rotated head row is all NaN
+                     * and its norm falls back to 1), a NaN and an infinite value; none is the
+                     * first of a value group or of a GPU lane's half of one (the CPU's min / max
+                     * start from the group's first element) */
+                    if (t % 32 == 21 && h == 0 && c == 7) x = NAN;
+                    if (t % 32 == 22 && c == 37) y = NAN;
+                    if (t % 32 == 23 && c == 70) y = INFINITY;
                 }
                 k[((size_t)t * Hkv + h) * hd + c] = rbf(x);
                 v[((size_t)t * Hkv + h) * hd + c] = rbf(y);
