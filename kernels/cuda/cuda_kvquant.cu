@@ -1972,8 +1972,10 @@ int mq_blocks_per_sm(void) {
  * call 10, device time): (8,32K) 93.2 / 93.8 us merged in the kernel vs 96.5 / 96.2,
  * (16,8K) 56.1 / 55.7 vs 58.3 / 58.6, but (1,128K) 51.4 / 51.4 vs 50.4 / 50.2 and (1,4K) +1 us:
  * with 66 splits a pair, four dependent round trips (two arrivals, two merges) after the last
- * block take longer than the combine's launch and single round trip. OSC_KVQ_FUSED: 0 never,
- * 2 always (tests, A/B), else this rule. */
+ * block take longer than the combine's launch and single round trip. Merged in one level
+ * (mq_one_level), batch 1 still loses to the streaming combine: (1,128K) 49.8-50.2 us vs
+ * 48.4-48.6, (1,4K) 11.1-11.2 vs 10.2-10.4 (H100, session 18). OSC_KVQ_FUSED: 0 never, 2 always
+ * (tests, A/B), else this rule. */
 int g_mq_fused = -1; /* osc_cuda_kv_fused_merge; -1: OSC_KVQ_FUSED */
 bool mq_fused(int B, int Hkv, int NS) {
     if (g_mq_fused < 0) {
