@@ -138,10 +138,12 @@ void osc_kvq_quant_v_row(const float *x, int hd, int bits, uint32_t *words, uint
     for (int i = 0; i < hd * bits / 32; i++) words[i] = 0;
     for (int g = 0; g < hd / OSC_KV_G; g++) {
         const float *xg = x + g * OSC_KV_G;
+        /* fminf / fmaxf skip NaN wherever it sits, as the GPU pack's do (a comparison chain
+         * started at a NaN xg[0] kept it as the min and max) */
         float lo = xg[0], hi = xg[0];
         for (int c = 1; c < OSC_KV_G; c++) {
-            if (xg[c] < lo) lo = xg[c];
-            if (xg[c] > hi) hi = xg[c];
+            lo = fminf(lo, xg[c]);
+            hi = fmaxf(hi, xg[c]);
         }
         float s;
         int zint;

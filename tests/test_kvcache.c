@@ -232,6 +232,39 @@ static void test_hadamard(void) {
     CHECK(osc_kvq_token_norm(z, 8) == 1.0f, "norm of NaN -> 1");
 }
 
+/* A NaN value element, first in its group or not, is skipped by the group's range (the others
+ * keep the params they have without it) and gets code 0, as in the GPU pack; an all-NaN group
+ * falls back to the range [-1, 1]. */
+static void test_nan_values(void) {
+    float x[64];
+    for (int i = 0; i < 64; i++) x[i] = 0.25f * (float)(i % 32) - 3.0f;
+    uint32_t w0[4], w1[4];
+    uint16_t p0[4], p1[4];
+    for (int at = 0; at < 32; at += 13) { /* elements 0, 13, 26 of group 0 */
+        float y[64];
+        memcpy(y, x, sizeof x);
+        y[at] = NAN;
+        float r[64];
+        memcpy(r, x, sizeof x);
+        r[at] = r[at == 0 ? 1 : at - 1]; /* a duplicate of a neighbour: the same min and max */
+        osc_kvq_quant_v_row(y, 64, 2, w1, p1);
+        osc_kvq_quant_v_row(r, 64, 2, w0, p0);
+        CHECK(!memcmp(p0, p1, sizeof p0), "NaN at %d: params %04x %04x vs %04x %04x", at, p1[0], p1[1], p0[0], p0[1]);
+        CHECK(((w1[at / 16] >> (2 * (at % 16))) & 3u) == 0u, "NaN at %d: code %u", at,
+              (w1[at / 16] >> (2 * (at % 16))) & 3u);
+        for (int i = 0; i < 64; i++)
+            if (i != at)
+                CHECK(((w1[i / 16] ^ w0[i / 16]) >> (2 * (i % 16)) & 3u) == 0u, "NaN at %d: code %d differs", at, i);
+    }
+    float z[32];
+    for (int i = 0; i < 32; i++) z[i] = NAN;
+    uint32_t wz[2];
+    uint16_t pz[2];
+    osc_kvq_quant_v_row(z, 32, 2, wz, pz);
+    CHECK(osc_f16_to_f32(pz[0]) > 0.66f && osc_f16_to_f32(pz[0]) < 0.67f && wz[0] == 0u && wz[1] == 0u,
+          "all-NaN group: scale %g, words %08x %08x", osc_f16_to_f32(pz[0]), wz[0], wz[1]);
+}
+
 /* ---- cache helpers ------------------------------------------------------------------------- */
 
 static osc_kv *mk(const char *mode, int L, int H, int hd, int ctx, int R) {
@@ -558,6 +591,7 @@ int main(void) {
     test_random_bounds();
     test_frag_order();
     test_hadamard();
+    test_nan_values();
     test_norm_shared();
     test_attend_vs_dequant();
     test_tni();

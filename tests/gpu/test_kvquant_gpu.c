@@ -101,9 +101,7 @@ static void gen_kv(float *k, float *v, int n, int Hkv, int hd) {
                     if (c >= 32 && c < 64) y = (h & 1) ? 1.5f : 0.f;
                     if (t % 32 == 17) x = y = 0.f;
                     /* non-finite input: a NaN key element (its token's rotated head row is all NaN
-                     * and its norm falls back to 1), a NaN and an infinite value; none is the
-                     * first of a value group or of a GPU lane's half of one (the CPU's min / max
-                     * start from the group's first element) */
+                     * and its norm falls back to 1), a NaN and an infinite value */
                     if (t % 32 == 21 && h == 0 && c == 7) x = NAN;
                     if (t % 32 == 22 && c == 37) y = NAN;
                     if (t % 32 == 23 && c == 70) y = INFINITY;
