@@ -3,9 +3,9 @@
  *
  * pack:      random bf16 keys with strongly varying token norms (some 50x, some 0.02x) and
  *            values, then the same with degenerate data (g_special: zero, 1e20 and 1e-20
- *            tokens, constant channels and value groups, NaN and infinite elements); hd 128 (k_kv_pack128) and 64 / 256
- *            (k_kv_pack). The CPU reference rotates and normalises (osc_kvq_khat) the
- *            same bf16 values in fp32 and quantises with
+ *            tokens, constant channels and value groups, NaN and infinite elements); hd 128
+ *            (k_kv_pack128) and 64 / 256 (k_kv_pack). The CPU reference rotates and
+ *            normalises (osc_kvq_khat) the same bf16 values in fp32 and quantises with
  *            osc_kvq_quant_k_group / osc_kvq_quant_v_row. Codes must match except rare ties
  *            (<= 0.1% of codes, each off by one), params likewise, norms to fp32 rounding, and
  *            the dequantised values within one quantisation step.
