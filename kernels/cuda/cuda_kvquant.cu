@@ -327,33 +327,66 @@ __device__ __forceinline__ int kf_idx(int c) {
 /* the 16 codes of x as 16 / per words of per codes (code e of a word at bits BITS e), as
  * kv_code: each clamped value is M + code in fp32, so a word is the sum of their bit patterns
  * shifted into place (one LEA per code) less M's pattern times the sum of the shifts' powers
- * (mod 2^32). Four instructions per code, for finite and non-finite inputs alike. */
+ * (mod 2^32). lo, hi: the min and max of the group, which holds no NaN when `finite` (callers:
+ * pk_words). x * rs + mz is monotone in x (rs > 0), so when the extremes' values lie in
+ * [M, M + qmax] every value does and the clamps change nothing: two instructions a code instead
+ * of four. Otherwise (NaN, infinities, the zero's rounding putting an extreme half a step out or
+ * a tie at the top, clamped ranges) the clamped rule. */
 template <int BITS>
-__device__ __forceinline__ void kv_words16(const float (&x)[16], float rs, int zint, uint32_t (&w)[16 * BITS / 32]) {
+__device__ __forceinline__ void kv_words16(const float (&x)[16], float lo, float hi, float rs, int zint, bool finite,
+                                           uint32_t (&w)[16 * BITS / 32]) {
     constexpr int per = 32 / BITS, qmax = (1 << BITS) - 1;
     constexpr uint32_t pw = BITS == 2 ? 0x55555555u : 0x11111111u; /* sum of 2^(BITS e), e < per */
     const float mz = kv_mz(zint);
+    if (finite && __fmaf_rn(lo, rs, mz) >= OSC_KVQ_MAGIC && __fmaf_rn(hi, rs, mz) <= OSC_KVQ_MAGIC + (float)qmax) {
 #pragma unroll
-    for (int k = 0; k < 16 / per; k++) {
-        uint32_t acc = 0u;
+        for (int k = 0; k < 16 / per; k++) {
+            uint32_t acc = 0u;
 #pragma unroll
-        for (int e = 0; e < per; e++) acc += __float_as_uint(kv_code_f(x[k * per + e], rs, mz, qmax)) << (BITS * e);
-        w[k] = acc - __float_as_uint(OSC_KVQ_MAGIC) * pw;
+            for (int e = 0; e < per; e++) acc += __float_as_uint(__fmaf_rn(x[k * per + e], rs, mz)) << (BITS * e);
+            w[k] = acc - __float_as_uint(OSC_KVQ_MAGIC) * pw;
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < 16 / per; k++) {
+            uint32_t acc = 0u;
+#pragma unroll
+            for (int e = 0; e < per; e++)
+                acc += __float_as_uint(kv_code_f(x[k * per + e], rs, mz, qmax)) << (BITS * e);
+            w[k] = acc - __float_as_uint(OSC_KVQ_MAGIC) * pw;
+        }
     }
 }
 
-/* A group split over two lanes (this one and lane ^ m), lo / hi over this lane's part: the
- * group's (scale, zero) params (returned) and the words of this lane's 16 values */
+/* min that returns NaN when either input is (the fminf of --use_fast_math otherwise: .ftz) */
+__device__ __forceinline__ float fmin_nan(float a, float b) {
+    float d;
+    asm("min.ftz.NaN.f32 %0, %1, %2;" : "=f"(d) : "f"(a), "f"(b));
+    return d;
+}
+
+/* A group split over two lanes (this one and lane ^ m); lo / hi over this lane's part, lo by
+ * fmin_nan from lo0 (so NaN when any value is), hi by fmaxf: the group's (scale, zero) params
+ * (returned) and the words of this lane's 16 values. A NaN anywhere in the warp's groups (rare:
+ * the whole warp takes the branch, so the shuffle stays full) has its lo taken again by fminf
+ * from lo0, as kv_quant.c's min skips NaN. */
 template <int BITS>
-__device__ __forceinline__ uint32_t pk_words(const float (&x)[16], float lo, float hi, int m,
+__device__ __forceinline__ uint32_t pk_words(const float (&x)[16], float lo0, float lo, float hi, int m,
                                              uint32_t (&wd)[16 * BITS / 32]) {
-    lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, m));
+    lo = fmin_nan(lo, __shfl_xor_sync(0xffffffffu, lo, m));
     hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, m));
+    const bool nan = isnan(lo); /* a NaN among the group's values */
+    if (__any_sync(0xffffffffu, nan)) {
+        lo = lo0;
+#pragma unroll
+        for (int i = 0; i < 16; i++) lo = fminf(lo, x[i]);
+        lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, m));
+    }
     float sc, rs;
     int zint;
     uint32_t prm;
     kv_range(lo, hi, BITS, &sc, &rs, &zint, &prm);
-    kv_words16<BITS>(x, rs, zint, wd);
+    kv_words16<BITS>(x, lo, hi, rs, zint, !nan, wd);
     return prm;
 }
 
@@ -430,10 +463,10 @@ __device__ __forceinline__ uint32_t pk_vrow(const float (&y)[16], uint32_t (&wd)
     float lo = y[0], hi = y[0];
 #pragma unroll
     for (int i = 1; i < 16; i++) {
-        lo = fminf(lo, y[i]);
+        lo = fmin_nan(lo, y[i]);
         hi = fmaxf(hi, y[i]);
     }
-    return pk_words<BITS>(y, lo, hi, 1, wd);
+    return pk_words<BITS>(y, y[0], lo, hi, 1, wd);
 }
 
 /* 2-bit fragment order (kv_quant.h osc_kvq_frag_k / _v): w0 and w1 hold 16 codes each at bits
@@ -509,18 +542,19 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
         /* this lane's row in iteration it: 2 bits (per head) head it of token tv, 4 bits row t + 32 it */
         const int step = BITS == 2 ? 1 : 32;
         int r = BITS == 2 ? tv * Hkv : t;
-        uint4 vn[2];
-        {
-            const uint4 *p = reinterpret_cast<const uint4 *>(v + (size_t)r * HD) + vc;
-            vn[0] = p[0];
-            vn[1] = p[2];
-        }
+        /* the row's pieces, and (2 bits) this lane's param and output word of head 0: each head
+         * one step on (per-lane addresses once, not again per row) */
+        const uint4 *vr = reinterpret_cast<const uint4 *>(v + (size_t)r * HD) + vc;
+        uint16_t *vpo = vp + (size_t)g * Hkv * 256 + osc_kvq_frag_vp(tv, j >> 1, j & 1);
+        uint32_t *vqo =
+            vq + (size_t)g * Hkv * 256 + 128 * (warp >> 2) + 16 * (lane >> 2) + 4 * (warp & 3) + (lane & 3);
+        uint4 vn[2] = {vr[0], vr[2]};
         for (int it = 0; it < Hkv; it++, r += step) {
             const uint4 cur[2] = {vn[0], vn[1]};
+            vr += step * (HD / 8);
             if (it + 1 < Hkv) {
-                const uint4 *p = reinterpret_cast<const uint4 *>(v + (size_t)(r + step) * HD) + vc;
-                vn[0] = p[0];
-                vn[1] = p[2];
+                vn[0] = vr[0];
+                vn[1] = vr[2];
             }
             float y[16];
             cvt16(cur, y);
@@ -529,7 +563,8 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
             const uint16_t pv = (uint16_t)(pr >> (16 * (j & 1))); /* lane j: scale (j even) or zero */
             if constexpr (BITS == 2) {
                 const int h = it;
-                vp[((size_t)g * Hkv + h) * 256 + osc_kvq_frag_vp(tv, j >> 1, j & 1)] = pv;
+                *vpo = pv;
+                vpo += 256;
                 /* row-layout word j: lane 2G's low halves with lane 2G + 1's (word 2G), or their
                  * high halves (word 2G + 1) */
                 const uint32_t o = __shfl_xor_sync(0xffffffffu, wd[0], 1);
@@ -539,8 +574,8 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
                 uint32_t *vw = vfr[h & 1][warp];
                 vw[lane] = word; /* row sub, word j */
                 __syncwarp();
-                vq[((size_t)g * Hkv + h) * 256 + 128 * (warp >> 2) + 16 * (lane >> 2) + 4 * (warp & 3) + (lane & 3)] =
-                    frag_word_v4(vw, lane);
+                *vqo = frag_word_v4(vw, lane);
+                vqo += 256;
             } else {
                 const size_t row = (size_t)g * 32 * Hkv + r;
                 vq[row * VW + vc] = wd[0];
@@ -637,11 +672,11 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
 #pragma unroll
         for (int i = 0; i < 16; i++) {
             col[i] = src[i * PK_LD];
-            lo = fminf(lo, col[i]);
+            lo = fmin_nan(lo, col[i]);
             hi = fmaxf(hi, col[i]);
         }
         uint32_t wd[16 * BITS / 32];
-        const uint32_t prm = pk_words<BITS>(col, lo, hi, 16, wd);
+        const uint32_t prm = pk_words<BITS>(col, INFINITY, lo, hi, 16, wd);
         const size_t blk = (size_t)g * Hkv + h;
         if constexpr (BITS == 2) {
             /* (scale, zero) to their fragment-order places: the warp's 32 stores are one
