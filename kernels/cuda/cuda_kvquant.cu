@@ -1435,8 +1435,8 @@ __device__ __forceinline__ int mq_chunk(int n) {
  * partials WPH = NW / G warps share a head: warp part p folds partials p, p + WPH, ... (MQ_RB
  * loads in flight a lane), then part 0 folds the other parts' results in part order from shared
  * memory (sh, NW x 132 floats), so the order is fixed; up to MQ_RB one warp a head does it all
- * in one round trip (more warps add a barrier and save nothing: with them a two-level merge
- * measured 1-2 us slower at (8,32K), H100, session 17). Every thread of the block calls it. */
+ * in one round trip (more warps add a barrier; session 17's A/B of the two compared a build with
+ * itself, PERFORMANCE.md session 19). Every thread of the block calls it. */
 __device__ __forceinline__ void mq_merge(float *__restrict__ pa, float2 *__restrict__ pml, bf16 *__restrict__ out,
                                          int G, size_t row0, size_t rstep, int m, float *sh) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -2026,9 +2026,9 @@ bool mq_fused(int B, int Hkv, int NS) {
  * all n partials, beyond MQ_RB of them with NW / G warps a head) instead of two (chunks of
  * ceil(sqrt(n)), then the chunks): when a warp folds at most 3 x MQ_RB partials, i.e. three
  * dependent round trips of loads, against two levels' two round trips plus the second arrival.
- * H100 (session 17, device time): (8,32K) 87.2-88.5 us vs 88.1-89.6 for the two-level merge of
- * one warp a head (the tree before), (16,8K) level. OSC_KVQ_ONE: 0 never, 2 always (tests, A/B),
- * else this rule. */
+ * H100 (session 17, device time, one build): (8,32K) 87.2-88.0 us vs 89.1-90.2 with OSC_KVQ_ONE=0;
+ * against the tree before it was not measured (PERFORMANCE.md session 19). OSC_KVQ_ONE: 0 never,
+ * 2 always (tests, A/B), else this rule. */
 int g_mq_one = -1; /* osc_cuda_kv_one_level_merge; -1: OSC_KVQ_ONE */
 bool mq_one_level(int G, int NS) {
     if (g_mq_one < 0) {
