@@ -307,15 +307,20 @@ k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int r
  * in fp64, within an fp32 ulp of the norm of the rotated values), so each key row is rotated once.
  * Block: 32 tokens, all heads, 256 threads; per head the rotated, normalised rows go through a
  * shared [32][PK_LD] tile to one thread per (channel, half of the tokens). */
-/* floats per tile row (16-byte rows); tokens 16..31 sit 16 floats further, so the two halves'
- * column reads fall on different banks */
-const int PK_LD = 144, PK_TILE = 32 * PK_LD + 16;
-
-__device__ __forceinline__ int pk_row_off(int t) { return t * PK_LD + (t >= 16 ? 16 : 0); }
-/* a channel's column in a tile row: each 32 channels 4 floats further than the previous 32, so
- * the 8 lanes of a row store their 16-byte pieces (channels 8j, 64 + 8j) to 8 different bank
- * quads (row width 140 of PK_LD) */
-__device__ __forceinline__ int pk_col(int c) { return c + 4 * (c >> 5); }
+/* A tile row (one token's rotated, scaled key) is 8 chunks of PK_KC floats: chunk m holds the 16
+ * channels c = m (mod 8) at k = c / 8 (k ^ 2 in rows 16..31). The same places first take the
+ * row after the butterflies of half-widths 1, 2, 4 (lane j's channels 8j + i, 64 + 8j + i: 16
+ * scalar stores), and lane j reads chunk j back as 4 float4: channels j + 8k, whose butterflies
+ * of half-widths 8 .. 64 are then in registers (k's bits). That is 16 stores and 4 loads where
+ * three levels of shuffles took 48 SHFL and 48 FFMA. Banks: a row is 168 = 8 (mod 32) floats,
+ * so the 4 rows of a warp's scalar stores fall on 4 different 8-bank runs; a chunk is 20 floats,
+ * so the 8 chunks start on 8 different bank quads: the float4 accesses of a row, and the column
+ * reads of 32 consecutive channels (8 chunks x 4 neighbouring k), touch every bank once. (The
+ * k ^ 2 of rows 16..31 served column reads that took both token halves in one instruction; they
+ * no longer do, and it costs nothing but a uniform branch.) */
+const int PK_KC = 20, PK_LD = 168, PK_TILE = 32 * PK_LD;
+/* channel c's place in a tile row; sw = 2 in rows 16..31, else 0 */
+__device__ __forceinline__ int pk_pos(int c, int sw) { return (c & 7) * PK_KC + ((c >> 3) ^ sw); }
 /* the 2-bit K reorder words: channel c's two words (token halves) at uint2 kf_idx(c); the
  * 16-channel blocks of each 64 are shifted by 0, 1, 4, 5 uint2 pairs so the 8 lanes of a quarter
  * warp in frag_word_k (channels 16a + 4b, a < 4, b < 2) read 8 different bank quads */
@@ -327,10 +332,9 @@ __device__ __forceinline__ int kf_idx(int c) {
 /* the 16 codes of x as 16 / per words of per codes (code e of a word at bits BITS e), as
  * kv_code: each clamped value is M + code in fp32, so a word is the sum of their bit patterns
  * shifted into place (one LEA per code) less M's pattern times the sum of the shifts' powers
- * (mod 2^32). lo, hi: the min and max of the group, which holds no NaN when `finite` (callers:
- * pk_words). x * rs + mz is monotone in x (rs > 0), so when the extremes' values lie in
- * [M, M + qmax] every value does and the clamps change nothing: two instructions a code instead
- * of four. Otherwise (NaN, infinities, the zero's rounding putting an extreme half a step out or
+ * (mod 2^32). lo, hi: the min and max of the group, which holds no NaN when `finite`.
+ * x * rs + mz is monotone in x (rs > 0), so when the extremes' values lie in [M, M + qmax]
+ * every value does and the clamps change nothing: two instructions a code instead of four. Otherwise (NaN, infinities, the zero's rounding putting an extreme half a step out or
  * a tie at the top, clamped ranges) the clamped rule. */
 template <int BITS>
 __device__ __forceinline__ void kv_words16(const float (&x)[16], float lo, float hi, float rs, int zint, bool finite,
@@ -363,31 +367,6 @@ __device__ __forceinline__ float fmin_nan(float a, float b) {
     float d;
     asm("min.ftz.NaN.f32 %0, %1, %2;" : "=f"(d) : "f"(a), "f"(b));
     return d;
-}
-
-/* A group split over two lanes (this one and lane ^ m); lo / hi over this lane's part, lo by
- * fmin_nan from lo0 (so NaN when any value is), hi by fmaxf: the group's (scale, zero) params
- * (returned) and the words of this lane's 16 values. A NaN anywhere in the warp's groups (rare:
- * the whole warp takes the branch, so the shuffle stays full) has its lo taken again by fminf
- * from lo0, as kv_quant.c's min skips NaN. */
-template <int BITS>
-__device__ __forceinline__ uint32_t pk_words(const float (&x)[16], float lo0, float lo, float hi, int m,
-                                             uint32_t (&wd)[16 * BITS / 32]) {
-    lo = fmin_nan(lo, __shfl_xor_sync(0xffffffffu, lo, m));
-    hi = fmaxf(hi, __shfl_xor_sync(0xffffffffu, hi, m));
-    const bool nan = isnan(lo); /* a NaN among the group's values */
-    if (__any_sync(0xffffffffu, nan)) {
-        lo = lo0;
-#pragma unroll
-        for (int i = 0; i < 16; i++) lo = fminf(lo, x[i]);
-        lo = fminf(lo, __shfl_xor_sync(0xffffffffu, lo, m));
-    }
-    float sc, rs;
-    int zint;
-    uint32_t prm;
-    kv_range(lo, hi, BITS, &sc, &rs, &zint, &prm);
-    kv_words16<BITS>(x, lo, hi, rs, zint, !nan, wd);
-    return prm;
 }
 
 /* float -> double without the flush to zero that --use_fast_math adds to (double)x (an FMUL.FTZ
@@ -429,12 +408,11 @@ __device__ __forceinline__ void ld_row(const bf16 *row, int j, uint4 (&r)[2]) {
     r[1] = reinterpret_cast<const uint4 *>(row)[8 + j];
 }
 
-/* osc_kvq_hadamard's butterflies on a row held by 8 lanes, lane j with channels 8j + i and
- * 64 + 8j + i (x[i], x[8 + i], i < 8): half-widths 1, 2, 4 in registers, 8, 16, 32 across lanes,
- * 64 in registers; the same additions, level by level in the same order, so the same values */
-__device__ __forceinline__ void fwht8x2(float (&x)[16], int j) {
+/* osc_kvq_hadamard's butterfly levels of half-widths 1, 2, .., N / 2 over the register index
+ * (lower index a + b, upper a - b) */
+template <int N> __device__ __forceinline__ void bfly_regs(float (&x)[16]) {
 #pragma unroll
-    for (int h = 1; h < 8; h <<= 1)
+    for (int h = 1; h < N; h <<= 1)
 #pragma unroll
         for (int i = 0; i < 16; i++)
             if (!(i & h)) {
@@ -442,31 +420,28 @@ __device__ __forceinline__ void fwht8x2(float (&x)[16], int j) {
                 x[i] = __fadd_rn(a, b);
                 x[i + h] = __fsub_rn(a, b);
             }
-#pragma unroll
-    for (int m = 1; m < 8; m <<= 1) {
-        const float sg = (j & m) ? -1.0f : 1.0f; /* upper lane: partner - own; lower: own + partner */
-#pragma unroll
-        for (int i = 0; i < 16; i++) x[i] = __fmaf_rn(sg, x[i], __shfl_xor_sync(0xffffffffu, x[i], m));
-    }
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-        const float a = x[i], b = x[i + 8];
-        x[i] = __fadd_rn(a, b);
-        x[i + 8] = __fsub_rn(a, b);
-    }
 }
 
-/* 16 channels of a V row in this lane (lanes j, j ^ 1 hold one group of 32): the group's
- * (scale, zero) params (returned) and the code words of y: one (2 bits) or two */
-template <int BITS>
-__device__ __forceinline__ uint32_t pk_vrow(const float (&y)[16], uint32_t (&wd)[16 * BITS / 32]) {
-    float lo = y[0], hi = y[0];
+/* The second half of a key row's transform (see PK_KC): this lane's tile chunk (channels j + 8k
+ * at place k ^ SW, after the half-widths 1, 2, 4) through the half-widths 8, 16, 32, 64 (k's
+ * bits), times the token's factor f, back to the same places */
+template <int SW> __device__ __forceinline__ void pk_krow_hi(float *chunk, float f) {
+    float4 *c4 = reinterpret_cast<float4 *>(chunk);
+    float y[16];
 #pragma unroll
-    for (int i = 1; i < 16; i++) {
-        lo = fmin_nan(lo, y[i]);
-        hi = fmaxf(hi, y[i]);
+    for (int q = 0; q < 4; q++) {
+        const float4 r = c4[q];
+        y[4 * q + (0 ^ SW)] = r.x;
+        y[4 * q + (1 ^ SW)] = r.y;
+        y[4 * q + (2 ^ SW)] = r.z;
+        y[4 * q + (3 ^ SW)] = r.w;
     }
-    return pk_words<BITS>(y, y[0], lo, hi, 1, wd);
+    bfly_regs<16>(y);
+#pragma unroll
+    for (int i = 0; i < 16; i++) y[i] = __fmul_rn(y[i], f);
+#pragma unroll
+    for (int q = 0; q < 4; q++)
+        c4[q] = make_float4(y[4 * q + (0 ^ SW)], y[4 * q + (1 ^ SW)], y[4 * q + (2 ^ SW)], y[4 * q + (3 ^ SW)]);
 }
 
 /* 2-bit fragment order (kv_quant.h osc_kvq_frag_k / _v): w0 and w1 hold 16 codes each at bits
@@ -501,13 +476,15 @@ __device__ __forceinline__ uint32_t frag_word_v4(const uint32_t *vw, int L) {
     return word;
 }
 
-/* Phases: 1. token norms (all heads of the block's keys); 2. K per head through the tile;
- * 3. V per row. Odd blocks run 3 first, so half of the blocks of a wave start on the values while
- * the other half read the keys for their norms (2% faster on the H100 than all in one order).
- * 4 blocks per SM: 64 registers at most (a 65th costs a quarter of the warps). The K tile and
- * the 2-bit K reorder words are double-buffered, so one barrier per head does: head h's tile is
- * written while head h - 1's was read before this head's barrier, and head h - 1's output words
- * are complete at it (2% faster than two barriers per head on the H100). */
+/* Phases: 1. token norms (all heads of the block's keys); 2. K, two heads a pass through the two
+ * tiles; 3. V, a group a lane. Odd blocks run 3 first, so half of the blocks of a wave start on
+ * the values while the other half read the keys for their norms (2% faster on the H100 than all
+ * in one order). 4 blocks per SM: 64 registers at most (a 65th costs a quarter of the warps).
+ * Phases 2 and 3 give each group (a K channel over 32 tokens, a V row's 32 channels) to one
+ * thread: its range, params and codes are then worked out once, with no shuffles (two threads a
+ * group did the range twice); with the key rows' transpose in the tile (PK_KC) that is 15% fewer
+ * instructions and 4% less time than two threads a group and one head a barrier (H100, session
+ * 20). */
 template <int BITS>
 __global__ void __launch_bounds__(PK_THREADS, 4)
 k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int rotate, int norm_scale, float rsq,
@@ -517,7 +494,12 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
     __shared__ __align__(16) float tiles[2][PK_TILE];
     __shared__ float kns[32]; /* per token: the factor of its rotated key */
     __shared__ __align__(16) uint2 kfrs[2][PK_KF];  /* 2 bits: K row-layout codes to reorder */
-    __shared__ __align__(16) uint32_t vfr[2][8][32]; /* 2 bits: each warp's V row-layout codes to reorder */
+    /* 2 bits: each warp's V row-layout codes to reorder, in the last 4 KB of the tiles: the norms'
+     * cp.async staging (the first 32 KB) never reaches them, the keys use them only after the
+     * barrier that follows the norms, and (not first) the values start after the keys' last
+     * barrier */
+    static_assert(2 * PK_TILE * 4 - 2 * 8 * 64 * 4 >= 4 * 32 * 16 * 16, "vfr overlaps the norms' staging");
+    uint32_t(*vfr)[8][64] = reinterpret_cast<uint32_t(*)[8][64]>(&tiles[0][0] + 2 * PK_TILE - 2 * 8 * 64);
     const int gi = blockIdx.x;
     const int g = pk_group(gi, bt, gpp, pgb, g_first, kq, kp, vq, vp, kn);
     k += (size_t)gi * 32 * Hkv * HD;
@@ -527,60 +509,88 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
     const int t = warp * 4 + sub;            /* this lane's token in phases 1 and 2 */
     /* 3. (first in odd blocks) */
     auto values = [&]() {
-        /*    V rows ([token][head] order): lanes 2G, 2G + 1 hold group G (channels 32G..32G + 31),
-         *    lane j its 16-byte pieces a + {0, 2} (a = j & 1), i.e. channels 32G + 8a.. and
-         *    32G + 16 + 8a..: each load instruction reads whole 32-byte sectors (a lane's 32
-         *    contiguous bytes took two loads that each touched every sector twice). Its 16 codes
-         *    make one word (2 bits: half words a of words 2G and 2G + 1) or two (4 bits). The next
-         *    row is loaded over this one's codes (3-4% faster on the H100; the rows are otherwise the
-         *    only loads of this phase, each waited for). 2 bits: warp 4m + t' takes the tokens
-         *    16m + 2t' + {0, 1, 8, 9}, whose fragment-order words are its own (frag_word_v4), so the
-         *    reorder needs no block barrier. */
-        constexpr int VW = HD * BITS / 32;
-        const int vc = 4 * (j >> 1) + (j & 1); /* the lane's first 16-byte piece (second: vc + 2) */
-        const int tv = BITS == 2 ? 16 * (warp >> 2) + 2 * (warp & 3) + (sub & 1) + 8 * (sub >> 1) : t;
-        /* this lane's row in iteration it: 2 bits (per head) head it of token tv, 4 bits row t + 32 it */
-        const int step = BITS == 2 ? 1 : 32;
-        int r = BITS == 2 ? tv * Hkv : t;
-        /* the row's pieces, and (2 bits) this lane's param and output word of head 0: each head
-         * one step on (per-lane addresses once, not again per row) */
-        const uint4 *vr = reinterpret_cast<const uint4 *>(v + (size_t)r * HD) + vc;
-        uint16_t *vpo = vp + (size_t)g * Hkv * 256 + osc_kvq_frag_vp(tv, j >> 1, j & 1);
+        /*    V rows, one lane a 32-channel group (lane L: group G = L % 4 of the warp's row slot
+         *    L / 4), so the range and its params are worked out once a group, with no shuffles,
+         *    where two lanes a group did both (half of this phase's instructions were per lane,
+         *    not per value). 2 bits: in iteration it the warp takes heads 2 it + hq (slots 4 hq +
+         *    s) of its four tokens 16m + 2t' + {0, 1, 8, 9} (warp 4m + t'), whose fragment-order
+         *    words are its own (frag_word_v4: two words a lane, one a head); 4 bits: rows 8 warp
+         *    + slot + 64 it ([token][head] order). The next rows are loaded over this one's codes. */
+        const int G = lane & 3, slot = lane >> 2, hq = slot >> 2, s = slot & 3;
+        const int tv = BITS == 2 ? 16 * (warp >> 2) + 2 * (warp & 3) + (s & 1) + 8 * (s >> 1) : 0;
+        const int n_it = (Hkv + 1) >> 1;
+        /* row of iteration it: 2 bits tv Hkv + 2 it + hq (valid while 2 it + hq < Hkv); 4 bits
+         * 8 warp + slot + 64 it (valid while < 32 Hkv) */
+        int r = BITS == 2 ? tv * Hkv + hq : 8 * warp + slot;
+        const int step = BITS == 2 ? 2 : 64;
+        const int rlast = BITS == 2 ? tv * Hkv + Hkv : 32 * Hkv; /* rows from here are not this lane's */
+        const uint4 *vr = reinterpret_cast<const uint4 *>(v + (size_t)r * HD) + 4 * G;
+        uint4 vn[4] = {};
+        if (r < rlast) {
+#pragma unroll
+            for (int q = 0; q < 4; q++) vn[q] = vr[q];
+        }
+        uint16_t *vpo = vp + ((size_t)g * Hkv + hq) * 256;
         uint32_t *vqo =
             vq + (size_t)g * Hkv * 256 + 128 * (warp >> 2) + 16 * (lane >> 2) + 4 * (warp & 3) + (lane & 3);
-        uint4 vn[2] = {vr[0], vr[2]};
-        for (int it = 0; it < Hkv; it++, r += step) {
-            const uint4 cur[2] = {vn[0], vn[1]};
+        for (int it = 0; it < n_it; it++, r += step) {
+            const uint4 cur[4] = {vn[0], vn[1], vn[2], vn[3]};
+            const bool ok = r < rlast;
             vr += step * (HD / 8);
-            if (it + 1 < Hkv) {
-                vn[0] = vr[0];
-                vn[1] = vr[2];
+            if (r + step < rlast) {
+#pragma unroll
+                for (int q = 0; q < 4; q++) vn[q] = vr[q];
             }
-            float y[16];
-            cvt16(cur, y);
-            uint32_t wd[16 * BITS / 32];
-            const uint32_t pr = pk_vrow<BITS>(y, wd);
-            const uint16_t pv = (uint16_t)(pr >> (16 * (j & 1))); /* lane j: scale (j even) or zero */
+            /* the group's range on the bf16 pairs (exact: min / max only pick values): lo NaN
+             * when a value is, hi the max of the values that are not */
+            const __nv_bfloat162 *pr = reinterpret_cast<const __nv_bfloat162 *>(cur);
+            __nv_bfloat162 mn = pr[0], mx = pr[0];
+#pragma unroll
+            for (int i = 1; i < 16; i++) {
+                mn = __hmin2_nan(mn, pr[i]);
+                mx = __hmax2(mx, pr[i]);
+            }
+            float lo = fmin_nan(__low2float(mn), __high2float(mn));
+            const float hi = fmaxf(__low2float(mx), __high2float(mx));
+            const bool nan = isnan(lo); /* kv_quant.c's min skips NaN: the min of the rest */
+            if (nan) {
+                mn = pr[0];
+#pragma unroll
+                for (int i = 1; i < 16; i++) mn = __hmin2(mn, pr[i]);
+                lo = fminf(__low2float(mn), __high2float(mn));
+            }
+            float sc, rs;
+            int zint;
+            uint32_t prm;
+            kv_range(lo, hi, BITS, &sc, &rs, &zint, &prm);
+            uint32_t wa[16 * BITS / 32], wb[16 * BITS / 32];
+            {
+                float y[16]; /* channels 32G + 0..15, then 32G + 16..31 */
+                cvt16(*reinterpret_cast<const uint4(*)[2]>(&cur[0]), y);
+                kv_words16<BITS>(y, lo, hi, rs, zint, !nan, wa);
+                cvt16(*reinterpret_cast<const uint4(*)[2]>(&cur[2]), y);
+                kv_words16<BITS>(y, lo, hi, rs, zint, !nan, wb);
+            }
             if constexpr (BITS == 2) {
-                const int h = it;
-                *vpo = pv;
-                vpo += 256;
-                /* row-layout word j: lane 2G's low halves with lane 2G + 1's (word 2G), or their
-                 * high halves (word 2G + 1) */
-                const uint32_t o = __shfl_xor_sync(0xffffffffu, wd[0], 1);
-                const uint32_t word = (j & 1) ? __byte_perm(o, wd[0], 0x7632) : __byte_perm(wd[0], o, 0x5410);
-                /* fragment order: the warp's 4 rows' words to shared (two buffers, so one warp
-                 * barrier per head), then one output word per lane */
-                uint32_t *vw = vfr[h & 1][warp];
-                vw[lane] = word; /* row sub, word j */
+                if (ok) {
+                    vpo[osc_kvq_frag_vp(tv, G, 0)] = (uint16_t)prm;
+                    vpo[osc_kvq_frag_vp(tv, G, 1)] = (uint16_t)(prm >> 16);
+                }
+                vpo += 512;
+                /* row-layout words 2G, 2G + 1 of row s of head hq to shared (two buffers, so one
+                 * warp barrier an iteration), then a fragment-order word a head */
+                uint32_t *vw = vfr[it & 1][warp];
+                *reinterpret_cast<uint2 *>(vw + 32 * hq + 8 * s + 2 * G) = make_uint2(wa[0], wb[0]);
                 __syncwarp();
-                *vqo = frag_word_v4(vw, lane);
-                vqo += 256;
+                vqo[0] = frag_word_v4(vw, lane);
+                if (2 * it + 1 < Hkv) vqo[256] = frag_word_v4(vw + 32, lane);
+                vqo += 512;
             } else {
-                const size_t row = (size_t)g * 32 * Hkv + r;
-                vq[row * VW + vc] = wd[0];
-                vq[row * VW + vc + 2] = wd[1];
-                vp[row * (HD / 16) + 2 * (j >> 1) + (j & 1)] = pv;
+                if (ok) {
+                    const size_t row = (size_t)g * 32 * Hkv + r;
+                    reinterpret_cast<uint4 *>(vq)[row * 4 + G] = make_uint4(wa[0], wa[1], wb[0], wb[1]);
+                    reinterpret_cast<uint32_t *>(vp)[row * 4 + G] = prm;
+                }
             }
         }
     };
@@ -643,58 +653,92 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
         }
     }
     __syncthreads();
-    /* 2. K per head: rows to the tile, then thread (c, half) quantises channel c over tokens
-     *    16 half .. 16 half + 15: words half (2 bits) or 2 half, 2 half + 1 (4 bits) */
-    const int c = warp * 16 + (lane & 15), half = lane >> 4;
+    /* 2. K two heads a pass: each lane's rows of heads 2p and 2p + 1 to the two tiles (one each),
+     *    then thread (ck, hs) quantises channel ck of head 2p + hs over all 32 tokens, so a group's
+     *    range, params and code words are one thread's (two threads a group and a shuffle did it
+     *    before, with the range twice); two barriers a pass, one a head as before. 2 bits: the
+     *    fragment-order words of the pass's heads after its second barrier, from kfrs. */
     const float ft = kns[t];
-    uint4 kr[2];
-    ld_row(k + (size_t)t * Hkv * HD, j, kr);
-    for (int h = 0; h < Hkv; h++) {
-        float *tile = tiles[h & 1];
-        uint2 *kfr = kfrs[h & 1];
-        float x[16];
-        cvt16(kr, x);
-        if (h + 1 < Hkv) ld_row(k + ((size_t)t * Hkv + h + 1) * HD, j, kr); /* in flight over this head */
-        if (rotate) fwht8x2(x, j);
-        float *dst = tile + pk_row_off(t);
-#pragma unroll
-        for (int i = 0; i < 16; i++) x[i] = __fmul_rn(x[i], ft);
-#pragma unroll
-        for (int p = 0; p < 2; p++) {
-            float4 *d4 = reinterpret_cast<float4 *>(dst + pk_col(64 * p + 8 * j));
-            d4[0] = make_float4(x[8 * p], x[8 * p + 1], x[8 * p + 2], x[8 * p + 3]);
-            d4[1] = make_float4(x[8 * p + 4], x[8 * p + 5], x[8 * p + 6], x[8 * p + 7]);
-        }
-        __syncthreads();
-        float col[16];
-        const float *src = tile + pk_row_off(16 * half) + pk_col(c);
-        float lo = INFINITY, hi = -INFINITY;
-#pragma unroll
-        for (int i = 0; i < 16; i++) {
-            col[i] = src[i * PK_LD];
-            lo = fmin_nan(lo, col[i]);
-            hi = fmaxf(hi, col[i]);
-        }
-        uint32_t wd[16 * BITS / 32];
-        const uint32_t prm = pk_words<BITS>(col, INFINITY, lo, hi, 16, wd);
-        const size_t blk = (size_t)g * Hkv + h;
-        if constexpr (BITS == 2) {
-            /* (scale, zero) to their fragment-order places: the warp's 32 stores are one
-             * 64-byte run (the zeros and scales of its 16 channels) */
-            kp[blk * 256 + osc_kvq_frag_kp(c, half)] = (uint16_t)(prm >> (16 * half));
-            /* fragment order: the block's row-layout words to shared, one output word per
-             * thread, written out after the next head's barrier (or the one after the loop) */
-            reinterpret_cast<uint32_t *>(kfr + kf_idx(c))[half] = wd[0];
-            if (h > 0) kq[(blk - 1) * 256 + threadIdx.x] = frag_word_k(kfrs[(h - 1) & 1], threadIdx.x);
+    const int sw = t >= 16 ? 2 : 0, jw = j ^ sw; /* this lane's row: its channels' places (PK_KC) */
+    const int hs = warp >> 2, ck = 32 * (warp & 3) + lane;
+    const bf16 *krow = k + (size_t)t * Hkv * HD; /* token t's head rows */
+    /* x (the lane's channels of a key row) to its places in tile (see PK_KC): rotated, the
+     * half-widths 1, 2, 4 here and the rest from the transposed chunk; else only times the factor */
+    auto row_to_tile = [&](float(&x)[16], float *tile) {
+        float *row = tile + t * PK_LD;
+        if (rotate) {
+            bfly_regs<8>(x);
         } else {
-            if (half == 0) reinterpret_cast<uint32_t *>(kp)[blk * HD + c] = prm;
 #pragma unroll
-            for (int w = 0; w < 16 * BITS / 32; w++) kq[(blk * BITS + half * (16 * BITS / 32) + w) * HD + c] = wd[w];
+            for (int i = 0; i < 16; i++) x[i] = __fmul_rn(x[i], ft);
         }
-    }
-    if constexpr (BITS == 2) {
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            row[i * PK_KC + jw] = x[i];
+            row[i * PK_KC + jw + 8] = x[8 + i];
+        }
+        if (rotate) {
+            __syncwarp();
+            if (sw) pk_krow_hi<2>(row + j * PK_KC, ft);
+            else pk_krow_hi<0>(row + j * PK_KC, ft);
+        }
+    };
+    uint4 kr[2];
+    ld_row(krow, j, kr);
+    for (int h0 = 0; h0 < Hkv; h0 += 2) {
+#pragma unroll
+        for (int u = 0; u < 2; u++)
+            if (h0 + u < Hkv) {
+                float x[16];
+                cvt16(kr, x);
+                if (h0 + u + 1 < Hkv) ld_row(krow + (size_t)(h0 + u + 1) * HD, j, kr); /* in flight */
+                row_to_tile(x, tiles[u]);
+            }
         __syncthreads();
-        kq[((size_t)g * Hkv + Hkv - 1) * 256 + threadIdx.x] = frag_word_k(kfrs[(Hkv - 1) & 1], threadIdx.x);
+        const int h = h0 + hs;
+        if (h < Hkv) {
+            const float *sa = tiles[hs] + pk_pos(ck, 0), *sb = tiles[hs] + 16 * PK_LD + pk_pos(ck, 2);
+            float ca[16], cb[16]; /* tokens 0..15, 16..31 */
+            float lo = INFINITY, hi = -INFINITY;
+#pragma unroll
+            for (int i = 0; i < 16; i++) {
+                ca[i] = sa[i * PK_LD];
+                cb[i] = sb[i * PK_LD];
+                lo = fmin_nan(fmin_nan(lo, ca[i]), cb[i]);
+                hi = fmaxf(fmaxf(hi, ca[i]), cb[i]);
+            }
+            const bool nan = isnan(lo); /* kv_quant.c's min skips NaN: the min of the rest */
+            if (nan) {
+                lo = INFINITY;
+#pragma unroll
+                for (int i = 0; i < 16; i++) lo = fminf(fminf(lo, ca[i]), cb[i]);
+            }
+            float sc, rs;
+            int zint;
+            uint32_t prm;
+            kv_range(lo, hi, BITS, &sc, &rs, &zint, &prm);
+            uint32_t wa[16 * BITS / 32], wb[16 * BITS / 32];
+            kv_words16<BITS>(ca, lo, hi, rs, zint, !nan, wa);
+            kv_words16<BITS>(cb, lo, hi, rs, zint, !nan, wb);
+            const size_t blk = (size_t)g * Hkv + h;
+            if constexpr (BITS == 2) {
+                kp[blk * 256 + osc_kvq_frag_kp(ck, 0)] = (uint16_t)prm;
+                kp[blk * 256 + osc_kvq_frag_kp(ck, 1)] = (uint16_t)(prm >> 16);
+                kfrs[hs][kf_idx(ck)] = make_uint2(wa[0], wb[0]);
+            } else {
+                reinterpret_cast<uint32_t *>(kp)[blk * HD + ck] = prm;
+                kq[(blk * 4 + 0) * HD + ck] = wa[0];
+                kq[(blk * 4 + 1) * HD + ck] = wa[1];
+                kq[(blk * 4 + 2) * HD + ck] = wb[0];
+                kq[(blk * 4 + 3) * HD + ck] = wb[1];
+            }
+        }
+        __syncthreads();
+        if constexpr (BITS == 2) {
+            const size_t blk = (size_t)g * Hkv + h0;
+            kq[blk * 256 + threadIdx.x] = frag_word_k(kfrs[0], threadIdx.x);
+            if (h0 + 1 < Hkv) kq[(blk + 1) * 256 + threadIdx.x] = frag_word_k(kfrs[1], threadIdx.x);
+        }
     }
     if (!vfirst) values();
 }
