@@ -294,19 +294,20 @@ k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int r
     }
 }
 
-/* ---- hd = 128: the pack with 16 channels per lane ---------------------------------------- */
+/* ---- hd = 128: the pack with a group a thread ------------------------------------------- */
 /* The general kernel above spends ~880 warp instructions per (token, head) row (ncu, H200):
  * every key row is rotated twice with 4 channels per lane (5 levels of shuffles), V's groups
- * are reduced across all 32 lanes. Here a lane holds 16 channels of a row (8 lanes per row, 4
- * rows per warp): lane j has channels 8j..8j+7 and 64+8j..64+8j+7, so each of its two 16-byte
- * loads is one coalesced 128-byte piece of the row per 8 lanes (16 consecutive channels per lane
- * took two loads that each touched every sector of the row twice), and 4 of the 7 butterfly
- * levels (half-widths 1, 2, 4 and 64) are in registers. A key element is one multiply after the
- * butterflies (the token's factor, as osc_kvq_khat), a code 4 instructions (kv_words16); the token
- * norm comes from the unrotated key (H / sqrt(hd) is orthonormal: ||k_rot||^2 = hd rsq^2 ||k||^2
- * in fp64, within an fp32 ulp of the norm of the rotated values), so each key row is rotated once.
- * Block: 32 tokens, all heads, 256 threads; per head the rotated, normalised rows go through a
- * shared [32][PK_LD] tile to one thread per (channel, half of the tokens). */
+ * are reduced across all 32 lanes. Here a key row is read by 8 lanes, 4 rows per warp: lane j
+ * has channels 8j..8j+7 and 64+8j..64+8j+7, so each of its two 16-byte loads is one coalesced
+ * 128-byte piece of the row per 8 lanes (16 consecutive channels per lane took two loads that
+ * each touched every sector of the row twice); its butterflies run in registers, half-widths 1,
+ * 2, 4 in the lane and the rest after a transpose through the tile (PK_KC). A key element is one
+ * multiply after the butterflies (the token's factor, as osc_kvq_khat), a code 2 instructions
+ * (4 with clamps, kv_words16); the token norm comes from the unrotated key (H / sqrt(hd) is
+ * orthonormal: ||k_rot||^2 = hd rsq^2 ||k||^2 in fp64, within an fp32 ulp of the norm of the
+ * rotated values), so each key row is rotated once. Block: 32 tokens, all heads, 256 threads;
+ * two heads a pass, the rotated, normalised rows go through two shared [32][PK_LD] tiles to one
+ * thread per (channel, head); a V group (32 channels of a row) is one lane's. */
 /* A tile row (one token's rotated, scaled key) is 8 chunks of PK_KC floats: chunk m holds the 16
  * channels c = m (mod 8) at k = c / 8 (k ^ 2 in rows 16..31). The same places first take the
  * row after the butterflies of half-widths 1, 2, 4 (lane j's channels 8j + i, 64 + 8j + i: 16
