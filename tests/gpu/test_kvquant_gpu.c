@@ -482,6 +482,8 @@ int main(void) {
         test_pack_case(64, 12, 128, bits, 1, 1);
         if (!g_dev_fail) test_pack_case(64, 32, 128, bits, 1, 1);
         if (!g_dev_fail) test_pack_case(32, 12, 128, bits, 0, 0);
+        /* an odd count above 1: k_kv_pack128's last key pass and value iteration hold one head */
+        if (!g_dev_fail) test_pack_case(64, 3, 128, bits, 1, 1);
     }
     if (!g_dev_fail) test_pack_case(64, 2, 256, 4, 1, 1);   /* hd 256 */
     g_special = 1; /* degenerate groups, zero / huge / tiny tokens, every mode, both kernels */
