@@ -335,8 +335,9 @@ __device__ __forceinline__ int kf_idx(int c) {
  * shifted into place (one LEA per code) less M's pattern times the sum of the shifts' powers
  * (mod 2^32). lo, hi: the min and max of the group, which holds no NaN when `finite`.
  * x * rs + mz is monotone in x (rs > 0), so when the extremes' values lie in [M, M + qmax]
- * every value does and the clamps change nothing: two instructions a code instead of four. Otherwise (NaN, infinities, the zero's rounding putting an extreme half a step out or
- * a tie at the top, clamped ranges) the clamped rule. */
+ * every value does and the clamps change nothing: two instructions a code instead of four.
+ * Otherwise (NaN, infinities, the zero's rounding putting an extreme half a step out or a tie
+ * at the top, clamped ranges) the clamped rule. */
 template <int BITS>
 __device__ __forceinline__ void kv_words16(const float (&x)[16], float lo, float hi, float rs, int zint, bool finite,
                                            uint32_t (&w)[16 * BITS / 32]) {
