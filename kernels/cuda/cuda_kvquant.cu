@@ -309,19 +309,17 @@ k_kv_pack(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, int r
  * two heads a pass, the rotated, normalised rows go through two shared [32][PK_LD] tiles to one
  * thread per (channel, head); a V group (32 channels of a row) is one lane's. */
 /* A tile row (one token's rotated, scaled key) is 8 chunks of PK_KC floats: chunk m holds the 16
- * channels c = m (mod 8) at k = c / 8 (k ^ 2 in rows 16..31). The same places first take the
- * row after the butterflies of half-widths 1, 2, 4 (lane j's channels 8j + i, 64 + 8j + i: 16
- * scalar stores), and lane j reads chunk j back as 4 float4: channels j + 8k, whose butterflies
- * of half-widths 8 .. 64 are then in registers (k's bits). That is 16 stores and 4 loads where
- * three levels of shuffles took 48 SHFL and 48 FFMA. Banks: a row is 168 = 8 (mod 32) floats,
- * so the 4 rows of a warp's scalar stores fall on 4 different 8-bank runs; a chunk is 20 floats,
- * so the 8 chunks start on 8 different bank quads: the float4 accesses of a row, and the column
- * reads of 32 consecutive channels (8 chunks x 4 neighbouring k), touch every bank once. (The
- * k ^ 2 of rows 16..31 served column reads that took both token halves in one instruction; they
- * no longer do, and it costs nothing but a uniform branch.) */
+ * channels c = m (mod 8) at k = c / 8. The same places first take the row after the butterflies
+ * of half-widths 1, 2, 4 (lane j's channels 8j + i, 64 + 8j + i: 16 scalar stores), and lane j
+ * reads chunk j back as 4 float4: channels j + 8k, whose butterflies of half-widths 8 .. 64 are
+ * then in registers (k's bits). That is 16 stores and 4 loads where three levels of shuffles
+ * took 48 SHFL and 48 FFMA. Banks: a row is 168 = 8 (mod 32) floats, so the 4 rows of a warp's
+ * scalar stores fall on 4 different 8-bank runs; a chunk is 20 floats, so the 8 chunks start on
+ * 8 different bank quads: the float4 accesses of a row, and the column reads of 32 consecutive
+ * channels (8 chunks x 4 neighbouring k), touch every bank once. */
 const int PK_KC = 20, PK_LD = 168, PK_TILE = 32 * PK_LD;
-/* channel c's place in a tile row; sw = 2 in rows 16..31, else 0 */
-__device__ __forceinline__ int pk_pos(int c, int sw) { return (c & 7) * PK_KC + ((c >> 3) ^ sw); }
+/* channel c's place in a tile row */
+__device__ __forceinline__ int pk_pos(int c) { return (c & 7) * PK_KC + (c >> 3); }
 /* the 2-bit K reorder words: channel c's two words (token halves) at uint2 kf_idx(c); the
  * 16-channel blocks of each 64 are shifted by 0, 1, 4, 5 uint2 pairs so the 8 lanes of a quarter
  * warp in frag_word_k (channels 16a + 4b, a < 4, b < 2) read 8 different bank quads */
@@ -425,25 +423,24 @@ template <int N> __device__ __forceinline__ void bfly_regs(float (&x)[16]) {
 }
 
 /* The second half of a key row's transform (see PK_KC): this lane's tile chunk (channels j + 8k
- * at place k ^ SW, after the half-widths 1, 2, 4) through the half-widths 8, 16, 32, 64 (k's
- * bits), times the token's factor f, back to the same places */
-template <int SW> __device__ __forceinline__ void pk_krow_hi(float *chunk, float f) {
+ * at place k, after the half-widths 1, 2, 4) through the half-widths 8, 16, 32, 64 (k's bits),
+ * times the token's factor f, back to the same places */
+__device__ __forceinline__ void pk_krow_hi(float *chunk, float f) {
     float4 *c4 = reinterpret_cast<float4 *>(chunk);
     float y[16];
 #pragma unroll
     for (int q = 0; q < 4; q++) {
         const float4 r = c4[q];
-        y[4 * q + (0 ^ SW)] = r.x;
-        y[4 * q + (1 ^ SW)] = r.y;
-        y[4 * q + (2 ^ SW)] = r.z;
-        y[4 * q + (3 ^ SW)] = r.w;
+        y[4 * q] = r.x;
+        y[4 * q + 1] = r.y;
+        y[4 * q + 2] = r.z;
+        y[4 * q + 3] = r.w;
     }
     bfly_regs<16>(y);
 #pragma unroll
     for (int i = 0; i < 16; i++) y[i] = __fmul_rn(y[i], f);
 #pragma unroll
-    for (int q = 0; q < 4; q++)
-        c4[q] = make_float4(y[4 * q + (0 ^ SW)], y[4 * q + (1 ^ SW)], y[4 * q + (2 ^ SW)], y[4 * q + (3 ^ SW)]);
+    for (int q = 0; q < 4; q++) c4[q] = make_float4(y[4 * q], y[4 * q + 1], y[4 * q + 2], y[4 * q + 3]);
 }
 
 /* 2-bit fragment order (kv_quant.h osc_kvq_frag_k / _v): w0 and w1 hold 16 codes each at bits
@@ -661,7 +658,6 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
      *    before, with the range twice); two barriers a pass, one a head as before. 2 bits: the
      *    fragment-order words of the pass's heads after its second barrier, from kfrs. */
     const float ft = kns[t];
-    const int sw = t >= 16 ? 2 : 0, jw = j ^ sw; /* this lane's row: its channels' places (PK_KC) */
     const int hs = warp >> 2, ck = 32 * (warp & 3) + lane;
     const bf16 *krow = k + (size_t)t * Hkv * HD; /* token t's head rows */
     /* x (the lane's channels of a key row) to its places in tile (see PK_KC): rotated, the
@@ -676,13 +672,12 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
         }
 #pragma unroll
         for (int i = 0; i < 8; i++) {
-            row[i * PK_KC + jw] = x[i];
-            row[i * PK_KC + jw + 8] = x[8 + i];
+            row[i * PK_KC + j] = x[i];
+            row[i * PK_KC + j + 8] = x[8 + i];
         }
         if (rotate) {
             __syncwarp();
-            if (sw) pk_krow_hi<2>(row + j * PK_KC, ft);
-            else pk_krow_hi<0>(row + j * PK_KC, ft);
+            pk_krow_hi(row + j * PK_KC, ft);
         }
     };
     uint4 kr[2];
@@ -699,7 +694,7 @@ k_kv_pack128(const bf16 *__restrict__ k, const bf16 *__restrict__ v, int Hkv, in
         __syncthreads();
         const int h = h0 + hs;
         if (h < Hkv) {
-            const float *sa = tiles[hs] + pk_pos(ck, 0), *sb = tiles[hs] + 16 * PK_LD + pk_pos(ck, 2);
+            const float *sa = tiles[hs] + pk_pos(ck), *sb = sa + 16 * PK_LD;
             float ca[16], cb[16]; /* tokens 0..15, 16..31 */
             float lo = INFINITY, hi = -INFINITY;
 #pragma unroll
