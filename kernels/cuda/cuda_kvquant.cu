@@ -880,7 +880,7 @@ __device__ __forceinline__ void dq_res_range(const dq_seq &sq, int split, int *r
     if (r >= 0 && r < dq_nrs(sq)) *rb = r * c, *re = min(sq.n_res, r * c + c);
 }
 
-/* rs == 0 (k_kvq_mma's plan for batches): the window folded into the packed splits. The items
+/* rs == 0 (k_kvq_mma's default plan): the window folded into the packed splits. The items
  * of a (sequence, KV head) are its packed groups, then its window's 16-token tiles (one item
  * each: a tile is 2.5x a group's bytes but loads in two round trips and runs one S and one PV
  * MMA chain); split s takes items [s c, s c + c), c = max(ceil(items / nsq), DQ_NW), so the
@@ -1356,7 +1356,7 @@ osc_status pick_gm(int GM, float *pacc, float2 *pml, const bf16 *q, int G, int H
  * q is pre-scaled by 1/16 in f16 (the f16 products q * scale of unnormalised kivi2 keys stay
  * far from the f16 limit); the 16 comes back in fp32.
  * The residual window (bf16) is the up to rs splits after the packed ones (dq_nrs), or, folded
- * (rs = 0, batches), tiles after the packed groups of the same splits (dq_split_items): its
+ * (rs = 0, the default), tiles after the packed groups of the same splits (dq_split_items): its
  * tiles of 16 tokens are converted to f16 in shared memory and go through ldmatrix into the
  * same two MMAs. */
 /* 8 warps a block, 2 blocks an SM: the same 16 warps an SM as 4 x 4 before session 15, but
@@ -2151,16 +2151,20 @@ osc_status mq_launch(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, in
 /* The split plan of a launch over bh (sequence, KV head) pairs: splits per pair so that every
  * block is resident at once (one wave). slots = blocks per SM x SMs: k_kvq_mma's occupancy
  * (2 of its 8-warp blocks fit an SM), 4 for k_kvq_decode, OSC_KVQ_BPS to override. A pair gets
- * per = slots / bh blocks (at least 1): rs of them (4, 2 or 1 as per >= 32, >= 16, else) take
- * the window, the rest (want) the packed groups; or, k_kvq_mma with per < 32 (batches), all of
- * them share the packed groups and the window's tiles (rs = 0, dq_split_items), so no slot
- * idles once a short window block is done. Blocks past one wave started only when the window's
- * short blocks left and ended that much after the rest (session 10: the (1,128K) launch of 66
- * + 4 splits x 8 heads on 528 slots had its SMs idle 24% of the time). Measured on the H100
- * (PERFORMANCE.md, session 10): folding gained 1-3 us at (8,32K) and (16,8K) and lost 1-1.5
- * us at B = 1, hence the split by per. OSC_KVQ_PLAN (A/B sweeps, tests): 0 the old plan
- * (ceil(slots / bh) packed splits, 4 window splits), 2 never fold, 3 always fold, 4 one split
- * per pair (per = 1, the plan of batches with more pairs than slots). */
+ * per = slots / bh blocks (at least 1). k_kvq_mma: all of them share the packed groups and the
+ * window's tiles (rs = 0, dq_split_items), so no slot idles once a short window block is done;
+ * k_kvq_decode: rs of them (4, 2 or 1 as per >= 32, >= 16, else) take the window, the rest
+ * (want) the packed groups. Blocks past one wave started only when the window's short blocks
+ * left and ended that much after the rest (session 10: the (1,128K) launch of 66 + 4 splits x
+ * 8 heads on 528 slots had its SMs idle 24% of the time). Folding gained 1-3 us at (8,32K) and
+ * (16,8K) on the H100 (session 10); at B = 1 it lost 1-1.5 us there then and on the H200 in
+ * session 13, so batch 1 kept the window's own splits until session 21, when the H200 read the
+ * folded plan 2% faster at (1,128K) (38.5-38.8 us device time vs 39.5-39.7, 5 rounds), 0.4 us
+ * at (1,32K), level at (1,4K) (the H100 had in session 16). OSC_KVQ_PLAN (A/B sweeps, tests): 0
+ * the old plan (ceil(slots / bh) packed splits, 4 window splits), 2 never fold (k_kvq_mma: the
+ * window in splits of its own, as few as end in time: dq_window_splits), 3 always fold (the
+ * default), 4 one split per pair (per = 1, the plan of batches with more pairs than slots), 5
+ * as 2 with rs splits for the window. */
 struct dq_budget {
     int want, rs;
     bool fit; /* k_kvq_mma: dq_plan may give the window fewer splits (dq_window_splits) */
@@ -2183,7 +2187,7 @@ dq_budget dq_budget_for(int bh, bool mma) {
     if (bh < 1) bh = 1;
     if (!plan) return {(slots + bh - 1) / bh, 4, false};
     const int per = slots / bh > 1 ? slots / bh : 1;
-    if (mma && (plan == 3 || (plan != 2 && per < 32))) return {per, 0, false};
+    if (mma && plan != 2 && plan != 5) return {per, 0, false};
     const int rs = per >= 32 ? 4 : per >= 16 ? 2 : 1;
     return {per - rs > 1 ? per - rs : 1, rs, mma && plan != 5};
 }

@@ -419,15 +419,15 @@ static void test_quant_batch(void) {
     if (!gm) return;
     const size_t n = (size_t)8 * 3 * c.vocab_size;
     float *a = calloc(n, 4), *b = calloc(n, 4), *e = calloc(n, 4);
-    /* oscar2 four times: its window in splits of its own (the default here), folded into the
-     * packed splits (the default of larger batches), one split per sequence and KV head (a
-     * batch with more of those than resident blocks), folded with the splits merged inside
-     * k_kvq_mma (larger batches' default too); kivi4 last (e is used below) */
+    /* oscar2 four times: its window in splits of its own (OSC_KVQ_PLAN=2), folded into the
+     * packed splits (the default), one split per sequence and KV head (a batch with more of
+     * those than resident blocks), folded with the splits merged inside k_kvq_mma (larger
+     * batches' default); kivi4 last (e is used below) */
     const char *modes[] = {"oscar2", "oscar2", "oscar2", "oscar2", "kivi4"};
-    static const char *plans[] = {"", " (folded window)", " (one split)", " (folded, merged in the kernel)", ""};
+    static const char *plans[] = {" (window splits)", " (folded window)", " (one split)", " (folded, merged in the kernel)", ""};
     for (int mi = 0; mi < 5; mi++)
         for (int pooled = 0; pooled < 2; pooled++) {
-            osc_cuda_kv_split_plan(mi == 1 || mi == 3 ? 3 : mi == 2 ? 4 : -1);
+            osc_cuda_kv_split_plan(mi == 0 ? 2 : mi == 1 || mi == 3 ? 3 : mi == 2 ? 4 : -1);
             osc_cuda_kv_fused_merge(mi == 3 ? 2 : -1);
             char pl[64];
             snprintf(pl, sizeof pl, "%s%s", pooled ? " (page pool)" : "", plans[mi]);

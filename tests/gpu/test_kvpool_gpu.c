@@ -334,9 +334,9 @@ int main(void) {
     const char *modes[] = {"kivi2", "kivi4", "rot2", "oscar2", "oscar4"};
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
         for (size_t m = 0; m < sizeof modes / sizeof modes[0]; m++) run_case(modes[m], &shapes[s]);
-    /* the 2-bit hd-128 modes again with the window folded into the packed splits (the plan of
-     * batches, here too small to get it by default) */
-    osc_cuda_kv_split_plan(3);
+    /* the 2-bit hd-128 modes again with the window in splits of its own (OSC_KVQ_PLAN=2; the
+     * default folds it into the packed splits) */
+    osc_cuda_kv_split_plan(2);
     for (size_t s = 0; s < 2; s++)
         for (size_t m = 0; m < 4; m += 3) run_case(modes[m], &shapes[s]); /* kivi2, oscar2 */
     /* and with the splits merged inside k_kvq_mma (the default of larger batches) */
