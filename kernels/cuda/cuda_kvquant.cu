@@ -2160,11 +2160,12 @@ osc_status mq_launch(float *pacc, float2 *pml, const bf16 *q, int G, int Hkv, in
  * (16,8K) on the H100 (session 10); at B = 1 it lost 1-1.5 us there then and on the H200 in
  * session 13, so batch 1 kept the window's own splits until session 21, when the H200 read the
  * folded plan 2% faster at (1,128K) (38.5-38.8 us device time vs 39.5-39.7, 5 rounds), 0.4 us
- * at (1,32K), level at (1,4K) (the H100 had in session 16). OSC_KVQ_PLAN (A/B sweeps, tests): 0
- * the old plan (ceil(slots / bh) packed splits, 4 window splits), 2 never fold (k_kvq_mma: the
- * window in splits of its own, as few as end in time: dq_window_splits), 3 always fold (the
- * default), 4 one split per pair (per = 1, the plan of batches with more pairs than slots), 5
- * as 2 with rs splits for the window. */
+ * at (1,32K), level at (1,4K) (the H100: level at (1,128K), 0.3-0.5 us faster at (1,32K)).
+ * OSC_KVQ_PLAN (A/B sweeps, tests): 0 the old plan (ceil(slots / bh) packed splits, 4 window
+ * splits), 2 never fold (k_kvq_mma: the window in splits of its own, as few as end in time:
+ * dq_window_splits, whose only user this plan now is), 3 always fold (the default), 4 one split
+ * per pair (per = 1, the plan of batches with more pairs than slots), 5 as 2 with rs splits for
+ * the window. */
 struct dq_budget {
     int want, rs;
     bool fit; /* k_kvq_mma: dq_plan may give the window fewer splits (dq_window_splits) */
